@@ -82,6 +82,11 @@ export function slotBase(slot: number): number {
   return T_HEADER_WORDS + slot * SLOT_WORDS;
 }
 
+/** Transport word index of word 0 of a slot's data area (where guest handles point). */
+export function slotDataBase(slot: number): number {
+  return T_HEADER_WORDS + slot * SLOT_WORDS + S_HEADER_WORDS;
+}
+
 /* ------------------------------------------------------- guest virtual layout */
 /*
  * Virtual addresses are plain numbers. x86_64 addresses are kept as their low 48 bits

@@ -1,0 +1,129 @@
+/*
+ * The registry of guest programs a vCPU worker can run, and the `ping` program.
+ *
+ * A program is a function (cpu, params) -> handler, loaded lazily so a worker only loads
+ * the program it runs. Adding one is one line at the bottom of this file:
+ *
+ *     registerProgram('script', () => import('./script.js'));   // script.ts: export default
+ *
+ * The handler serves the controller's requests ({id, op, ...}; the worker strips nothing
+ * and replies {id, ok, value | error}). It runs with the vCPU RUNNING; an async handler
+ * that awaits something slow should await it through cpu.idle(p) so TLB shootdowns need
+ * not wait for it. Throwing GuestPanic (guest/vcpu.ts) kills the vCPU and its domain;
+ * any other error is reported to the request only.
+ */
+import { MMUEXT_TLB_FLUSH_ALL, rcName } from '../../src/abi.js';
+import { mmuextOne, schedOpYield } from '../arch/xen/hypercall.js';
+import { GuestPanic, type Vcpu } from '../vcpu.js';
+
+/** A request from the controller. */
+export interface VcpuRequest {
+  id: number;
+  op: string;
+  [key: string]: unknown;
+}
+
+export type VcpuReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: string; name: string };
+
+/** What a worker tells its controller besides replies. */
+export type VcpuEvent = { event: 'ready' };
+
+export type ProgramHandler = (req: VcpuRequest) => unknown;
+export type GuestProgram = (cpu: Vcpu, params: unknown) => ProgramHandler | Promise<ProgramHandler>;
+export interface ProgramModule {
+  default: GuestProgram;
+}
+
+const registry = new Map<string, () => Promise<ProgramModule>>();
+
+/** Register a program under `name` (once). */
+export function registerProgram(name: string, load: () => Promise<ProgramModule>): void {
+  if (registry.has(name)) throw new Error(`guest program "${name}" is already registered`);
+  registry.set(name, load);
+}
+
+/** Load a program by name; throws with the registered names when there is none. */
+export async function loadProgram(name: string): Promise<GuestProgram> {
+  const load = registry.get(name);
+  if (load === undefined) {
+    throw new TypeError(`unknown guest program "${name}"; registered: ${programNames().join(', ')}`);
+  }
+  return (await load()).default;
+}
+
+export function programNames(): string[] {
+  return [...registry.keys()].sort();
+}
+
+/* ------------------------------------------------------------------- ping */
+
+function nonNegInt(req: VcpuRequest, key: string, dflt: number): number {
+  const v = req[key] ?? dflt;
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+    throw new TypeError(`ping ${req.op}: ${key} must be a non-negative integer (got ${String(v)})`);
+  }
+  return v;
+}
+
+/** Run `call` req.n times (stopping at the first error); the elapsed time per call. */
+function timed(req: VcpuRequest, call: () => number, what: string): { n: number; ns: number; nsPerCall: number } {
+  const n = nonNegInt(req, 'n', 1);
+  let rc = 0;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < n && rc === 0; i++) rc = call();
+  const ns = Number(process.hrtime.bigint() - t0);
+  if (rc !== 0) throw new Error(`${what} returned ${rc} (${rcName(rc)})`);
+  return { n, ns, nsPerCall: n > 0 ? ns / n : 0 };
+}
+
+/**
+ * ping: the transport's own test and benchmark guest.
+ *   hypercall-ping {n}        n null hypercalls (sched_op yield) -> {n, ns, nsPerCall}
+ *   tlb-flush-all {n}         n MMUEXT_TLB_FLUSH_ALL (a shootdown of the domain's other
+ *                             vCPUs, waiting for the running ones) -> {n, ns, nsPerCall}
+ *   spin {ms, untilFlushes}   run (RUNNING) polling interrupts until this vCPU has serviced
+ *                             untilFlushes flushes or ms passed -> stats
+ *   translate {va, write}     the MMU's answer for va -> {mfn, fault?}
+ *   stats                     -> {flushes, ipis, tlbFlushes, hypercalls}
+ *   panic {message}           GuestPanic: kills the vCPU and its domain
+ */
+export function ping(cpu: Vcpu): ProgramHandler {
+  const stats = () => ({
+    flushes: cpu.flushes,
+    ipis: cpu.ipis,
+    tlbFlushes: cpu.mmu.flushCount,
+    hypercalls: cpu.hypercalls,
+  });
+  return (req) => {
+    switch (req.op) {
+      case 'hypercall-ping':
+        return timed(req, () => schedOpYield(cpu), 'sched_op yield');
+      case 'tlb-flush-all':
+        return timed(req, () => mmuextOne(cpu, MMUEXT_TLB_FLUSH_ALL), 'mmuext_op tlb_flush_all');
+      case 'spin': {
+        const ms = nonNegInt(req, 'ms', 1000);
+        const until = cpu.flushes + nonNegInt(req, 'untilFlushes', 1);
+        const end = Date.now() + ms;
+        while (cpu.flushes < until && Date.now() < end) cpu.pollInterrupts();
+        return stats();
+      }
+      case 'translate': {
+        const va = nonNegInt(req, 'va', 0);
+        const mfn = cpu.mmu.translate(va, req['write'] === true);
+        return mfn < 0 ? { mfn, fault: cpu.mmu.fault() } : { mfn };
+      }
+      case 'stats':
+        return stats();
+      case 'panic':
+        throw new GuestPanic(typeof req['message'] === 'string' ? req['message'] : 'ping: panic requested');
+      default:
+        throw new TypeError(`ping: unknown op "${req.op}"; accepted: hypercall-ping, tlb-flush-all, spin, translate, stats, panic`);
+    }
+  };
+}
+
+/* --------------------------------------------------------------- registry */
+
+registerProgram('ping', async () => ({ default: ping }));

@@ -1,0 +1,59 @@
+/*
+ * The vCPU worker entry: the only file in guest/ that touches worker_threads. It builds
+ * the vCPU runtime from workerData, starts the named program and serves the
+ * controller's requests one at a time.
+ *
+ * Between requests the vCPU is blocked (not RUNNING): shootdowns do not wait for an idle
+ * worker, which flushes when it next runs. A GuestPanic kills the worker (after replying),
+ * and the controller destroys the domain; other errors are replied to their request.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import { GuestPanic, Vcpu, type VcpuInit } from './vcpu.js';
+import { loadProgram, type VcpuEvent, type VcpuReply, type VcpuRequest } from './programs/index.js';
+
+export interface VcpuWorkerData extends VcpuInit {
+  program: string;
+  params: unknown;
+}
+
+const port = parentPort;
+if (port === null) throw new Error('guest/vcpu-worker.js must run as a worker thread');
+const init = workerData as VcpuWorkerData;
+
+const cpu = new Vcpu(init);
+const program = await loadProgram(init.program);
+cpu.resume();
+const handler = await program(cpu, init.params);
+cpu.block();
+
+function errorReply(id: number, e: unknown): VcpuReply {
+  const err = e instanceof Error ? e : new Error(String(e));
+  return { id, ok: false, error: err.message, name: err.name };
+}
+
+async function serve(req: VcpuRequest): Promise<void> {
+  let reply: VcpuReply;
+  cpu.resume();
+  try {
+    reply = { id: req.id, ok: true, value: await handler(req) };
+  } catch (e) {
+    reply = errorReply(req.id, e);
+    if (e instanceof GuestPanic) {
+      port!.postMessage(reply);
+      throw e; // out of the queue: an uncaught error ends the worker
+    }
+  } finally {
+    cpu.block();
+  }
+  try {
+    port!.postMessage(reply);
+  } catch (e) {
+    port!.postMessage(errorReply(req.id, e)); // a value that cannot be cloned
+  }
+}
+
+let queue: Promise<void> = Promise.resolve();
+port.on('message', (req: VcpuRequest) => {
+  queue = queue.then(() => serve(req));
+});
+port.postMessage({ event: 'ready' } satisfies VcpuEvent);

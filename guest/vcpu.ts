@@ -1,0 +1,190 @@
+/*
+ * The vCPU runtime inside a worker: the slot views, hypercall submission and the
+ * runstate protocol (RUNNING / FLUSH_PENDING) that TLB shootdowns rely on.
+ *
+ * Runstate (src/layout.ts has the ordering rule; hypervisor/flush.ts the other side):
+ *  - RUNNING is set while guest code executes. The MMU's hot path and pollInterrupts()
+ *    service a flush posted meanwhile (an IPI: the poster waits for it).
+ *  - block() -- before a hypercall wait, idling, or waiting for the controller -- clears
+ *    RUNNING first and only then services a pending flush, so a flush posted while we
+ *    were still running is always acknowledged, and one posted after is not waited for.
+ *  - resume() sets RUNNING and services a pending flush before the next access.
+ *
+ * Hypercall submission (one outstanding per slot): the arguments are plain stores, then
+ * Atomics.store(S_STATE, SLOT_REQUEST) publishes them; the doorbell is bumped and
+ * notified; we spin on S_STATE (~0.2 us per round trip when the hypervisor is awake)
+ * and fall back to Atomics.wait (~1.4 us). The hypervisor writes S_RESULT, stores
+ * SLOT_DONE and notifies S_STATE; we read the result and hand the slot back (SLOT_IDLE).
+ */
+import type { DomainInfo } from '../hypervisor/types.js';
+import {
+  RS_FLUSH_PENDING,
+  RS_RUNNING,
+  S_ARGS,
+  S_OP,
+  S_RESULT,
+  S_RUNSTATE,
+  S_STATE,
+  S_FLUSHES,
+  S_IPIS,
+  SLOT_DONE,
+  SLOT_IDLE,
+  SLOT_REQUEST,
+  T_DOORBELL,
+  slotBase,
+  slotDataBase,
+} from '../src/layout.js';
+import { Mmu } from './arch/x86/mmu.js';
+
+/** Spins on S_STATE before sleeping in Atomics.wait. */
+const HYPERCALL_SPINS = 2000;
+
+/** What a vCPU is built from (the worker's workerData, minus the program). */
+export interface VcpuInit {
+  mem: SharedArrayBuffer;
+  transport: SharedArrayBuffer;
+  /** Transport slot (info.slots[vcpu]). */
+  slot: number;
+  info: DomainInfo;
+  /** vCPU id within the domain. */
+  vcpu: number;
+  /** MMU debug self-check (default: env PVMMU_TLB_CHECK === '1'). */
+  tlbCheck?: boolean;
+}
+
+/**
+ * A guest kernel panic / BUG(). Thrown by guest code, it kills the vCPU's worker; the
+ * controller then destroys the domain. Any other error thrown while serving a controller
+ * request is only reported back to that request.
+ */
+export class GuestPanic extends Error {
+  override name = 'GuestPanic';
+}
+
+/** panic(): kill this vCPU (and so its domain) with a message. */
+export function panic(message: string): never {
+  throw new GuestPanic(message);
+}
+
+export class Vcpu {
+  readonly info: DomainInfo;
+  readonly vcpuId: number;
+  readonly slot: number;
+  readonly mmu: Mmu;
+  /** The transport, signed (states, results) and unsigned (arguments, data). */
+  readonly t: Int32Array;
+  readonly u32: Uint32Array;
+  /** Transport index of the slot's first argument word, and of word 0 of its data area. */
+  readonly argBase: number;
+  readonly dataBase: number;
+  /** Hypercalls issued. */
+  hypercalls = 0;
+
+  readonly #base: number;
+  readonly #state: number;
+  readonly #rs: number;
+
+  constructor(init: VcpuInit) {
+    this.info = init.info;
+    this.vcpuId = init.vcpu;
+    this.slot = init.slot;
+    this.t = new Int32Array(init.transport);
+    this.u32 = new Uint32Array(init.transport);
+    const base = slotBase(init.slot);
+    this.#base = base;
+    this.argBase = base + S_ARGS;
+    this.dataBase = slotDataBase(init.slot);
+    this.#state = base + S_STATE;
+    this.#rs = base + S_RUNSTATE;
+    this.mmu = new Mmu(init.mem, init.info.paging, {
+      mailbox: this.t,
+      slot: init.slot,
+      ...(init.tlbCheck === undefined ? {} : { tlbCheck: init.tlbCheck }),
+    });
+    // The builder installed the root table as every vCPU's baseptr.
+    const root = init.info.p2m[init.info.ptBasePfn];
+    if (root !== undefined && root >= 0) this.mmu.setBaseptr(root);
+  }
+
+  /* -------------------------------------------------------------- hypercalls */
+
+  /** Argument i (0..5) as (lo, hi). */
+  setArg(i: number, lo: number, hi = 0): void {
+    this.u32[this.argBase + 2 * i] = lo;
+    this.u32[this.argBase + 2 * i + 1] = hi;
+  }
+
+  /**
+   * Issue hypercall `op` with the arguments and data already in the slot; returns its
+   * result (>= 0, or a negative errno). The vCPU is not RUNNING while it waits.
+   */
+  hypercall(op: number): number {
+    const t = this.t;
+    const st = this.#state;
+    if (Atomics.load(t, st) !== SLOT_IDLE) {
+      throw new Error(`vCPU ${this.vcpuId}: hypercall ${op} issued while slot ${this.slot} is busy`);
+    }
+    this.block();
+    t[this.#base + S_OP] = op;
+    Atomics.store(t, st, SLOT_REQUEST); // publishes op, args and data
+    Atomics.add(t, T_DOORBELL, 1);
+    Atomics.notify(t, T_DOORBELL, 1);
+    let spins = HYPERCALL_SPINS;
+    while (Atomics.load(t, st) !== SLOT_DONE) {
+      if (spins > 0) spins--;
+      else Atomics.wait(t, st, SLOT_REQUEST);
+    }
+    const rc = t[this.#base + S_RESULT]!;
+    Atomics.store(t, st, SLOT_IDLE);
+    this.hypercalls++;
+    this.resume();
+    return rc;
+  }
+
+  /* ---------------------------------------------------------------- runstate */
+
+  get running(): boolean {
+    return (Atomics.load(this.t, this.#rs) & RS_RUNNING) !== 0;
+  }
+
+  /** Stop running guest code: clear RUNNING, then service a pending flush. */
+  block(): void {
+    const old = Atomics.and(this.t, this.#rs, ~RS_RUNNING);
+    if ((old & RS_FLUSH_PENDING) !== 0) {
+      // Posted while we ran: the poster saw RUNNING and is waiting for this ack.
+      this.mmu.handleFlush((old & RS_RUNNING) !== 0);
+    } else if ((Atomics.load(this.t, this.#rs) & RS_FLUSH_PENDING) !== 0) {
+      this.mmu.handleFlush(false);
+    }
+  }
+
+  /** Run guest code again: set RUNNING, then service a flush posted while we were away. */
+  resume(): void {
+    const old = Atomics.or(this.t, this.#rs, RS_RUNNING);
+    if ((old & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush(false);
+  }
+
+  /** For guest spin loops: take a flush IPI if one is pending. */
+  pollInterrupts(): void {
+    this.mmu.pollInterrupts();
+  }
+
+  /** Await `p` as an idle vCPU (not RUNNING, so shootdowns need not wait for us). */
+  async idle<T>(p: Promise<T>): Promise<T> {
+    this.block();
+    try {
+      return await p;
+    } finally {
+      this.resume();
+    }
+  }
+
+  /** TLB flushes serviced and, of those, the ones that arrived while running. */
+  get flushes(): number {
+    return Atomics.load(this.t, this.#base + S_FLUSHES);
+  }
+
+  get ipis(): number {
+    return Atomics.load(this.t, this.#base + S_IPIS);
+  }
+}

@@ -1,0 +1,138 @@
+/*
+ * The hypervisor's state in one place: the frame table, machine memory views, the
+ * domains and vCPUs, the console and the counters. Every module of hypervisor/ works on
+ * an Hv; only xen.ts exposes it to the outside.
+ */
+import type { PagingMode } from '../src/abi.js';
+import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/layout.js';
+import { FrameTable } from './frame-table.js';
+import { XenConsole } from './log.js';
+
+/** A vCPU as the hypervisor knows it. */
+export interface Vcpu {
+  id: number;
+  /** Transport slot (also the global vCPU number used by flush stamps). */
+  slot: number;
+  /** Kernel base pointer (guest_table), -1 when none. Holds a general + root-type ref. */
+  cr3: number;
+  /** x86_64 user base pointer (guest_table_user), -1 when none. */
+  userCr3: number;
+  /** LDT as last set (SET_LDT), recorded only. */
+  ldtBase: number;
+  ldtEnts: number;
+}
+
+export class Domain {
+  readonly domid: number;
+  readonly name: string;
+  /** pfn -> mfn. */
+  readonly p2m: Int32Array;
+  readonly vcpus: Vcpu[] = [];
+  dying = false;
+
+  constructor(domid: number, name: string, nrPages: number) {
+    this.domid = domid;
+    this.name = name;
+    this.p2m = new Int32Array(nrPages).fill(-1);
+  }
+
+  get nrPages(): number {
+    return this.p2m.length;
+  }
+}
+
+export interface HvCounters {
+  hypercalls: Map<string, number>;
+  errors: Map<string, number>;
+  rejected: number;
+  pinsAttempted: number;
+  pinsRefused: number;
+  shootdowns: number;
+  ipis: number;
+  flushesDeferred: number;
+  mmuUpdates: number;
+  validations: number;
+}
+
+export class Hv {
+  readonly paging: PagingMode;
+  readonly layout: VirtualLayout;
+  readonly levels: number;
+  /** PGT_lN_page_table of the root: l3 in pae, l4 in x86_64. */
+  readonly rootLevel: number;
+  readonly ft: FrameTable;
+  readonly mem: SharedArrayBuffer;
+  /** Machine memory as words: entry i of frame m is mem32[m*1024 + 2i] (lo), +1 (hi). */
+  readonly mem32: Uint32Array;
+  readonly mem8: Uint8Array;
+  readonly transport: Int32Array;
+  readonly maxSlots: number;
+  /** Slot -> owning domid (-1 free) and vCPU id. Private: a guest cannot rebind a slot. */
+  readonly slotDomain: Int32Array;
+  readonly slotVcpu: Int32Array;
+  /** Per slot: the TLB clock value of its last flush (Xen's per-CPU tlbflush_time). */
+  readonly slotFlushStamp: Uint32Array;
+  readonly domains = new Map<number, Domain>();
+  readonly console = new XenConsole();
+  /**
+   * When false, the hypervisor does NOT take PGT_writable_page for RW L1 entries: the
+   * one rule that refuses stray aliases is off. Exists only for the stray-write
+   * demonstration; the isolation check shows what it lets a guest do.
+   */
+  readonly enforceWritable: boolean;
+  /** The global TLB clock (Xen's tlbflush_clock). */
+  tlbClock = 1;
+  nextDomid = 1;
+  readonly counters: HvCounters = {
+    hypercalls: new Map(),
+    errors: new Map(),
+    rejected: 0,
+    pinsAttempted: 0,
+    pinsRefused: 0,
+    shootdowns: 0,
+    ipis: 0,
+    flushesDeferred: 0,
+    mmuUpdates: 0,
+    validations: 0,
+  };
+
+  constructor(opts: {
+    paging: PagingMode;
+    frames: number;
+    mem: SharedArrayBuffer;
+    transport: SharedArrayBuffer;
+    maxSlots: number;
+    enforce?: boolean;
+  }) {
+    this.paging = opts.paging;
+    this.layout = layoutFor(opts.paging);
+    this.levels = this.layout.levels;
+    this.rootLevel = this.levels;
+    if (opts.mem.byteLength < opts.frames * 4096) {
+      throw new RangeError(`machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * 4096}`);
+    }
+    this.mem = opts.mem;
+    this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * 1024);
+    this.mem8 = new Uint8Array(opts.mem, 0, opts.frames * 4096);
+    this.transport = new Int32Array(opts.transport);
+    this.maxSlots = opts.maxSlots;
+    this.slotDomain = new Int32Array(opts.maxSlots).fill(-1);
+    this.slotVcpu = new Int32Array(opts.maxSlots).fill(-1);
+    this.slotFlushStamp = new Uint32Array(opts.maxSlots);
+    // Frame 0 stays Xen's, as the low frames of a host do: mfn 0 is never a guest frame.
+    this.ft = new FrameTable(opts.frames, 1);
+    this.enforceWritable = opts.enforce ?? true;
+    if (MAX_VCPUS_PER_DOMAIN > 64) throw new Error('vCPU bitmaps are two words');
+  }
+
+  /** The pfn of an mfn (M2P), for log lines; -1 prints as ffffffff as Xen's INVALID_M2P. */
+  pfnOf(mfn: number): number {
+    return mfn >= 0 && mfn < this.ft.nrFrames ? this.ft.m2p[mfn]! : -1;
+  }
+
+  countError(errno: number, name: string): void {
+    this.counters.rejected++;
+    this.counters.errors.set(name, (this.counters.errors.get(name) ?? 0) + 1);
+    void errno;
+  }
+}

@@ -1,0 +1,191 @@
+/*
+ * Xen: the hypervisor core's public face and the hypercall dispatcher.
+ *
+ * serveSlot() takes one request from a vCPU's transport slot, runs it to completion and
+ * wakes the vCPU. Nothing a guest writes into its slot can make it throw: unknown
+ * calls are -ENOSYS, bad guest handles -EFAULT, rule violations the rule's errno.
+ * Hypercalls are served one at a time, so none is ever seen half-applied.
+ */
+import {
+  EINVAL, ENOSYS, ESRCH, HYPERCALL_NAMES, type PagingMode, rcName,
+  __HYPERVISOR_mmu_update, __HYPERVISOR_mmuext_op, __HYPERVISOR_multicall,
+  __HYPERVISOR_sched_op, __HYPERVISOR_update_va_mapping, EFAULT,
+} from '../src/abi.js';
+import {
+  MC_ARGS, MC_ENTRY_WORDS, MC_OP, MC_RESULT, S_ARGS, S_DATA_WORDS, S_HEADER_WORDS, S_OP, S_RESULT,
+  S_STATE, SLOT_DONE, SLOT_REQUEST, T_MAX_SLOTS, slotBase, transportBytes,
+} from '../src/layout.js';
+import { audit } from './audit.js';
+import { createDomain, destroyDomain } from './domain.js';
+import { Hv } from './hv.js';
+import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.js';
+import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenStats } from './types.js';
+
+export interface XenOptions {
+  paging: PagingMode;
+  frames: number;
+  mem: SharedArrayBuffer;
+  transport: SharedArrayBuffer;
+  maxSlots: number;
+  /** false only for the stray-write demonstration (see Hv.enforceWritable). */
+  enforce?: boolean;
+}
+
+const SCHEDOP_yield = 0;
+
+export class Xen {
+  readonly #hv: Hv;
+  /** Reason of the first log line of the call being served (the root cause). */
+  #firstReason: string | null = null;
+  readonly #byReason = new Map<string, number>();
+
+  constructor(opts: XenOptions) {
+    if (opts.transport.byteLength < transportBytes(opts.maxSlots)) {
+      throw new RangeError(`transport holds ${opts.transport.byteLength} bytes; ${opts.maxSlots} slots need ${transportBytes(opts.maxSlots)}`);
+    }
+    this.#hv = new Hv(opts);
+    Atomics.store(this.#hv.transport, T_MAX_SLOTS, opts.maxSlots);
+    this.#hv.console.sink = (rec) => {
+      if (this.#firstReason === null) this.#firstReason = rec.reason;
+    };
+  }
+
+  get paging(): PagingMode {
+    return this.#hv.paging;
+  }
+
+  createDomain(cfg: DomainConfig): DomainInfo {
+    return createDomain(this.#hv, cfg);
+  }
+
+  destroyDomain(domid: number): void {
+    destroyDomain(this.#hv, domid);
+  }
+
+  domainIds(): number[] {
+    return [...this.#hv.domains.keys()];
+  }
+
+  freeFrames(): number {
+    return this.#hv.ft.nrFree;
+  }
+
+  audit(): AuditReport {
+    return audit(this.#hv);
+  }
+
+  drainLog(): XenLogRecord[] {
+    return this.#hv.console.drain();
+  }
+
+  /** Forward every log record as it is written (the hypervisor thread's pino bridge). */
+  onLog(fn: ((rec: XenLogRecord) => void) | null): void {
+    this.#hv.console.sink = (rec) => {
+      if (this.#firstReason === null) this.#firstReason = rec.reason;
+      fn?.(rec);
+    };
+  }
+
+  stats(): XenStats {
+    const c = this.#hv.counters;
+    return {
+      hypercalls: Object.fromEntries(c.hypercalls),
+      errors: Object.fromEntries(c.errors),
+      byReason: Object.fromEntries(this.#byReason),
+      rejected: c.rejected,
+      pinsAttempted: c.pinsAttempted,
+      pinsRefused: c.pinsRefused,
+      shootdowns: c.shootdowns,
+      ipis: c.ipis,
+      flushesDeferred: c.flushesDeferred,
+      mmuUpdates: c.mmuUpdates,
+      validations: c.validations,
+    };
+  }
+
+  /**
+   * Frame-table facts for tests and the stray-mapping analysis: owner, counts, type.
+   * A read-only copy; the frame table itself never leaves the hypervisor.
+   */
+  frameInfo(mfn: number): { owner: number; count: number; typeHi: number; typeCount: number; pfn: number } | null {
+    const ft = this.#hv.ft;
+    if (!ft.mfnValid(mfn)) return null;
+    return { owner: ft.owner[mfn]!, count: ft.count[mfn]!, typeHi: ft.typeHi[mfn]!, typeCount: ft.typeCount[mfn]!, pfn: ft.m2p[mfn]! };
+  }
+
+  /** The vCPU's current base pointer (mfn), or -1. */
+  baseptr(domid: number, vcpu: number): number {
+    return this.#hv.domains.get(domid)?.vcpus[vcpu]?.cr3 ?? -1;
+  }
+
+  /** Serve the request waiting in `slot` and wake its vCPU. */
+  serveSlot(slot: number): void {
+    const hv = this.#hv;
+    const t = hv.transport;
+    const b = slotBase(slot);
+    if (slot < 0 || slot >= hv.maxSlots || Atomics.load(t, b + S_STATE) !== SLOT_REQUEST) return;
+    const domid = hv.slotDomain[slot]!;
+    const d = domid >= 0 ? hv.domains.get(domid) : undefined;
+    let rc: number;
+    if (d === undefined || d.dying) {
+      rc = -ESRCH;
+    } else {
+      const vcpu = d.vcpus[hv.slotVcpu[slot]!]!;
+      const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
+      hv.console.domid = domid;
+      hv.console.vcpu = vcpu.id;
+      rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
+    }
+    t[b + S_RESULT] = rc;
+    Atomics.store(t, b + S_STATE, SLOT_DONE);
+    Atomics.notify(t, b + S_STATE);
+  }
+
+  #dispatch(op: number, args: number, c: CallCtx, inMulticall: boolean): number {
+    const hv = this.#hv;
+    hv.console.seq++;
+    this.#firstReason = null;
+    let rc: number;
+    switch (op) {
+      case __HYPERVISOR_mmu_update:
+        rc = doMmuUpdate(hv, c, args);
+        break;
+      case __HYPERVISOR_mmuext_op:
+        rc = doMmuextOp(hv, c, args);
+        break;
+      case __HYPERVISOR_update_va_mapping:
+        rc = doUpdateVaMapping(hv, c, args);
+        break;
+      case __HYPERVISOR_multicall:
+        rc = inMulticall ? -EINVAL : this.#multicall(c, args);
+        break;
+      case __HYPERVISOR_sched_op:
+        rc = hv.transport[args]! === SCHEDOP_yield ? 0 : -ENOSYS;
+        break;
+      default:
+        rc = -ENOSYS;
+    }
+    const name = HYPERCALL_NAMES[op] ?? `hypercall_${op}`;
+    hv.counters.hypercalls.set(name, (hv.counters.hypercalls.get(name) ?? 0) + 1);
+    if (rc < 0) {
+      hv.countError(-rc, rcName(rc));
+      const why = this.#firstReason ?? rcName(rc);
+      this.#byReason.set(why, (this.#byReason.get(why) ?? 0) + 1);
+    }
+    return rc;
+  }
+
+  /** multicall: run every entry in order; a failing entry does not stop the batch. */
+  #multicall(c: CallCtx, args: number): number {
+    const t = this.#hv.transport;
+    const h = t[args]! >>> 0;
+    const nr = t[args + 2]! >>> 0;
+    if (nr === 0) return 0;
+    if (h + nr * MC_ENTRY_WORDS > S_DATA_WORDS) return -EFAULT;
+    for (let i = 0; i < nr; i++) {
+      const e = c.data + h + i * MC_ENTRY_WORDS;
+      t[e + MC_RESULT] = this.#dispatch(t[e + MC_OP]! >>> 0, e + MC_ARGS, c, true);
+    }
+    return 0;
+  }
+}
