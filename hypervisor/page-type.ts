@@ -310,9 +310,16 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
     if (rc !== 0) break;
     if ((lo & _PAGE_PRESENT) !== 0) adjustGuestEntry(hv, level, base + 2 * i);
   }
-  if (rc === 0 && level === 3 && hv.paging === 'pae' && n === 4) {
-    // Entries 4..511 of a pae L3 are not entries at all: keep them clear.
-    for (let j = 8; j < 1024; j++) m[base + j] = 0;
+  if (rc === 0 && level === 3 && hv.paging === 'pae') {
+    // Xen's L2 (slot 3) holds Xen's mappings for this L3 alone: it may not be shared.
+    const l2 = entryMfn(m[base + 6]!, m[base + 7]!);
+    if (hv.ft.typeCount[l2] !== 1) {
+      hv.console.gdprintk('pae_l3_slot', 'PAE L3 3rd slot is shared', mfn);
+      rc = -EINVAL;
+    } else {
+      // Entries 4..511 of a pae L3 are not entries at all: keep them clear.
+      for (let j = 8; j < 1024; j++) m[base + j] = 0;
+    }
   }
   if (rc === 0) return 0;
   hv.console.gdprintk('promote_failure', `Failure ${rc} in promote_l${level}_table: slot ${'0x' + hx(i)}`, mfn);

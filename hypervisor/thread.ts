@@ -60,8 +60,9 @@ export type XenThreadEvent =
   | { event: 'ready' }
   | { event: 'bug'; slot: number; message: string }; /** serveSlot threw */
 
-/** Doorbell loads before sleeping. */
+/** Doorbell loads before sleeping: adaptive between these bounds. */
 const DOORBELL_SPINS = 2000;
+const DOORBELL_SPINS_MIN = 16;
 
 function errorReply(id: number, e: unknown): XenControlReply {
   const err = e instanceof Error ? e : new Error(String(e));
@@ -135,15 +136,23 @@ function drainControl(xen: Xen, t: Int32Array, port: MessagePort): boolean {
 
 function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort): void {
   let seen = Atomics.load(t, T_DOORBELL);
+  let budget = DOORBELL_SPINS;
+  let slept = false;
   for (;;) {
     serveSlots(xen, t, maxSlots, port);
     if (!drainControl(xen, t, port)) return;
     let now: number;
-    let spins = DOORBELL_SPINS;
+    let spins = budget;
     while ((now = Atomics.load(t, T_DOORBELL)) === seen) {
-      if (spins > 0) spins--;
-      else Atomics.wait(t, T_DOORBELL, seen);
+      if (spins > 0) {
+        spins--;
+      } else {
+        Atomics.wait(t, T_DOORBELL, seen);
+        slept = true;
+      }
     }
+    budget = slept ? Math.max(DOORBELL_SPINS_MIN, budget - (budget >>> 2)) : Math.min(DOORBELL_SPINS, budget << 1);
+    slept = false;
     seen = now;
   }
 }

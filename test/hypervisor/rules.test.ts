@@ -501,3 +501,19 @@ describe('the unenforced demonstration mode', () => {
     expect(r.isolationViolations).toBeGreaterThan(0);
   });
 });
+
+describe('pae: Xen\'s L2 belongs to one L3', () => {
+  it('a second L3 using the same slot-3 L2 is refused ("PAE L3 3rd slot is shared")', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l2 = kernelL2(a);
+    const l3 = a.alloc();
+    a.poke(l3.mfn, 3, pteLo(l2, P), pteHi(l2));
+    expect(a.makeReadOnly(l3.pfn)).toBe(0);
+    box.log();
+    expect(a.pin(3, l3.mfn)).toBe(-EINVAL);
+    expect(box.log()).toContain('(XEN) mm.c:1486:d1v0 PAE L3 3rd slot is shared');
+    expect(box.xen.frameInfo(l2)!.typeCount).toBe(1);
+    expect(box.audit().ok).toBe(true);
+  });
+});
