@@ -171,6 +171,15 @@ export function canonicalVa(va: bigint, layout: VirtualLayout): number {
   return -1;
 }
 
+/**
+ * The high word a guest passes for `va`: x86_64 keeps VAs as their low 48 bits, and the
+ * ABI (like the CPU) wants them canonical, i.e. sign-extended from bit 47.
+ */
+export function vaHiWord(va: number): number {
+  const hi = Math.floor(va / 4294967296);
+  return (va >= 2 ** 47 ? hi | 0xffff0000 : hi) >>> 0;
+}
+
 /** The printable (sign-extended in x86_64) form of a VA. */
 export function formatVa(va: number, layout: VirtualLayout): string {
   if (layout.vaBits === 48 && va >= 2 ** 47) {

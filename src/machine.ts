@@ -14,7 +14,6 @@ import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { PAGE_SIZE, PAGING_MODES, type PagingMode } from './abi.js';
 import {
-  MAX_VCPUS_PER_DOMAIN,
   RS_FLUSH_PENDING,
   RS_RUNNING,
   S_RUNSTATE,
@@ -114,28 +113,6 @@ function validateOptions(opts: unknown): Required<MachineOptions> {
   return { paging: paging as PagingMode, memoryBytes, maxVcpus, enforce };
 }
 
-function validateDomainConfig(cfg: unknown): DomainConfig {
-  const where = 'createDomain';
-  if (cfg === null || typeof cfg !== 'object') throw new TypeError(`${where}: config must be an object {name, frames, vcpus, lowmemFrames?}`);
-  const c = cfg as Record<string, unknown>;
-  if (typeof c['name'] !== 'string') throw new TypeError(`${where}: name must be a string (got ${String(c['name'])})`);
-  for (const k of ['frames', 'vcpus'] as const) {
-    if (typeof c[k] !== 'number' || !Number.isInteger(c[k]) || (c[k] as number) < 1) {
-      throw new TypeError(`${where}: ${k} must be a positive integer (got ${String(c[k])})`);
-    }
-  }
-  if ((c['vcpus'] as number) > MAX_VCPUS_PER_DOMAIN) {
-    throw new RangeError(`${where}: vcpus must be from 1 to ${MAX_VCPUS_PER_DOMAIN} (got ${String(c['vcpus'])})`);
-  }
-  const low = c['lowmemFrames'];
-  if (low !== undefined && (typeof low !== 'number' || !Number.isInteger(low) || low < 1)) {
-    throw new TypeError(`${where}: lowmemFrames must be a positive integer when given (got ${String(low)})`);
-  }
-  const out: DomainConfig = { name: c['name'], frames: c['frames'] as number, vcpus: c['vcpus'] as number };
-  if (low !== undefined) out.lowmemFrames = low as number;
-  return out;
-}
-
 /** An Error of the thrower's class (TypeError, RangeError, ...) from a reply. */
 function remoteError(name: string, message: string): Error {
   const e = name === 'TypeError' ? new TypeError(message) : name === 'RangeError' ? new RangeError(message) : new Error(message);
@@ -215,7 +192,12 @@ class VcpuThread implements VcpuHandle {
     const id = ++this.#nextId;
     return new Promise<T>((resolve, reject) => {
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
-      this.#worker.postMessage({ ...msg, id });
+      try {
+        this.#worker.postMessage({ ...msg, id });
+      } catch (e) {
+        this.#pending.delete(id); // a message that cannot be cloned
+        throw e;
+      }
     });
   }
 
@@ -259,12 +241,18 @@ export class Machine {
     this.#hv = hv;
     this.#port = port;
     port.on('message', (m: XenControlReply | XenThreadEvent) => this.#onHvMessage(m));
+    let crash: Error | undefined;
+    hv.on('error', (e) => {
+      crash = e;
+    });
     hv.on('exit', () => {
       this.#hvExited = true;
-      const e = new Error('the hypervisor thread has stopped');
+      const e = new Error(`the hypervisor thread has stopped${crash ? `: ${crash.message}` : ''}`);
       for (const p of this.#pending.values()) p.reject(e);
       this.#pending.clear();
       port.close();
+      // Nobody will answer their hypercalls any more.
+      for (const h of this.#vcpus) void h.terminate();
     });
   }
 
@@ -299,15 +287,14 @@ export class Machine {
         else fail(new Error(`the hypervisor thread sent ${JSON.stringify(m)} before it was ready`));
       });
     });
-    hv.on('error', () => {}); // reported through 'exit'
     return new Machine(o, hv, port1, mem, transport);
   }
 
   /* ------------------------------------------------------------- domains */
 
+  /** Build a domain; Xen validates the config (TypeError/RangeError saying what is accepted). */
   async createDomain(cfg: DomainConfig): Promise<DomainInfo> {
-    const c = validateDomainConfig(cfg);
-    const info = (await this.#control({ op: 'createDomain', cfg: c })) as DomainInfo;
+    const info = (await this.#control({ op: 'createDomain', cfg })) as DomainInfo;
     this.#domains.set(info.domid, info);
     return info;
   }
@@ -403,7 +390,12 @@ export class Machine {
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#port.postMessage({ ...req, id });
+      try {
+        this.#port.postMessage({ ...req, id });
+      } catch (e) {
+        this.#pending.delete(id); // a config that cannot be cloned
+        throw e;
+      }
       Atomics.add(this.#t, T_DOORBELL, 1);
       Atomics.notify(this.#t, T_DOORBELL, 1);
     });

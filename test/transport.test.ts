@@ -10,6 +10,8 @@ import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   DOMID_SELF,
+  _PAGE_ACCESSED,
+  _PAGE_PRESENT,
   MMUEXT_PIN_L1_TABLE,
   MMUEXT_TLB_FLUSH_MULTI,
   UVMF_ALL,
@@ -43,6 +45,7 @@ import {
   updateVaMapping,
 } from '../guest/arch/xen/hypercall.js';
 import { Vcpu } from '../guest/vcpu.js';
+import { pteHi, pteLo } from '../src/pte.js';
 import { Machine, type VcpuHandle } from '../src/machine.js';
 import type { DomainInfo } from '../hypervisor/types.js';
 
@@ -131,11 +134,11 @@ describe('slot encoders', () => {
     expect(arg(k, 2)).toEqual([14, 0]);
   });
 
-  it('update_va_mapping: 48-bit va as (lo, hi); a vCPU mask becomes a byte offset in flags', () => {
+  it('update_va_mapping: a kernel va is sign-extended; a vCPU mask becomes a byte offset in flags', () => {
     const k = calls();
     expect(updateVaMapping(cpu, 0x880000001000, 0x7067, 0x8, UVMF_INVLPG | UVMF_ALL, 0x3, 0)).toBe(0);
     expect(word(k, S_OP)).toBe(__HYPERVISOR_update_va_mapping);
-    expect([arg(k, 0), arg(k, 1)]).toEqual([[0x00001000, 0x8800], [0x7067, 0x8]]);
+    expect([arg(k, 0), arg(k, 1)]).toEqual([[0x00001000, 0xffff8800], [0x7067, 0x8]]); // canonical
     const flags = arg(k, 2)[0]!;
     expect(flags & 3).toBe(UVMF_INVLPG);
     expect(flags & ~3).toBe(8);
@@ -205,12 +208,17 @@ describe('Machine', () => {
 
   it('round-trips a null hypercall through the hypervisor thread', async () => {
     await h0.request({ op: 'hypercall-ping', n: 2000 }); // warm up the JITs
-    const r = await h0.request<{ n: number; nsPerCall: number }>({ op: 'hypercall-ping', n: 50000 });
-    console.log(`null hypercall round trip: ${r.nsPerCall.toFixed(0)} ns (50000 sched_op yields)`);
-    expect(r.n).toBe(50000);
-    expect(r.nsPerCall).toBeGreaterThan(0);
+    const ns: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      const r = await h0.request<{ n: number; nsPerCall: number }>({ op: 'hypercall-ping', n: 5000 });
+      expect(r.n).toBe(5000);
+      ns.push(r.nsPerCall);
+    }
+    ns.sort((a, b) => a - b);
+    console.log(`null hypercall round trip: median ${ns[2]!.toFixed(0)} ns, best ${ns[0]!.toFixed(0)} ns (5 x 5000 sched_op yields)`);
+    expect(ns[0]).toBeGreaterThan(0);
     const s = await machine.stats();
-    expect(s.hypercalls['sched_op']).toBeGreaterThanOrEqual(52000);
+    expect(s.hypercalls['sched_op']).toBeGreaterThanOrEqual(27000);
   });
 
   it('a flush posted to a RUNNING vCPU is acknowledged while the poster waits', async () => {
@@ -316,12 +324,20 @@ describe('Machine options and misuse', () => {
   it('refuses domains and programs it cannot run, and shuts down once', async () => {
     const m = await Machine.create({ paging: 'x86_64', memoryBytes: 16 * 1024 * 1024, maxVcpus: 2 });
     await expect(m.createDomain({ name: 'huge', frames: 1 << 20, vcpus: 1 })).rejects.toThrow(RangeError);
-    await expect(m.createDomain({ name: 'x', frames: 512, vcpus: 0 })).rejects.toThrow(/vcpus must be a positive integer/);
+    await expect(m.createDomain({ name: 'x', frames: 512, vcpus: 0 })).rejects.toThrow(/vcpus must be an integer in 1\.\.64/);
     const d = await m.createDomain({ name: 'x', frames: 512, vcpus: 1 });
-    await expect(m.startVcpu(d, 0, 'doom', {})).rejects.toThrow(/unknown program "doom"; registered: ping/);
+    await expect(m.startVcpu(d, 0, 'doom', {})).rejects.toThrow(/unknown program "doom"; registered: (.*, )?ping\b/);
     await expect(m.startVcpu(d, 1, 'ping', {})).rejects.toThrow(/vcpu must be from 0 to 0/);
     const h = await m.startVcpu(d, 0, 'ping', {});
     expect((await h.request<{ n: number }>({ op: 'hypercall-ping', n: 10 })).n).toBe(10);
+    // A kernel VA (above 2^47) through update_va_mapping: canonical encoding, local INVLPG.
+    const va = layoutFor('x86_64').pageOffset + d.firstFreePfn * 4096;
+    const mfn = d.p2m[d.firstFreePfn]!;
+    expect(await h.request({ op: 'translate', va, write: true })).toEqual({ mfn });
+    const ro = { op: 'update-va-mapping', va, valLo: pteLo(mfn, _PAGE_PRESENT | _PAGE_ACCESSED), valHi: pteHi(mfn) };
+    expect(await h.request({ ...ro, flags: UVMF_INVLPG })).toBe(0);
+    expect(await h.request({ op: 'translate', va, write: true })).toMatchObject({ mfn: -1, fault: { level: 1, reason: 'protection' } });
+    expect(await h.request({ op: 'translate', va, write: false })).toEqual({ mfn });
     await Promise.all([m.shutdown(), m.shutdown()]);
     expect(h.alive).toBe(false);
     await expect(m.freeFrames()).rejects.toThrow(/shut down/);

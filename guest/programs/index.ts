@@ -13,7 +13,7 @@
  * any other error is reported to the request only.
  */
 import { MMUEXT_TLB_FLUSH_ALL, rcName } from '../../src/abi.js';
-import { mmuextOne, schedOpYield } from '../arch/xen/hypercall.js';
+import { mmuextOne, schedOpYield, updateVaMapping } from '../arch/xen/hypercall.js';
 import { GuestPanic, type Vcpu } from '../vcpu.js';
 
 /** A request from the controller. */
@@ -85,6 +85,7 @@ function timed(req: VcpuRequest, call: () => number, what: string): { n: number;
  *                             vCPUs, waiting for the running ones) -> {n, ns, nsPerCall}
  *   spin {ms, untilFlushes}   run (RUNNING) polling interrupts until this vCPU has serviced
  *                             untilFlushes flushes or ms passed -> stats
+ *   update-va-mapping {va, valLo, valHi, flags}   one update_va_mapping -> rc
  *   translate {va, write}     the MMU's answer for va -> {mfn, fault?}
  *   stats                     -> {flushes, ipis, tlbFlushes, hypercalls}
  *   panic {message}           GuestPanic: kills the vCPU and its domain
@@ -109,6 +110,14 @@ export function ping(cpu: Vcpu): ProgramHandler {
         while (cpu.flushes < until && Date.now() < end) cpu.pollInterrupts();
         return stats();
       }
+      case 'update-va-mapping':
+        return updateVaMapping(
+          cpu,
+          nonNegInt(req, 'va', 0),
+          nonNegInt(req, 'valLo', 0),
+          nonNegInt(req, 'valHi', 0),
+          nonNegInt(req, 'flags', 0),
+        );
       case 'translate': {
         const va = nonNegInt(req, 'va', 0);
         const mfn = cpu.mmu.translate(va, req['write'] === true);
@@ -119,7 +128,7 @@ export function ping(cpu: Vcpu): ProgramHandler {
       case 'panic':
         throw new GuestPanic(typeof req['message'] === 'string' ? req['message'] : 'ping: panic requested');
       default:
-        throw new TypeError(`ping: unknown op "${req.op}"; accepted: hypercall-ping, tlb-flush-all, spin, translate, stats, panic`);
+        throw new TypeError(`ping: unknown op "${req.op}"; accepted: hypercall-ping, tlb-flush-all, spin, update-va-mapping, translate, stats, panic`);
     }
   };
 }
@@ -127,3 +136,5 @@ export function ping(cpu: Vcpu): ProgramHandler {
 /* --------------------------------------------------------------- registry */
 
 registerProgram('ping', async () => ({ default: ping }));
+registerProgram('script', () => import('./script.js'));
+registerProgram('bench', () => import('./bench.js'));

@@ -52,6 +52,14 @@ export const TLB_ENTRIES = 1 << 13;
 const TLB_MASK = TLB_ENTRIES - 1;
 const TLB_EMPTY = -1;
 
+/**
+ * TLB slot of a vpn given as its bits 0..19 (vlo) and VA bits 32..47 (vhi). Folding the
+ * high vpn bits in keeps user (0x08048000) and kernel (0xC0048000) pages apart.
+ */
+function tlbIndex(vlo: number, vhi: number): number {
+  return (vlo ^ (vlo >>> 13) ^ (vhi << 7)) & TLB_MASK;
+}
+
 /** Why a walk failed. */
 export const FAULT_NONE = 0;
 export const FAULT_NOT_PRESENT = 1;
@@ -143,12 +151,11 @@ export class Mmu {
    * Kernel mode unless `user`.
    */
   translate(va: number, write: boolean, user = false): number {
-    // A shootdown that reached us while running: service it before this access (the IPI).
-    if ((Atomics.load(this.#mailbox, this.#rs) & RS_FLUSH_PENDING) !== 0) this.handleFlush(true);
+    this.pollInterrupts(); // a shootdown that reached us while running: take it first
     const vlo = va >>> 12; // vpn bits 0..19 (all of a pae vpn)
     const vhi = (va / 4294967296) | 0; // va bits 32..47 (0 in pae)
     const vpn = vhi * 1048576 + vlo;
-    const i = (vlo ^ (vlo >>> 13) ^ (vhi << 7)) & TLB_MASK;
+    const i = tlbIndex(vlo, vhi);
     const acc = TLB_VALID | (write ? TLB_RW : 0) | (user ? TLB_USER : 0);
     if (this.#tag[i] === vpn) {
       const v = this.#val[i]!;
@@ -262,7 +269,7 @@ export class Mmu {
   invlpg(va: number): void {
     const vlo = va >>> 12;
     const vhi = (va / 4294967296) | 0;
-    const i = (vlo ^ (vlo >>> 13) ^ (vhi << 7)) & TLB_MASK;
+    const i = tlbIndex(vlo, vhi);
     if (this.#tag[i] === vhi * 1048576 + vlo) this.#tag[i] = TLB_EMPTY;
   }
 

@@ -13,7 +13,8 @@
  *  - mmuext_op:         same shape; ops are MMUEXT_OP_WORDS each: cmd, pad, arg1 (lo, hi),
  *                       arg2 (lo, hi). For TLB_FLUSH_MULTI and INVLPG_MULTI arg2 is the
  *                       handle of a 2-word vCPU bitmap (vCPUs 0..31, 32..63).
- *  - update_va_mapping: [0] = va (lo, hi) (x86_64: the low 48 bits), [1] = new L1 entry
+ *  - update_va_mapping: [0] = va (lo, hi) (x86_64: canonical, hi sign-extended from bit
+ *                       47 by vaHiWord; callers pass the 48-bit number), [1] = new L1 entry
  *                       (lo, hi), [2] = flags: bits 0-1 UVMF_NONE/TLB_FLUSH/INVLPG; the
  *                       rest UVMF_LOCAL (0), UVMF_ALL (4), or else the BYTE offset in the
  *                       data area of a 2-word vCPU bitmap (a multiple of 8, never 0).
@@ -47,6 +48,7 @@ import {
   MMUEXT_OP_WORDS,
   MMU_REQ_WORDS,
   S_DATA_WORDS,
+  vaHiWord,
 } from '../../../src/layout.js';
 import type { Vcpu } from '../../vcpu.js';
 
@@ -194,7 +196,7 @@ export function updateVaMapping(
   maskLo?: number,
   maskHi = 0,
 ): number {
-  cpu.setArg(0, va >>> 0, Math.floor(va / 4294967296) >>> 0);
+  cpu.setArg(0, va >>> 0, vaHiWord(va));
   cpu.setArg(1, valLo, valHi);
   if (maskLo !== undefined) {
     cpu.u32[cpu.dataBase + UVM_MASK_WORD] = maskLo;
@@ -301,7 +303,7 @@ export class MulticallBatch {
     s[e + MC_OP] = __HYPERVISOR_update_va_mapping;
     s[e + MC_RESULT] = 0;
     s[e + MC_ARGS] = va >>> 0;
-    s[e + MC_ARGS + 1] = Math.floor(va / 4294967296) >>> 0;
+    s[e + MC_ARGS + 1] = vaHiWord(va);
     s[e + MC_ARGS + 2] = valLo;
     s[e + MC_ARGS + 3] = valHi;
     s[e + MC_ARGS + 4] = flags >>> 0;
