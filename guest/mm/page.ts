@@ -13,7 +13,7 @@
  *                      PAGE_MAPPING_ANON (bit 0) set; for PageSlab pages, the slab cache id
  *                      (SLUB's reuse of the field)
  *   private    Int32   owner's word (buffer heads, swap entry, slab bookkeeping)
- *   index      Int32   page->index (offset in mapping, or a slab's free list head)
+ *   index      Int32   page->index (offset of the page in its mapping, swap offset)
  *   lruNext    Int32   page->lru, as pfn links, -1 terminated. Free pages: the allocator's
  *   lruPrev    Int32     free lists. Allocated pages: the owner's (LRU, pgd_list, slab lists)
  *   firstPage  Int32   compound tail pages: pfn of the head (page->first_page); else -1
@@ -203,8 +203,8 @@ export function memMapBytes(nrPages: number): number {
 
 /** What put_page needs from the page allocator (PageAllocator implements it). */
 export interface PageFreer {
-  /** free_hot_page: the last reference to an order-0 page was dropped on `cpu`. */
-  freeHotPage(pfn: number, cpu: number): void;
+  /** __put_single_page: put_page took an order-0 page's count from 1 to 0 on `cpu`. */
+  __putSinglePage(pfn: number, cpu: number): void;
   /** free_compound_page: the last reference to compound head `pfn` was dropped. */
   freeCompoundPage(pfn: number, order: number, cpu: number): void;
   /** put_page on a page whose count was already 0 (reported, never thrown). */
@@ -482,7 +482,7 @@ export class MemMap {
 
   /**
    * put_page: drop a reference; the last one frees the page through the allocator -- the
-   * head with its order for a compound page, free_hot_page for an order-0 page.
+   * head with its order for a compound page, to this CPU's hot list for an order-0 page.
    */
   putPage(pfn: number, cpu: number): void {
     if ((this.flags[pfn] & ((1 << PG_head) | (1 << PG_tail))) !== 0) {
@@ -493,7 +493,7 @@ export class MemMap {
       return;
     }
     if (this.putPageTestzero(pfn, 'put_page', cpu)) {
-      this.#requireFreer('put_page').freeHotPage(pfn, cpu);
+      this.#requireFreer('put_page').__putSinglePage(pfn, cpu);
     }
   }
 

@@ -29,7 +29,11 @@
 export const SPIN_CONTENDED = 0x40000000;
 const OWNER_MASK = SPIN_CONTENDED - 1;
 
-/** Spin rounds before sleeping; ~60 ns per round locally, so ~6 us of spinning at most. */
+/**
+ * Spin rounds before sleeping. One round (an Atomics.load of the held word and a compare)
+ * measured ~13 ns locally, so 100 rounds spin ~1.3 us: about the price of one wait/notify
+ * round trip (~1.4 us), after which sleeping costs no more than spinning on.
+ */
 export const SPIN_TRIES = 100;
 /** With an onSpin callback, sleep in slices of this many ms so the callback keeps running. */
 export const WAIT_SLICE_MS = 0.05;
