@@ -138,3 +138,4 @@ export function ping(cpu: Vcpu): ProgramHandler {
 registerProgram('ping', async () => ({ default: ping }));
 registerProgram('script', () => import('./script.js'));
 registerProgram('bench', () => import('./bench.js'));
+registerProgram('kernel', () => import('./kernel.js'));

@@ -1,0 +1,253 @@
+/*
+ * The guest kernel on one vCPU: its memory-management subsystems wired together over
+ * the domain's shared buffers, and boot.
+ *
+ * SMP bring-up as Linux does it: the boot vCPU (0) formats the shared state (mem_map and
+ * the buddy allocator, slab, the vmalloc and highmem state, the task table), builds the
+ * kernel page tables for vmalloc space, the pkmap window and the kmap_atomic fixmap
+ * slots, and hands the buffers to the controller; the other vCPUs attach to them.
+ */
+import {
+  UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName,
+} from '../../src/abi.js';
+import { type VirtualLayout, layoutFor, vaIndex } from '../../src/layout.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
+import { type MulticallBatch, mmuUpdate, updateVaMapping } from '../arch/xen/hypercall.js';
+import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
+import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
+import { GFP_KERNEL, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
+import { SlabAllocator } from '../mm/slab.js';
+import { VmallocSpace } from '../mm/vmalloc.js';
+import type { Vcpu } from '../vcpu.js';
+import type { KernelConfig } from './config.js';
+import { KernState } from './state.js';
+
+/** The buffers a booted kernel shares between its vCPUs. */
+export interface KernelShared {
+  pages: SharedArrayBuffer;
+  slab: SharedArrayBuffer;
+  vmalloc: SharedArrayBuffer;
+  highmem: SharedArrayBuffer | null;
+  kern: SharedArrayBuffer;
+  /** First and last (exclusive) vmalloc address the kernel built page tables for. */
+  vmallocStart: number;
+  vmallocEnd: number;
+}
+
+const P = _PAGE_PRESENT, RW = _PAGE_RW, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
+const ZERO_PAGE = new Uint8Array(4096);
+
+export class Kernel {
+  readonly cpu: Vcpu;
+  readonly id: number;
+  readonly cfg: KernelConfig;
+  readonly layout: VirtualLayout;
+  readonly mem32: Uint32Array;
+  readonly kpt: XenKernelPageTables;
+  readonly pa: PageAllocator;
+  readonly slab: SlabAllocator;
+  readonly vmalloc: VmallocSpace;
+  readonly highmem: Highmem | null;
+  readonly state: KernState;
+  readonly shared: KernelShared;
+  /** The kernel's own root (swapper_pg_dir): the builder's pinned tree. */
+  readonly swapperPgd: number;
+  /** printk: kernel messages from this vCPU, in order. */
+  readonly messages: string[] = [];
+  /** current->comm for reports. */
+  comm = 'swapper';
+
+  private constructor(cpu: Vcpu, cfg: KernelConfig, shared: KernelShared, kpt: XenKernelPageTables) {
+    this.cpu = cpu;
+    this.id = cpu.vcpuId;
+    this.cfg = cfg;
+    this.layout = layoutFor(cpu.info.paging);
+    this.mem32 = cpu.mmu.mem32;
+    this.kpt = kpt;
+    this.shared = shared;
+    this.swapperPgd = cpu.info.p2m[cpu.info.ptBasePfn]!;
+    const onSpin = () => cpu.pollInterrupts();
+    const report = (line: string) => this.printk(line);
+    this.pa = new PageAllocator(shared.pages, {
+      zeroPage: (pfn) => this.clearPage(pfn),
+      comm: () => this.comm,
+      onReport: (r) => this.printk(r.lines.join('\n')),
+      onSpin,
+    });
+    this.slab = new SlabAllocator(shared.slab, this.pa, {
+      pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * 4096,
+      zeroObject: (addr, bytes) => {
+        if (cpu.mmu.writeBytes(addr, ZERO_PAGE, 0, bytes) < 0) this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
+      },
+      comm: () => this.comm,
+    });
+    const allocator = {
+      allocPage: () => {
+        const pfn = this.pa.allocPages(GFP_KERNEL | 0x02 /* __GFP_HIGHMEM */, 0, this.id);
+        return pfn < 0 ? -12 : pfn;
+      },
+      freePage: (pfn: number) => this.pa.freePages(pfn, 0, this.id),
+    };
+    const refs = { getPage: (pfn: number) => this.pa.getPage(pfn), putPage: (pfn: number) => this.pa.putPage(pfn, this.id) };
+    this.vmalloc = VmallocSpace.attach(shared.vmalloc, { cpu: this.id, onSpin, kpt, refs, allocator, report });
+    this.highmem = shared.highmem ? Highmem.attach(shared.highmem, { cpu: this.id, onSpin, kpt, report }) : null;
+    this.state = new KernState(shared.kern);
+    kpt.onError = (line) => this.printk(line);
+  }
+
+  /** The boot vCPU: format everything, build the kernel's page tables. */
+  static boot(cpu: Vcpu, mem: SharedArrayBuffer, cfg: KernelConfig): Kernel {
+    const info = cpu.info;
+    const layout = layoutFor(info.paging);
+    const kpt = new XenKernelPageTables(cpu, mem);
+    const paCfg: PageAllocConfig = {
+      nrPages: info.nrPages,
+      nrCpus: cfg.vcpus,
+      paging: info.paging,
+      lowmemPages: info.lowmemPages,
+      firstFreePfn: info.firstFreePfn,
+    };
+    const pages = new SharedArrayBuffer(pageAllocBytes(paCfg));
+    PageAllocator.format(pages, paCfg);
+    // A boot-time allocator to make the kernel page tables before anything else exists.
+    const bootPa = new PageAllocator(pages, { zeroPage: () => {} });
+    const kptFrames = buildKernelPageTables(cpu, bootPa, layout, cfg);
+    const slab = SlabAllocator.create(bootPa, { pfnToKaddr: (pfn) => layout.pageOffset + pfn * 4096 }).sab;
+    const none = () => {
+      throw new Error('boot: the kernel is not up yet');
+    };
+    const deps = { cpu: 0, kpt, refs: { getPage: none, putPage: none }, allocator: { allocPage: none, freePage: none } };
+    const vmalloc = VmallocSpace.create(
+      { layout, numOnlineCpus: cfg.vcpus, strategy: cfg.strategy === 'eager' ? 'eager' : 'lazy', vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd },
+      deps,
+    ).sab;
+    const highmem = layout.lastPkmap > 0
+      ? Highmem.create({ layout, numCpus: cfg.vcpus, debugHighmem: true, highmemStartPfn: info.lowmemPages }, { cpu: 0, kpt }).sab
+      : null;
+    const kern = KernState.create(cfg);
+    const shared: KernelShared = { pages, slab, vmalloc, highmem, kern, vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd };
+    const k = new Kernel(cpu, cfg, shared, kpt);
+    k.printk(`Linux version 2.6.24-pvmmu (Xen PV, ${info.paging}): ${info.nrPages} pages, ${info.lowmemPages} lowmem, ` +
+      `vmalloc ${kptFrames.vmallocStart.toString(16)}-${kptFrames.vmallocEnd.toString(16)} (${kptFrames.frames} kernel page-table frames)`);
+    return k;
+  }
+
+  /** A secondary vCPU joining a booted kernel. */
+  static attach(cpu: Vcpu, mem: SharedArrayBuffer, cfg: KernelConfig, shared: KernelShared): Kernel {
+    return new Kernel(cpu, cfg, shared, new XenKernelPageTables(cpu, mem));
+  }
+
+  printk(line: string): void {
+    this.messages.push(line);
+    if (this.messages.length > 10_000) this.messages.splice(0, 5_000);
+  }
+
+  /** Kernel virtual address of a lowmem page (page_address). */
+  lowmemVa(pfn: number): number {
+    return this.layout.pageOffset + pfn * 4096;
+  }
+
+  isHighmem(pfn: number): boolean {
+    return pfn >= this.cpu.info.lowmemPages;
+  }
+
+  /** clear_highpage: through the direct map, or a kmap_atomic slot for highmem. */
+  clearPage(pfn: number): void {
+    this.writePage(pfn, ZERO_PAGE, 0);
+  }
+
+  /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
+  writePage(pfn: number, src: Uint8Array, off: number): void {
+    if (!this.isHighmem(pfn)) {
+      if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0) this.printk(`BUG: fault writing lowmem page ${pfn}`);
+      return;
+    }
+    const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
+    if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, 4096) < 0) this.printk(`BUG: fault writing highmem page ${pfn}`);
+    this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
+  }
+
+  /** Read 4 KiB of page `pfn` through the MMU. */
+  readPage(pfn: number, dst: Uint8Array, off: number): void {
+    if (!this.isHighmem(pfn)) {
+      if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, 4096) < 0) this.printk(`BUG: fault reading lowmem page ${pfn}`);
+      return;
+    }
+    const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
+    if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, 4096) < 0) this.printk(`BUG: fault reading highmem page ${pfn}`);
+    this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
+  }
+
+  /** Remap a lowmem page's direct-map alias read-only or back writable (make_lowmem_page_readonly). */
+  setLowmemWritable(batch: MulticallBatch | null, pfn: number, writable: boolean, flush = UVMF_INVLPG): void {
+    const mfn = this.cpu.info.p2m[pfn]!;
+    const lo = pteLo(mfn, writable ? P | RW | A | D : P | A);
+    const hi = pteHi(mfn);
+    if (batch) batch.updateVaMapping(this.lowmemVa(pfn), lo, hi, flush);
+    else {
+      const rc = updateVaMapping(this.cpu, this.lowmemVa(pfn), lo, hi, flush);
+      if (rc < 0) this.printk(`make_lowmem_page_${writable ? 'readwrite' : 'readonly'}: pfn ${pfn}: ${rc} (${rcName(rc)})`);
+    }
+  }
+}
+
+/**
+ * Make the kernel page tables for vmalloc space, the pkmap window and the fixmap (the
+ * kmap_atomic slots), as paging_init / pagetable_init do. Every kernel L2 entry is made
+ * here, never later, so every pgd's copy of the kernel part stays identical.
+ */
+function buildKernelPageTables(
+  cpu: Vcpu, pa: PageAllocator, layout: VirtualLayout, cfg: KernelConfig,
+): { vmallocStart: number; vmallocEnd: number; frames: number } {
+  const info = cpu.info;
+  const mem32 = cpu.mmu.mem32;
+  const root = info.p2m[info.ptBasePfn]!;
+  const regions: Array<[number, number]> = [];
+  let vmallocStart: number;
+  if (layout.paging === 'pae') {
+    // high_memory + VMALLOC_OFFSET, on a 2 MiB boundary.
+    vmallocStart = Math.ceil((layout.pageOffset + info.lowmemPages * 4096 + 8 * 2 ** 20) / 2 ** 21) * 2 ** 21;
+  } else {
+    vmallocStart = 0xc90000000000;
+  }
+  const vmallocEnd = Math.min(vmallocStart + cfg.vmallocBytes, layout.paging === 'pae' ? layout.vmallocEnd : Infinity);
+  if (vmallocEnd - vmallocStart < 4 * 2 ** 20) throw new RangeError('boot: less than 4 MiB of vmalloc space; give the domain less lowmem');
+  regions.push([vmallocStart, vmallocEnd]);
+  if (layout.pkmapBase) regions.push([layout.pkmapBase, layout.pkmapBase + layout.lastPkmap * 4096]);
+  if (layout.fixaddrTop) regions.push([layout.fixaddrTop - KM_TYPE_NR * cfg.vcpus * 4096, layout.fixaddrTop + 4096]);
+
+  let frames = 0;
+  const newTable = (): number => {
+    const pfn = pa.allocPages(GFP_KERNEL, 0, 0);
+    if (pfn < 0 || pfn >= info.lowmemPages) throw new Error('boot: out of lowmem for kernel page tables');
+    frames++;
+    const va = layout.pageOffset + pfn * 4096;
+    if (cpu.mmu.writeBytes(va, ZERO_PAGE, 0, 4096) < 0) throw new Error('boot: cannot clear a page-table page');
+    const rc = updateVaMapping(cpu, va, pteLo(info.p2m[pfn]!, P | A), pteHi(info.p2m[pfn]!), UVMF_INVLPG);
+    if (rc < 0) throw new Error(`boot: make_lowmem_page_readonly failed: ${rc}`);
+    return info.p2m[pfn]!;
+  };
+  const entry = (table: number, i: number): number => {
+    const lo = mem32[table * 1024 + 2 * i]!;
+    return lo & P ? (lo >>> 12) + (mem32[table * 1024 + 2 * i + 1]! & 0xfffff) * 0x100000 : -1;
+  };
+  const link = (table: number, i: number, child: number): void => {
+    const r = mmuUpdate(cpu, Uint32Array.of(entryMaddrLo(table, i), entryMaddrHi(table), pteLo(child, P | RW | A), pteHi(child)), 1);
+    if (r.rc < 0) throw new Error(`boot: linking a kernel page table failed: ${r.rc} (${rcName(r.rc)})`);
+  };
+  for (const [start, end] of regions) {
+    for (let va = Math.floor(start / 2 ** 21) * 2 ** 21; va < end; va += 2 ** 21) {
+      let table = root;
+      for (let level = layout.levels; level > 1; level--) {
+        const i = vaIndex(va, level);
+        let next = entry(table, i);
+        if (next < 0) {
+          next = newTable();
+          link(table, i, next);
+        }
+        table = next;
+      }
+    }
+  }
+  return { vmallocStart, vmallocEnd, frames };
+}

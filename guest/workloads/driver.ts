@@ -1,0 +1,113 @@
+/*
+ * Running a workload on a vCPU under one of the two schedulers.
+ *
+ *  - parallel: every vCPU worker runs its share of the steps at once, on real threads;
+ *    hypercalls, locks and TLB shootdowns contend for real (the benchmarks' mode).
+ *  - det: one step at a time, the next vCPU drawn from a seeded generator kept in
+ *    shared memory; a vCPU waiting for its turn is not running, so flushes aimed at it
+ *    are deferred, never IPIs. Same seed, same interleaving, same hypercall sequence.
+ *
+ * Virtual time: one step is one millisecond of guest time (HZ = 100: a tick per ten
+ * steps), counted globally, so timers such as xfsbufd's fire at the same step every run.
+ */
+import { Rng } from '../../src/random.js';
+import type { Kernel } from '../kernel/kernel.js';
+import { C_OPS, H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
+
+export type Sched = 'parallel' | 'det';
+export const STEPS_PER_TICK = 10;
+
+export interface Workload {
+  /** Set up this vCPU's part (before the first step). */
+  init(k: Kernel, rng: Rng): void;
+  /** One step; `now` is virtual time in ticks. */
+  step(k: Kernel, rng: Rng, now: number): void;
+  /** Tear down this vCPU's part (exit its tasks, unmount...). */
+  fini(k: Kernel): void;
+  /** Workload-specific numbers for the summary. */
+  stats(): Record<string, number>;
+}
+
+const STOP = -1;
+
+function xorshift(x: number): number {
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  return x | 0;
+}
+
+/** Run `total` steps in all (summed over vCPUs) of `wl` on this vCPU. */
+export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched, seed: number): number {
+  const rng = new Rng(seed).fork(k.id);
+  const w = k.state.w;
+  const cpu = k.cpu;
+  const nr = k.cfg.vcpus;
+  let mine = 0;
+  let inited = false;
+  if (sched === 'parallel') {
+    wl.init(k, rng);
+    inited = true;
+    const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
+    for (; mine < share; mine++) {
+      const done = Atomics.add(w, 16 + C_OPS, 1);
+      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      cpu.pollInterrupts();
+    }
+  } else {
+    // Wait for turns without RUNNING: a shootdown need not wait for a waiting vCPU.
+    cpu.block();
+    for (;;) {
+      for (;;) {
+        const turn = Atomics.load(w, H_TURN);
+        if (turn === k.id || turn === STOP) break;
+        Atomics.wait(w, H_TURN, turn, 50);
+      }
+      if (Atomics.load(w, H_TURN) === STOP) break;
+      cpu.resume();
+      const done = Atomics.add(w, 16 + C_OPS, 1);
+      if (done >= total) {
+        cpu.block();
+        Atomics.sub(w, 16 + C_OPS, 1);
+        Atomics.store(w, H_TURN, STOP);
+        Atomics.notify(w, H_TURN);
+        break;
+      }
+      if (!inited) {
+        wl.init(k, rng); // in turn as well: mounting does hypercalls
+        inited = true;
+      }
+      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      mine++;
+      cpu.block(); // before the next vCPU may run
+      const r = xorshift(w[H_RNG]!);
+      w[H_RNG] = r;
+      Atomics.store(w, H_TURN, (r >>> 0) % nr);
+      Atomics.notify(w, H_TURN);
+    }
+  }
+  if (sched === 'det') {
+    // Tear down in vCPU order too, so what is left behind does not depend on timing.
+    for (;;) {
+      const v = Atomics.load(w, H_STOP);
+      if (v === k.id) break;
+      Atomics.wait(w, H_STOP, v, 50);
+    }
+    cpu.resume();
+    if (inited) wl.fini(k);
+    cpu.block();
+    Atomics.store(w, H_STOP, k.id + 1);
+    Atomics.notify(w, H_STOP);
+  } else {
+    wl.fini(k);
+  }
+  return mine;
+}
+
+/** Before a run: the first turn to vCPU 0, the step count to zero (done by one vCPU). */
+export function resetScheduler(k: Kernel): void {
+  const w = k.state.w;
+  Atomics.store(w, 16 + C_OPS, 0);
+  Atomics.store(w, H_STOP, 0);
+  Atomics.store(w, H_TURN, 0);
+}

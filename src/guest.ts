@@ -1,0 +1,65 @@
+/*
+ * A running guest kernel, seen from the controller: boot a domain's vCPUs (the boot vCPU
+ * first, the others once it has made the shared state), run a workload on all of them,
+ * gather their numbers, and shut them down.
+ */
+import type { DomainInfo } from '../hypervisor/types.js';
+import type { KernelConfig } from '../guest/kernel/config.js';
+import type { KernelShared } from '../guest/kernel/kernel.js';
+import type { Machine, VcpuHandle } from './machine.js';
+
+export interface GuestCpuStats {
+  cpu: number;
+  counters: Record<string, number>;
+  kpt: { ptesSet: number; batches: number; shootdowns: number; localFlushes: number; failures: number };
+  vmalloc: { vmaps: number; vunmaps: number; lazyPeakPages: number; purges: number; flushes: number; [k: string]: unknown };
+  highmem: Record<string, number> | null;
+  freePages: number;
+  badPages: number;
+  hypercalls: number;
+  flushes: number;
+  ipis: number;
+  workload: Record<string, number>;
+  messages: string[];
+}
+
+export class Guest {
+  readonly info: DomainInfo;
+  readonly cfg: KernelConfig;
+  readonly #vcpus: VcpuHandle[];
+  /** Free pages right after boot: what a clean shutdown must give back. */
+  readonly bootFreePages: number;
+
+  private constructor(info: DomainInfo, cfg: KernelConfig, vcpus: VcpuHandle[], bootFree: number) {
+    this.info = info;
+    this.cfg = cfg;
+    this.#vcpus = vcpus;
+    this.bootFreePages = bootFree;
+  }
+
+  static async boot(machine: Machine, info: DomainInfo, cfg: KernelConfig): Promise<Guest> {
+    if (cfg.vcpus !== info.vcpus) throw new RangeError(`kernel config says ${cfg.vcpus} vCPUs, the domain has ${info.vcpus}`);
+    const boot = await machine.startVcpu(info, 0, 'kernel', { cfg });
+    const shared = await boot.request<KernelShared>({ op: 'shared' });
+    const vcpus = [boot];
+    for (let v = 1; v < info.vcpus; v++) vcpus.push(await machine.startVcpu(info, v, 'kernel', { cfg, shared }));
+    const st = await boot.request<GuestCpuStats>({ op: 'stats' });
+    return new Guest(info, cfg, vcpus, st.freePages);
+  }
+
+  /** Run `ops` steps of a workload over all vCPUs; resolves with the wall time in ms. */
+  async run(workload: string, ops: number, sched: 'parallel' | 'det', seed: number, options: Record<string, unknown> = {}): Promise<number> {
+    await this.#vcpus[0]!.request({ op: 'reset-sched' });
+    const t0 = performance.now();
+    await Promise.all(this.#vcpus.map((h) => h.request({ op: 'run', workload, ops, sched, seed, options })));
+    return performance.now() - t0;
+  }
+
+  async stats(): Promise<GuestCpuStats[]> {
+    return Promise.all(this.#vcpus.map((h) => h.request<GuestCpuStats>({ op: 'stats' })));
+  }
+
+  async shutdown(): Promise<void> {
+    await Promise.all(this.#vcpus.map((h) => h.terminate()));
+  }
+}
