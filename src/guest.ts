@@ -7,6 +7,9 @@ import type { DomainInfo } from '../hypervisor/types.js';
 import type { KernelConfig } from '../guest/kernel/config.js';
 import type { KernelShared } from '../guest/kernel/kernel.js';
 import type { Machine, VcpuHandle } from './machine.js';
+import { C_OPS, COUNTERS_BASE } from '../guest/kernel/state.js';
+
+const OPS_WORD = COUNTERS_BASE + C_OPS;
 
 export interface GuestCpuStats {
   cpu: number;
@@ -29,12 +32,20 @@ export class Guest {
   readonly #vcpus: VcpuHandle[];
   /** Free pages right after boot: what a clean shutdown must give back. */
   readonly bootFreePages: number;
+  /** The kernel's own state words (read-only here: for progress). */
+  readonly #kern: Int32Array;
 
-  private constructor(info: DomainInfo, cfg: KernelConfig, vcpus: VcpuHandle[], bootFree: number) {
+  private constructor(info: DomainInfo, cfg: KernelConfig, vcpus: VcpuHandle[], bootFree: number, shared: KernelShared) {
     this.info = info;
     this.cfg = cfg;
     this.#vcpus = vcpus;
     this.bootFreePages = bootFree;
+    this.#kern = new Int32Array(shared.kern);
+  }
+
+  /** Steps done so far in the current run (all vCPUs). */
+  stepsDone(): number {
+    return Atomics.load(this.#kern, OPS_WORD);
   }
 
   static async boot(machine: Machine, info: DomainInfo, cfg: KernelConfig): Promise<Guest> {
@@ -44,7 +55,7 @@ export class Guest {
     const vcpus = [boot];
     for (let v = 1; v < info.vcpus; v++) vcpus.push(await machine.startVcpu(info, v, 'kernel', { cfg, shared }));
     const st = await boot.request<GuestCpuStats>({ op: 'stats' });
-    return new Guest(info, cfg, vcpus, st.freePages);
+    return new Guest(info, cfg, vcpus, st.freePages, shared);
   }
 
   /** Run `ops` steps of a workload over all vCPUs; resolves with the wall time in ms. */

@@ -30,6 +30,8 @@ export const H_TURN = 1;
 export const H_RNG = 2;
 export const H_STOP = 3;
 const H_COUNTERS = 16;
+/** Word index of counter 0 (counter c is at COUNTERS_BASE + c). */
+export const COUNTERS_BASE = H_COUNTERS;
 const HEADER_WORDS = H_COUNTERS + NR_COUNTERS;
 
 /* Task rows. */

@@ -12,7 +12,7 @@
  */
 import { Rng } from '../../src/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { C_OPS, H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
+import { C_OPS, COUNTERS_BASE, H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
 
 export type Sched = 'parallel' | 'det';
 export const STEPS_PER_TICK = 10;
@@ -50,7 +50,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
     inited = true;
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
-      const done = Atomics.add(w, 16 + C_OPS, 1);
+      const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
       wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
       cpu.pollInterrupts();
     }
@@ -65,10 +65,10 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
       }
       if (Atomics.load(w, H_TURN) === STOP) break;
       cpu.resume();
-      const done = Atomics.add(w, 16 + C_OPS, 1);
+      const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
       if (done >= total) {
         cpu.block();
-        Atomics.sub(w, 16 + C_OPS, 1);
+        Atomics.sub(w, COUNTERS_BASE + C_OPS, 1);
         Atomics.store(w, H_TURN, STOP);
         Atomics.notify(w, H_TURN);
         break;
@@ -107,7 +107,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
 /** Before a run: the first turn to vCPU 0, the step count to zero (done by one vCPU). */
 export function resetScheduler(k: Kernel): void {
   const w = k.state.w;
-  Atomics.store(w, 16 + C_OPS, 0);
+  Atomics.store(w, COUNTERS_BASE + C_OPS, 0);
   Atomics.store(w, H_STOP, 0);
   Atomics.store(w, H_TURN, 0);
 }

@@ -61,6 +61,17 @@ export function entriesPerBlock(blockSize: number): number {
   return Math.floor((blockSize - DIR_HDR_SIZE - DIR_TAIL_SIZE) / DIR_ENTRY_SIZE);
 }
 
+/**
+ * Plain FNV-1a (32-bit) over bytes[off, off + len), any length: a general byte checksum
+ * (the log's records use it). Directory blocks use the faster dirChecksum.
+ */
+export function fnv1a32(bytes: Uint8Array, off: number, len: number): number {
+  let h = 0x811c9dc5;
+  const end = off + len;
+  for (let i = off; i < end; i++) h = Math.imul(h ^ bytes[i]!, 0x01000193);
+  return h >>> 0;
+}
+
 function le32(b: Uint8Array, o: number): number {
   return b[o]! | (b[o + 1]! << 8) | (b[o + 2]! << 16) | (b[o + 3]! << 24);
 }
