@@ -10,19 +10,13 @@ import { parseArgs } from 'node:util';
 import { ScriptError, parseScript } from './script/schema.js';
 import { runScript } from './script/run.js';
 import { formatJsonLines, formatText, totals } from './script/report.js';
+import { type Command, UsageError } from './command.js';
+import { workloadCommands } from './commands.js';
+
+export { UsageError };
 
 const VERSION = '0.1.0';
 
-interface Command {
-  summary: string;
-  usage: string;
-  help: string;
-  run(argv: string[]): Promise<number>;
-}
-
-export class UsageError extends Error {
-  override name = 'UsageError';
-}
 
 const commands: Record<string, Command> = {
   script: {
@@ -55,10 +49,7 @@ The format is described in README.md ("Scripted guests"); examples: test/scripts
   },
 };
 
-/** Other modules add their subcommands here (run, demo, bench). */
-export function registerCommand(name: string, cmd: Command): void {
-  commands[name] = cmd;
-}
+Object.assign(commands, workloadCommands);
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

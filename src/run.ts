@@ -9,6 +9,7 @@ import { Guest, type GuestCpuStats } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import type { RunSummary } from './summary.js';
+import type { XenLogRecord } from '../hypervisor/types.js';
 import { STRATEGIES, type Strategy } from '../guest/kernel/config.js';
 import { WORKLOADS } from '../guest/workloads/index.js';
 
@@ -74,7 +75,15 @@ function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
   return stats.reduce((n, s) => n + f(s), 0);
 }
 
-export async function runOnce(o: RunOptions): Promise<RunSummary> {
+/** What a run produced: the summary, and the first hypervisor log records (for the log). */
+export interface RunResult {
+  summary: RunSummary;
+  xenLog: XenLogRecord[];
+}
+
+const LOG_KEEP = 20;
+
+export async function runOnce(o: RunOptions): Promise<RunResult> {
   validateRunOptions(o);
   const machine = await Machine.create({ paging: o.paging, memoryBytes: o.memoryBytes, enforce: o.enforce, maxVcpus: o.vcpus });
   const machineFree0 = await machine.freeFrames();
@@ -109,7 +118,7 @@ export async function runOnce(o: RunOptions): Promise<RunSummary> {
     const wl: Record<string, number> = {};
     for (const s of stats) for (const [k, v] of Object.entries(s.workload)) wl[k] = (wl[k] ?? 0) + v;
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
-    return {
+    const summary: RunSummary = {
       workload: o.workload,
       strategy: o.strategy,
       kmapFlush: o.kmapFlush,
@@ -137,6 +146,7 @@ export async function runOnce(o: RunOptions): Promise<RunSummary> {
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
     };
+    return { summary, xenLog: log.slice(0, LOG_KEEP) };
   } finally {
     await machine.shutdown();
   }
