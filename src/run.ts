@@ -138,7 +138,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       auditOk: audit.ok && audit.isolationViolations === 0,
       auditProblems: audit.problems.slice(0, 10).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`),
       leakedFrames: (guest.bootFreePages - freeAfter) + (machineFree0 - machineFreeAfter),
-      guestReports: stats.flatMap((s) => s.messages.filter((m) => /multicall|Bad page|BUG|refused|failed/.test(m))).slice(0, 12),
+      guestReports: stats.flatMap((s) => s.messages.filter((m) => /^  call|multicall|Bad page|BUG|refused|failed/.test(m))).slice(0, 12),
       throughputOpsPerSec: o.ops / (elapsedMs / 1000),
       paging: o.paging,
       sched: o.sched,
