@@ -101,7 +101,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     let elapsedMs: number;
     try {
-      elapsedMs = await guest.run(o.workload, o.ops, o.sched, o.seed, { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy });
+      elapsedMs = await guest.run(o.workload, o.ops, o.sched, o.seed, { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed });
     } finally {
       if (timer) clearInterval(timer);
       progress?.done();

@@ -20,6 +20,7 @@ import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
 import type { KernelConfig } from './config.js';
+import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
@@ -56,6 +57,8 @@ export class Kernel {
   readonly messages: string[] = [];
   /** current->comm for reports. */
   comm = 'swapper';
+  /** Who may still map a page writable (XFS's a_list, ...): each says how, or null. */
+  readonly #aliasProbes: Array<(pfn: number) => string | null> = [];
 
   private constructor(cpu: Vcpu, cfg: KernelConfig, shared: KernelShared, kpt: XenKernelPageTables) {
     this.cpu = cpu;
@@ -118,7 +121,8 @@ export class Kernel {
     };
     const deps = { cpu: 0, kpt, refs: { getPage: none, putPage: none }, allocator: { allocPage: none, freePage: none } };
     const vmalloc = VmallocSpace.create(
-      { layout, numOnlineCpus: cfg.vcpus, strategy: cfg.strategy === 'eager' ? 'eager' : 'lazy', vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd },
+      // 2.6.23's vunmap unmaps and flushes at once; Nick Piggin's 2.6.28 layer is lazy.
+      { layout, numOnlineCpus: cfg.vcpus, strategy: VMALLOC_STRATEGY_FOR[cfg.strategy], vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd },
       deps,
     ).sab;
     const highmem = layout.lastPkmap > 0
@@ -135,6 +139,25 @@ export class Kernel {
   /** A secondary vCPU joining a booted kernel. */
   static attach(cpu: Vcpu, mem: SharedArrayBuffer, cfg: KernelConfig, shared: KernelShared): Kernel {
     return new Kernel(cpu, cfg, shared, new XenKernelPageTables(cpu, mem));
+  }
+
+  addAliasProbe(probe: (pfn: number) => string | null): void {
+    this.#aliasProbes.push(probe);
+  }
+
+  /**
+   * Every stray writable alias of `pfn` the kernel knows of: lazy vmap areas, unused
+   * kmaps, and what the probes (XFS) report. Empty when the page has none.
+   */
+  strayAliasesOf(pfn: number): string[] {
+    const out: string[] = [];
+    for (const a of this.vmalloc.lazyAliasesOf(pfn)) out.push(`lazy vmap area ${a.areaStart.toString(16)} maps it at ${a.va.toString(16)}`);
+    for (const a of this.highmem?.strayAliasesOf(pfn) ?? []) out.push(`${a.kind} alias at ${a.va.toString(16)}`);
+    for (const p of this.#aliasProbes) {
+      const why = p(pfn);
+      if (why !== null) out.push(why);
+    }
+    return out;
   }
 
   printk(line: string): void {

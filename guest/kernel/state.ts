@@ -18,10 +18,14 @@ export const C_DATA_ERRORS = 8;
 export const C_OPS = 9;
 export const C_PT_PAGES = 10;
 export const C_UPDATE_FAILURES = 11;
+/** Refused pins with a page-table page that a known stray alias still maps writable. */
+export const C_PIN_TRACED = 12;
+/** Page-table pages handed out while a stray alias still mapped them. */
+export const C_PT_ALIASED = 13;
 export const NR_COUNTERS = 16;
 export const COUNTER_NAMES = [
   'pins', 'pinFailures', 'forks', 'exits', 'faults', 'tasksKilled', 'multicallFailures',
-  'contextSwitches', 'dataErrors', 'ops', 'ptPages', 'updateFailures',
+  'contextSwitches', 'dataErrors', 'ops', 'ptPages', 'updateFailures', 'pinsTraced', 'ptPagesAliased',
 ] as const;
 
 /* Header words. */

@@ -17,7 +17,7 @@ import { mmuUpdate, mmuextOne } from '../arch/xen/hypercall.js';
 import { xenAllocPtpage, xenPgdPin, xenPgdUnpin, xenReleasePtpage } from '../arch/xen/pgtable.js';
 import type { Kernel } from '../kernel/kernel.js';
 import {
-  C_CTX_SWITCHES, C_DATA_ERRORS, C_EXITS, C_FAULTS, C_FORKS, C_PT_PAGES, C_TASKS_KILLED, C_UPDATE_FAILURES,
+  C_CTX_SWITCHES, C_DATA_ERRORS, C_EXITS, C_FAULTS, C_FORKS, C_PT_ALIASED, C_PT_PAGES, C_TASKS_KILLED, C_UPDATE_FAILURES,
   MAX_USER_PAGES, T_NPAGES, T_PAGES, T_PGD, T_PMD, T_PTE, T_STATE, TASK_NEW, TASK_PINNED,
 } from '../kernel/state.js';
 import { KM_PTE0 } from './highmem.js';
@@ -75,7 +75,10 @@ function setEntry(k: Kernel, t: number, pfn: number, i: number, lo: number, hi: 
 
 function allocPt(k: Kernel, gfp: number): number {
   const pfn = k.pa.allocPages(gfp | __GFP_ZERO, 0, k.id);
-  if (pfn >= 0) k.state.count(C_PT_PAGES);
+  if (pfn < 0) return pfn;
+  k.state.count(C_PT_PAGES);
+  // The page allocator does not know of stray aliases; count the pages it hands out anyway.
+  if (k.strayAliasesOf(pfn).length > 0) k.state.count(C_PT_ALIASED);
   return pfn;
 }
 

@@ -431,6 +431,40 @@ export class SlabAllocator {
   /* -------------------------------------------------------- introspection */
 
   /** ksize: the usable size of a kmalloc'd object (its class). */
+  /**
+   * kmem_cache_shrink for every kmalloc cache: give back the empty slabs that MIN_PARTIAL
+   * kept (what a shutdown does before counting pages). Returns the pages freed.
+   */
+  kmemCacheShrinkAll(cpu: number): number {
+    const w = this.w;
+    const mm = this.pa.memMap;
+    let freed = 0;
+    for (let ci = 0; ci < KMALLOC_SIZES.length; ci++) {
+      const cb = HEADER_WORDS + ci * CACHE_WORDS;
+      const empty: number[] = [];
+      spinLock(w, cb + C_LOCK, cpu);
+      for (let pfn = w[cb + C_PARTIAL]!; pfn !== -1; pfn = mm.lruNext[pfn]!) {
+        const sb = this.slotBase + mm.private[pfn]! * SLOT_WORDS;
+        if (w[sb + S_INUSE] === 0) empty.push(pfn);
+      }
+      for (const pfn of empty) {
+        this.removePartial(cb, pfn);
+        w[cb + C_NR_SLABS]!--;
+      }
+      spinUnlock(w, cb + C_LOCK, cpu);
+      for (const pfn of empty) {
+        const slot = mm.private[pfn]!;
+        mm.__clearPageFlag(pfn, PG_slab);
+        mm.mapping[pfn] = 0;
+        mm.private[pfn] = 0;
+        this.putSlot(slot, cpu);
+        this.pa.freePages(pfn, 0, cpu);
+        freed++;
+      }
+    }
+    return freed;
+  }
+
   ksize(addr: number): number {
     if (addr === ZERO_SIZE_PTR) return 0;
     const mm = this.pa.memMap;

@@ -50,6 +50,7 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
           highmem: k.highmem?.stats() ?? null,
           freePages: k.pa.nrFreePages(),
           badPages: k.pa.nrBadPages(),
+          slabPages: k.slab.nrSlabPages(),
           hypercalls: cpu.hypercalls,
           flushes: cpu.flushes,
           ipis: cpu.ipis,

@@ -4,17 +4,40 @@
 import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
 import { KmapChurn } from './kmap_churn.js';
+import { XfsWorkload } from './xfs_dirscan.js';
+import type { Strategy } from '../kernel/config.js';
 
 export const WORKLOADS: Record<string, { summary: string; make(opts: Record<string, unknown>): Workload }> = {
   'fork-storm': {
     summary: 'exec, fork, run and exit tasks on every vCPU: page-table allocation, pinning and unpinning',
     make: (o) => new ForkStorm(typeof o['pagesPerTask'] === 'number' ? o['pagesPerTask'] : 4),
   },
+  'xfs-dirscan': {
+    summary: 'find over a large XFS directory, caches dropped between passes, while tasks fork, exec and exit',
+    make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'scan' }),
+  },
+  'log-recovery': {
+    summary: 'XFS mount (log recovery vmaps, iclogs stay mapped) and unmount, again and again, beside fork/exit',
+    make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'log' }),
+  },
+  mixed: {
+    summary: 'directory scans, log recovery, page-cache reads through kmap and fork/exec/exit together',
+    make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'mixed' }),
+  },
   'kmap-churn': {
     summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
     make: () => new KmapChurn(),
   },
 };
+
+function xfsOpts(o: Record<string, unknown>): { strategy: Strategy; seed: number; files: number; dirBlockBytes: number } {
+  return {
+    strategy: (o['strategy'] ?? 'lazy') as Strategy,
+    seed: typeof o['seed'] === 'number' ? o['seed'] : 1,
+    files: typeof o['files'] === 'number' ? o['files'] : 20000,
+    dirBlockBytes: typeof o['dirBlockBytes'] === 'number' ? o['dirBlockBytes'] : 65536,
+  };
+}
 
 export function makeWorkload(name: string, opts: Record<string, unknown>): Workload {
   const w = WORKLOADS[name];

@@ -16,7 +16,7 @@ import {
 } from '../../../src/abi.js';
 import type { Kernel } from '../../kernel/kernel.js';
 import { unmapAliasesBeforePin } from '../../kernel/config.js';
-import { C_MC_FAILURES, C_PIN_FAILURES, C_PINS } from '../../kernel/state.js';
+import { C_MC_FAILURES, C_PIN_FAILURES, C_PIN_TRACED, C_PINS } from '../../kernel/state.js';
 import { MulticallBatch, type MulticallResult } from './hypercall.js';
 
 const ext = new Uint32Array(6);
@@ -94,6 +94,14 @@ export function xenPgdPin(k: Kernel, ptPages: ArrayLike<number>, n: number): boo
   reportMulticall(k, res, queued);
   if (!pinOk) {
     k.state.count(C_PIN_FAILURES);
+    // Which page table still had a writable alias, and whose?
+    for (let i = 0; i < n; i++) {
+      const why = k.strayAliasesOf(ptPages[i]!);
+      if (why.length === 0) continue;
+      k.state.count(C_PIN_TRACED);
+      k.printk(`xen_pgd_pin: page-table pfn ${ptPages[i]} (mfn ${cpu.info.p2m[ptPages[i]!]!.toString(16)}): ${why[0]}`);
+      break;
+    }
     // Undo: the page tables stay an unpinned mm's, writable again.
     const undo = new MulticallBatch(cpu);
     for (let i = 0; i < n; i++) {

@@ -1,0 +1,93 @@
+/*
+ * An XFS mount inside the guest kernel: the XfsDeps of fs/xfs/xfs_buf.ts implemented on
+ * this vCPU's kernel (page allocator, slab, the vmalloc layer, the MMU), a directory
+ * image on the "disk", and the shrinker registration. One vCPU owns a mount.
+ */
+import { GFP_NOFS } from '../../mm/page_alloc.js';
+import type { Kernel } from '../../kernel/kernel.js';
+import { C_OPS, COUNTERS_BASE } from '../../kernel/state.js';
+import { STEPS_PER_TICK } from '../../workloads/driver.js';
+import { DirectoryImage } from './backing.js';
+import { type XfsBufStrategy, type XfsDeps, XfsBufCache } from './xfs_buf.js';
+
+export interface XfsMountOptions {
+  strategy: XfsBufStrategy;
+  seed: number;
+  files: number;
+  dirBlockBytes: number;
+  /** Unheld buffers cached (the rest is freed as the scan goes). */
+  maxBuffers?: number;
+}
+
+export function xfsDeps(k: Kernel): XfsDeps {
+  const kpt = k.kpt;
+  const vm = k.vmalloc;
+  return {
+    cpu: k.id,
+    allocPage: (gfp) => k.pa.allocPages(gfp, 0, k.id),
+    freePage: (pfn) => k.pa.freePages(pfn, 0, k.id),
+    getPage: (pfn) => k.pa.getPage(pfn),
+    putPage: (pfn) => k.pa.putPage(pfn, k.id),
+    kmalloc: (size, gfp) => k.slab.kmalloc(size, gfp, k.id),
+    kfree: (addr) => k.slab.kfree(addr, k.id),
+    vmap: (pfns, count) => {
+      const va = vm.vmap(pfns, count);
+      kpt.flushPending();
+      return va;
+    },
+    vunmap: (va) => {
+      vm.vunmap(va);
+      kpt.flushPending();
+    },
+    vmapPages: (pfns, count) => {
+      const va = vm.vmapPages(pfns, count);
+      kpt.flushPending();
+      return va;
+    },
+    vunmapPages: (va) => {
+      vm.vunmapPages(va);
+      kpt.flushPending();
+    },
+    vmUnmapAliases: () => vm.vmUnmapAliases(),
+    pageAddress: (pfn) => k.lowmemVa(pfn),
+    writeBytes: (va, src, off, len) => k.cpu.mmu.writeBytes(va, src, off, len),
+    readBytes: (va, dst, off, len) => k.cpu.mmu.readBytes(va, dst, off, len),
+    now: () => Math.floor(Atomics.load(k.state.w, COUNTERS_BASE + C_OPS) / STEPS_PER_TICK),
+    registerShrinker: (fn) => k.pa.registerShrinker({ name: 'xfs_buf', shrink: (nr) => fn(nr) }),
+    report: (line) => k.printk(line),
+  };
+}
+
+/** Mount: the buffer cache over the directory image, with the stray-alias probe wired in. */
+export function xfsMount(k: Kernel, o: XfsMountOptions): { cache: XfsBufCache; image: DirectoryImage } {
+  const image = new DirectoryImage({ seed: o.seed, files: o.files, dirBlockSize: o.dirBlockBytes });
+  const cache = new XfsBufCache(xfsDeps(k), {
+    strategy: o.strategy,
+    image,
+    maxBuffers: o.maxBuffers ?? 32,
+    vmallocStats: () => k.vmalloc.stats(),
+  });
+  k.addAliasProbe((pfn) => {
+    const a = cache.strayAliasesOf(pfn);
+    return a.length === 0 ? null : `XFS a_list entry ${a[0]!.areaVa.toString(16)} (block ${a[0]!.bn}) still maps it writable at ${a[0]!.va.toString(16)}`;
+  });
+  return { cache, image };
+}
+
+/** Reading unit for the scan: XFS_DIR2 getdents works block by block. */
+export function scanBlocks(cache: XfsBufCache, image: DirectoryImage, from: number, n: number): { next: number; errors: number; wrapped: boolean } {
+  let errors = 0;
+  let b = from;
+  let wrapped = false;
+  for (let i = 0; i < n; i++) {
+    const bp = cache.xfsBufRead(b);
+    if (bp < 0) errors++;
+    else cache.xfsBufRelse(bp);
+    if (++b >= image.nblocks) {
+      b = 0;
+      wrapped = true;
+      break;
+    }
+  }
+  return { next: b, errors, wrapped };
+}
