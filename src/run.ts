@@ -117,6 +117,10 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const counters = stats[0]!.counters;
     const wl: Record<string, number> = {};
     for (const s of stats) for (const [k, v] of Object.entries(s.workload)) wl[k] = (wl[k] ?? 0) + v;
+    // The kernel's own counters that say who was hurt by what.
+    for (const key of ['forks', 'exits', 'pinFailures', 'pinsTraced', 'ptPagesAliased', 'tasksKilled', 'multicallFailures'] as const) {
+      wl[key] = counters[key] ?? 0;
+    }
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
     const summary: RunSummary = {
       workload: o.workload,
@@ -138,7 +142,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       auditOk: audit.ok && audit.isolationViolations === 0,
       auditProblems: audit.problems.slice(0, 10).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`),
       leakedFrames: (guest.bootFreePages - freeAfter) + (machineFree0 - machineFreeAfter),
-      guestReports: stats.flatMap((s) => s.messages.filter((m) => /^  call|multicall|Bad page|BUG|refused|failed/.test(m))).slice(0, 12),
+      guestReports: stats.flatMap((s) => s.messages.filter((m) => /^  call|multicall|Bad page|BUG|refused|failed|maps it writable/.test(m))).slice(0, 12),
       throughputOpsPerSec: o.ops / (elapsedMs / 1000),
       paging: o.paging,
       sched: o.sched,

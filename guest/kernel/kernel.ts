@@ -146,17 +146,22 @@ export class Kernel {
   }
 
   /**
-   * Every stray writable alias of `pfn` the kernel knows of: lazy vmap areas, unused
-   * kmaps, and what the probes (XFS) report. Empty when the page has none.
+   * Every writable kernel alias of `pfn` besides the direct map: what the probes (XFS's
+   * a_list, on the vCPU that owns the mount) say, vmap areas live or lazily freed, and
+   * kmaps. Empty when the page has none.
    */
   strayAliasesOf(pfn: number): string[] {
     const out: string[] = [];
-    for (const a of this.vmalloc.lazyAliasesOf(pfn)) out.push(`lazy vmap area ${a.areaStart.toString(16)} maps it at ${a.va.toString(16)}`);
-    for (const a of this.highmem?.strayAliasesOf(pfn) ?? []) out.push(`${a.kind} alias at ${a.va.toString(16)}`);
     for (const p of this.#aliasProbes) {
       const why = p(pfn);
       if (why !== null) out.push(why);
     }
+    // What the (shared) vmalloc layer knows, from any vCPU: a mapping of a page that is
+    // being made a page table is stray whether its area is live or lazily freed.
+    for (const a of this.vmalloc.vmapAliasesOf(pfn)) {
+      out.push(`${a.kind} vmap area ${a.areaStart.toString(16)}-${a.areaEnd.toString(16)} maps it writable at ${a.va.toString(16)}`);
+    }
+    for (const a of this.highmem?.strayAliasesOf(pfn) ?? []) out.push(`${a.kind} alias at ${a.va.toString(16)}`);
     return out;
   }
 
