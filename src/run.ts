@@ -85,7 +85,7 @@ const LOG_KEEP = 20;
 
 export async function runOnce(o: RunOptions): Promise<RunResult> {
   validateRunOptions(o);
-  const machine = await Machine.create({ paging: o.paging, memoryBytes: o.memoryBytes, enforce: o.enforce, maxVcpus: o.vcpus });
+  const machine = await Machine.create({ paging: o.paging, memoryBytes: o.memoryBytes, enforce: o.enforce, maxVcpus: o.vcpus + 1 });
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
@@ -94,6 +94,19 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const info = await machine.createDomain({
       name: 'guest', frames, vcpus: o.vcpus, ...(highmem > 0 ? { lowmemFrames: frames - highmem } : {}),
     });
+    // stray-write: a victim domain holding a secret the hostile guest will try to reach.
+    const options: Record<string, unknown> = { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed };
+    let victim = -1;
+    if (o.workload === 'stray-write') {
+      const v = await machine.createDomain({ name: 'victim', frames: 256, vcpus: 1 });
+      victim = v.domid;
+      const target = v.p2m[v.firstFreePfn]!;
+      const secret = 0x5ec2e7 ^ o.seed;
+      // The victim's data, put there as its own kernel would have written it.
+      new Uint32Array(machine.mem)[target * 1024] = secret >>> 0;
+      options['targetMfn'] = target;
+      options['secret'] = secret;
+    }
     const guest = await Guest.boot(machine, info, {
       strategy: o.strategy, kmapFlush: o.kmapFlush, highpte: o.highpte, vmallocBytes: 128 * MiB, seed: o.seed, vcpus: o.vcpus,
     });
@@ -101,7 +114,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     let elapsedMs: number;
     try {
-      elapsedMs = await guest.run(o.workload, o.ops, o.sched, o.seed, { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed });
+      elapsedMs = await guest.run(o.workload, o.ops, o.sched, o.seed, options);
     } finally {
       if (timer) clearInterval(timer);
       progress?.done();
@@ -113,6 +126,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const freeAfter = stats[0]!.freePages;
     await guest.shutdown();
     await machine.destroyDomain(info.domid);
+    if (victim >= 0) await machine.destroyDomain(victim);
     const machineFreeAfter = await machine.freeFrames();
     const counters = stats[0]!.counters;
     const wl: Record<string, number> = {};

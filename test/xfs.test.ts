@@ -102,3 +102,28 @@ describe('every run', () => {
     clean(good);
   });
 });
+
+describe('stray-write: a hostile guest uses the stale alias', () => {
+  const base = { workload: 'stray-write', vcpus: 1, ops: 800 } as const;
+
+  it('enforcing: every aliased page table is refused, nothing is written through it, isolation holds', async () => {
+    const { summary: s } = await runOnce(opts({ ...base }));
+    const w = s.workloadStats!;
+    expect(w['aliasedPageTables']).toBeGreaterThan(0);
+    expect(w['pinsRefused']).toBe(w['aliasedPageTables']);
+    expect(w['strayWrites']).toBe(0);
+    expect(w['foreignReads']).toBe(0);
+    expect(s.isolationViolations).toBe(0);
+    clean(s);
+  });
+
+  it('unenforced (demonstration only): the guest reaches another domain\'s frame and the isolation check says so', async () => {
+    const { summary: s } = await runOnce(opts({ ...base, enforce: false }));
+    const w = s.workloadStats!;
+    expect(s.rejected.total).toBe(0);
+    expect(w['strayWrites']).toBeGreaterThan(0);
+    expect(w['foreignReads']).toBe(w['strayWrites']);
+    expect(s.isolationViolations).toBeGreaterThanOrEqual(w['foreignReads']!);
+    expect(s.auditOk).toBe(false);
+  });
+});

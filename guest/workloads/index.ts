@@ -5,6 +5,7 @@ import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
 import { KmapChurn } from './kmap_churn.js';
 import { XfsWorkload } from './xfs_dirscan.js';
+import { StrayWrite } from './stray_write.js';
 import type { Strategy } from '../kernel/config.js';
 
 export const WORKLOADS: Record<string, { summary: string; make(opts: Record<string, unknown>): Workload }> = {
@@ -23,6 +24,14 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
   mixed: {
     summary: 'directory scans, log recovery, page-cache reads through kmap and fork/exec/exit together',
     make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'mixed' }),
+  },
+  'stray-write': {
+    summary: 'a hostile guest writes through a stale XFS vmap into a page table to reach another domain',
+    make: (o) => new StrayWrite({
+      ...xfsOpts(o),
+      targetMfn: typeof o['targetMfn'] === 'number' ? o['targetMfn'] : -1,
+      secret: typeof o['secret'] === 'number' ? o['secret'] : 0,
+    }),
   },
   'kmap-churn': {
     summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
