@@ -38,6 +38,15 @@ import {
   slotDataBase,
 } from '../src/layout.js';
 import { Mmu } from './arch/x86/mmu.js';
+import { TN, type TraceBuffer, traceNowUs } from '../src/trace.js';
+
+/** Trace name of each hypercall number. */
+const HYPERCALL_TRACE_NAME: Readonly<Record<number, number>> = {
+  1: TN.mmu_update,
+  13: TN.multicall,
+  14: TN.update_va_mapping,
+  26: TN.mmuext_op,
+};
 
 /** Spins on S_STATE before sleeping in Atomics.wait. */
 const HYPERCALL_SPINS = 2000;
@@ -82,6 +91,8 @@ export class Vcpu {
   readonly dataBase: number;
   /** Hypercalls issued. */
   hypercalls = 0;
+  /** Where hypercalls are recorded (--trace), or null: one test on the call path. */
+  trace: TraceBuffer | null = null;
 
   readonly #base: number;
   readonly #state: number;
@@ -135,6 +146,7 @@ export class Vcpu {
   hypercall(op: number): number {
     const t = this.t;
     const st = this.#state;
+    const t0 = this.trace === null ? 0 : traceNowUs();
     if (Atomics.load(t, st) !== SLOT_IDLE) {
       throw new Error(`vCPU ${this.vcpuId}: hypercall ${op} issued while slot ${this.slot} is busy`);
     }
@@ -151,6 +163,7 @@ export class Vcpu {
     const rc = t[this.#base + S_RESULT]!;
     Atomics.store(t, st, SLOT_IDLE);
     this.hypercalls++;
+    if (this.trace !== null) this.trace.complete(HYPERCALL_TRACE_NAME[op] ?? TN.hypercalls, t0, traceNowUs() - t0, rc);
     if (wasRunning) this.resume();
     return rc;
   }

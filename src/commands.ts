@@ -71,6 +71,7 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   if (values.files !== undefined) o.files = intOpt(values.files, 'files', o.files);
   if (values.ops !== undefined) o.ops = intOpt(values.ops, 'ops', o.ops);
   if (values.sched !== undefined) o.sched = values.sched as RunOptions['sched'];
+  if (values.trace !== undefined) o.trace = values.trace;
   if (values.unenforced && workload !== 'stray-write') {
     throw new UsageError('--unenforced exists only for the stray-write demonstration');
   }

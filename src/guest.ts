@@ -70,6 +70,12 @@ export class Guest {
     return Promise.all(this.#vcpus.map((h) => h.request<GuestCpuStats>({ op: 'stats' })));
   }
 
+  /** Each vCPU's trace recording (when booted with cfg.trace). */
+  async traces(): Promise<Array<{ buffer: SharedArrayBuffer; names: { names: string[]; argNames: string[] } }>> {
+    const out = await Promise.all(this.#vcpus.map((h) => h.request<{ buffer: SharedArrayBuffer; names: { names: string[]; argNames: string[] } } | null>({ op: 'trace' })));
+    return out.filter((t): t is NonNullable<typeof t> => t !== null);
+  }
+
   async shutdown(): Promise<void> {
     await Promise.all(this.#vcpus.map((h) => h.terminate()));
   }

@@ -8,6 +8,7 @@ import { type PagingMode, PAGING_MODES } from './abi.js';
 import { Guest, type GuestCpuStats } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
+import { NameTable, TraceBuffer, TraceWriter, writeTrace } from './trace.js';
 import type { RunSummary } from './summary.js';
 import type { XenLogRecord } from '../hypervisor/types.js';
 import { STRATEGIES, type Strategy } from '../guest/kernel/config.js';
@@ -32,6 +33,8 @@ export interface RunOptions {
   enforce: boolean;
   /** Show a progress bar on a TTY. */
   progress?: boolean;
+  /** Write a Chrome trace-event file here (opens in Perfetto). */
+  trace?: string;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -109,6 +112,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     }
     const guest = await Guest.boot(machine, info, {
       strategy: o.strategy, kmapFlush: o.kmapFlush, highpte: o.highpte, vmallocBytes: 128 * MiB, seed: o.seed, vcpus: o.vcpus,
+      trace: o.trace !== undefined,
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
@@ -120,6 +124,12 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       progress?.done();
     }
     const stats = await guest.stats();
+    if (o.trace !== undefined) {
+      const writer = new TraceWriter();
+      writer.domain(info.domid, o.vcpus);
+      for (const t of await guest.traces()) writer.addBuffer(TraceBuffer.attach(t.buffer, new NameTable(t.names)));
+      await writeTrace(o.trace, writer);
+    }
     const xen = await machine.stats();
     const log = await machine.drainLog();
     const audit = await machine.audit();

@@ -127,3 +127,28 @@ describe('stray-write: a hostile guest uses the stale alias', () => {
     expect(s.auditOk).toBe(false);
   });
 });
+
+describe('--trace', () => {
+  it('writes a Chrome trace with per-vCPU hypercalls, flushes, vmaps and the refused pins', async () => {
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const file = join(mkdtempSync(join(tmpdir(), 'pvmmu-')), 'run.trace.json');
+    const { summary: s } = await runOnce(opts({ strategy: 'lazy', ops: 600, trace: file }));
+    const t = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: Array<{ name: string; ph: string; pid: number; tid: number; ts: number; dur?: number }> };
+    const count = (name: string) => t.traceEvents.filter((e) => e.name === name).length;
+    expect(count('pin refused')).toBe(s.workloadStats!['pinFailures']);
+    expect(count('vmap')).toBeGreaterThan(0);
+    expect(count('flush_tlb_kernel_range')).toBeGreaterThan(0);
+    // Top-level calls only (Xen's count also has every multicall entry).
+    const calls = count('mmuext_op') + count('multicall') + count('mmu_update') + count('update_va_mapping');
+    expect(calls).toBeGreaterThan(s.pinsAttempted);
+    expect(calls).toBeLessThanOrEqual(s.hypercalls);
+    for (const e of t.traceEvents) {
+      expect(typeof e.ph).toBe('string');
+      expect(Number.isFinite(e.ts)).toBe(true);
+      if (e.ph === 'X') expect(e.dur).toBeGreaterThanOrEqual(0);
+    }
+    expect(new Set(t.traceEvents.filter((e) => e.ph === 'X').map((e) => e.tid))).toEqual(new Set([0, 1]));
+  });
+});

@@ -20,6 +20,8 @@ export interface KernelConfig {
   seed: number;
   /** Number of vCPUs (num_online_cpus). */
   vcpus: number;
+  /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
+  trace?: boolean;
 }
 
 export const DEFAULT_KERNEL_CONFIG: Omit<KernelConfig, 'vcpus'> = {

@@ -20,6 +20,7 @@ import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
 import type { KernelConfig } from './config.js';
+import { TraceBuffer } from '../../src/trace.js';
 import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
 
@@ -37,6 +38,8 @@ export interface KernelShared {
 
 const P = _PAGE_PRESENT, RW = _PAGE_RW, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
 const ZERO_PAGE = new Uint8Array(4096);
+/** Trace records kept per vCPU (the oldest are overwritten beyond). */
+const TRACE_RECORDS = 1 << 18;
 
 export class Kernel {
   readonly cpu: Vcpu;
@@ -57,6 +60,9 @@ export class Kernel {
   readonly messages: string[] = [];
   /** current->comm for reports. */
   comm = 'swapper';
+  /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
+  readonly trace: TraceBuffer | null;
+  readonly traceBuffer: SharedArrayBuffer | null;
   /** Who may still map a page writable (XFS's a_list, ...): each says how, or null. */
   readonly #aliasProbes: Array<(pfn: number) => string | null> = [];
 
@@ -96,6 +102,15 @@ export class Kernel {
     this.highmem = shared.highmem ? Highmem.attach(shared.highmem, { cpu: this.id, onSpin, kpt, report }) : null;
     this.state = new KernState(shared.kern);
     kpt.onError = (line) => this.printk(line);
+    if (cfg.trace) {
+      this.traceBuffer = new SharedArrayBuffer(TraceBuffer.bytesFor(TRACE_RECORDS));
+      this.trace = new TraceBuffer({ pid: cpu.info.domid, tid: this.id, capacity: TRACE_RECORDS, buffer: this.traceBuffer });
+      cpu.trace = this.trace;
+      kpt.trace = this.trace;
+    } else {
+      this.traceBuffer = null;
+      this.trace = null;
+    }
   }
 
   /** The boot vCPU: format everything, build the kernel's page tables. */

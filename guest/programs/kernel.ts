@@ -29,6 +29,8 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
     switch (req.op) {
       case 'shared':
         return k.shared;
+      case 'trace':
+        return k.traceBuffer === null ? null : { buffer: k.traceBuffer, names: k.trace!.names.toJSON() };
       case 'reset-sched':
         resetScheduler(k);
         return {};

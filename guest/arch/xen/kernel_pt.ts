@@ -13,6 +13,7 @@ import { type VirtualLayout, layoutFor, vaHiWord, vaIndex } from '../../../src/l
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../../src/pte.js';
 import type { KernelPageTables } from '../../mm/kernel_pt.js';
 import type { Vcpu } from '../../vcpu.js';
+import { TN, type TraceBuffer, traceNowUs } from '../../../src/trace.js';
 import { mmuUpdate, mmuextOne } from './hypercall.js';
 
 /** Requests per batched mmu_update (Linux: 4 KiB of multicall argument space). */
@@ -36,6 +37,8 @@ export class XenKernelPageTables implements KernelPageTables {
   /** Called with Linux-style lines when Xen refuses an update (a guest bug, reported). */
   onError: (line: string) => void = () => {};
   readonly stats: KernelPtStats = { ptesSet: 0, batches: 0, shootdowns: 0, localFlushes: 0, failures: 0 };
+  /** --trace recorder, or null. */
+  trace: TraceBuffer | null = null;
 
   constructor(cpu: Vcpu, mem: SharedArrayBuffer) {
     this.#cpu = cpu;
@@ -95,11 +98,11 @@ export class XenKernelPageTables implements KernelPageTables {
   }
 
   flushTlbKernelRange(start: number, end: number): void {
-    void start;
-    void end;
     this.flushPending();
     this.stats.shootdowns++;
+    const t0 = this.trace === null ? 0 : traceNowUs();
     const rc = mmuextOne(this.#cpu, MMUEXT_TLB_FLUSH_ALL);
+    if (this.trace !== null) this.trace.complete(TN.flush_tlb_kernel_range, t0, traceNowUs() - t0, (end - start) / 4096);
     if (rc < 0) this.onError(`flush_tlb_kernel_range: MMUEXT_TLB_FLUSH_ALL failed: ${rc}`);
   }
 

@@ -18,6 +18,7 @@ import type { Kernel } from '../../kernel/kernel.js';
 import { unmapAliasesBeforePin } from '../../kernel/config.js';
 import { C_MC_FAILURES, C_PIN_FAILURES, C_PIN_TRACED, C_PINS } from '../../kernel/state.js';
 import { MulticallBatch, type MulticallResult } from './hypercall.js';
+import { TN, traceNowUs } from '../../../src/trace.js';
 
 const ext = new Uint32Array(6);
 
@@ -92,6 +93,7 @@ export function xenPgdPin(k: Kernel, ptPages: ArrayLike<number>, n: number): boo
   k.state.count(C_PINS);
   const pinOk = res.results[res.results.length - 1]! >= 0 && res.rc >= 0;
   reportMulticall(k, res, queued);
+  k.trace?.instant(pinOk ? TN.pin : TN['pin refused'], traceNowUs(), cpu.info.p2m[pgd]!);
   if (!pinOk) {
     k.state.count(C_PIN_FAILURES);
     // Which page table still had a writable alias, and whose?

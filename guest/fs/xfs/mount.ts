@@ -8,6 +8,7 @@ import type { Kernel } from '../../kernel/kernel.js';
 import { C_OPS, COUNTERS_BASE } from '../../kernel/state.js';
 import { STEPS_PER_TICK } from '../../workloads/driver.js';
 import { DirectoryImage } from './backing.js';
+import { TN, traceNowUs } from '../../../src/trace.js';
 import { type XfsBufStrategy, type XfsDeps, XfsBufCache } from './xfs_buf.js';
 
 export interface XfsMountOptions {
@@ -22,6 +23,14 @@ export interface XfsMountOptions {
 export function xfsDeps(k: Kernel): XfsDeps {
   const kpt = k.kpt;
   const vm = k.vmalloc;
+  const tr = k.trace;
+  const traced = <T extends unknown[]>(name: number, fn: (...a: T) => number, pages: (...a: T) => number) =>
+    tr === null ? fn : (...a: T): number => {
+      const t0 = traceNowUs();
+      const r = fn(...a);
+      tr.complete(name, t0, traceNowUs() - t0, pages(...a));
+      return r;
+    };
   return {
     cpu: k.id,
     allocPage: (gfp) => k.pa.allocPages(gfp, 0, k.id),
@@ -30,24 +39,26 @@ export function xfsDeps(k: Kernel): XfsDeps {
     putPage: (pfn) => k.pa.putPage(pfn, k.id),
     kmalloc: (size, gfp) => k.slab.kmalloc(size, gfp, k.id),
     kfree: (addr) => k.slab.kfree(addr, k.id),
-    vmap: (pfns, count) => {
+    vmap: traced(TN.vmap, (pfns: Int32Array, count: number) => {
       const va = vm.vmap(pfns, count);
       kpt.flushPending();
       return va;
-    },
-    vunmap: (va) => {
+    }, (_p, count) => count),
+    vunmap: traced(TN.vunmap, (va: number) => {
       vm.vunmap(va);
       kpt.flushPending();
-    },
-    vmapPages: (pfns, count) => {
+      return 0;
+    }, () => 0),
+    vmapPages: traced(TN.vmap, (pfns: Int32Array, count: number) => {
       const va = vm.vmapPages(pfns, count);
       kpt.flushPending();
       return va;
-    },
-    vunmapPages: (va) => {
+    }, (_p, count) => count),
+    vunmapPages: traced(TN.vunmap, (va: number) => {
       vm.vunmapPages(va);
       kpt.flushPending();
-    },
+      return 0;
+    }, () => 0),
     vmUnmapAliases: () => vm.vmUnmapAliases(),
     pageAddress: (pfn) => k.lowmemVa(pfn),
     writeBytes: (va, src, off, len) => k.cpu.mmu.writeBytes(va, src, off, len),
