@@ -88,6 +88,7 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
     hv.slotDomain[slot] = domid;
     hv.slotVcpu[slot] = v;
     hv.slotFlushStamp[slot] = hv.tlbClock;
+    hv.slotHighWater = Math.max(hv.slotHighWater, slot + 1);
     const b = slotBase(slot);
     Atomics.store(hv.transport, b + S_STATE, SLOT_IDLE);
     Atomics.store(hv.transport, b + S_RUNSTATE, 0);

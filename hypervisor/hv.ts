@@ -42,7 +42,6 @@ export class Domain {
 }
 
 export interface HvCounters {
-  hypercalls: Map<string, number>;
   errors: Map<string, number>;
   rejected: number;
   pinsAttempted: number;
@@ -80,11 +79,12 @@ export class Hv {
    * demonstration; the isolation check shows what it lets a guest do.
    */
   readonly enforceWritable: boolean;
+  /** One past the highest slot ever bound to a vCPU (the doorbell loop scans below it). */
+  slotHighWater = 0;
   /** The global TLB clock (Xen's tlbflush_clock). */
   tlbClock = 1;
   nextDomid = 1;
   readonly counters: HvCounters = {
-    hypercalls: new Map(),
     errors: new Map(),
     rejected: 0,
     pinsAttempted: 0,

@@ -38,6 +38,8 @@ export class Xen {
   /** Reason of the first log line of the call being served (the root cause). */
   #firstReason: string | null = null;
   readonly #byReason = new Map<string, number>();
+  /** Calls per hypercall number (0 collects unknown numbers >= 64). */
+  readonly #perOp = new Float64Array(64);
 
   constructor(opts: XenOptions) {
     if (opts.transport.byteLength < transportBytes(opts.maxSlots)) {
@@ -66,6 +68,11 @@ export class Xen {
     return [...this.#hv.domains.keys()];
   }
 
+  /** One past the highest transport slot ever given to a vCPU. */
+  slotsInUse(): number {
+    return this.#hv.slotHighWater;
+  }
+
   freeFrames(): number {
     return this.#hv.ft.nrFree;
   }
@@ -88,8 +95,12 @@ export class Xen {
 
   stats(): XenStats {
     const c = this.#hv.counters;
+    const hypercalls: Record<string, number> = {};
+    this.#perOp.forEach((n, op) => {
+      if (n > 0) hypercalls[HYPERCALL_NAMES[op] ?? (op === 0 ? 'unknown' : `hypercall_${op}`)] = n;
+    });
     return {
-      hypercalls: Object.fromEntries(c.hypercalls),
+      hypercalls,
       errors: Object.fromEntries(c.errors),
       byReason: Object.fromEntries(this.#byReason),
       rejected: c.rejected,
@@ -165,8 +176,8 @@ export class Xen {
       default:
         rc = -ENOSYS;
     }
-    const name = HYPERCALL_NAMES[op] ?? `hypercall_${op}`;
-    hv.counters.hypercalls.set(name, (hv.counters.hypercalls.get(name) ?? 0) + 1);
+    if (op < 64) this.#perOp[op]!++;
+    else this.#perOp[0]!++;
     if (rc < 0) {
       hv.countError(-rc, rcName(rc));
       const why = this.#firstReason ?? rcName(rc);

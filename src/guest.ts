@@ -58,12 +58,19 @@ export class Guest {
     return new Guest(info, cfg, vcpus, st.freePages, shared);
   }
 
-  /** Run `ops` steps of a workload over all vCPUs; resolves with the wall time in ms. */
-  async run(workload: string, ops: number, sched: 'parallel' | 'det', seed: number, options: Record<string, unknown> = {}): Promise<number> {
+  /**
+   * Run `ops` steps of a workload over all vCPUs. Resolves with the wall time in ms (with
+   * set-up and tear-down) and each vCPU's steps and step-loop time.
+   */
+  async run(
+    workload: string, ops: number, sched: 'parallel' | 'det', seed: number, options: Record<string, unknown> = {},
+  ): Promise<{ wallMs: number; perCpu: Array<{ steps: number; loopNs: number }> }> {
     await this.#vcpus[0]!.request({ op: 'reset-sched' });
     const t0 = performance.now();
-    await Promise.all(this.#vcpus.map((h) => h.request({ op: 'run', workload, ops, sched, seed, options })));
-    return performance.now() - t0;
+    const perCpu = await Promise.all(
+      this.#vcpus.map((h) => h.request<{ steps: number; loopNs: number }>({ op: 'run', workload, ops, sched, seed, options })),
+    );
+    return { wallMs: performance.now() - t0, perCpu };
   }
 
   async stats(): Promise<GuestCpuStats[]> {

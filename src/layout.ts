@@ -15,6 +15,8 @@ import { PAGE_SIZE, type PagingMode } from './abi.js';
 export const T_DOORBELL = 0; /** bumped + notified by any vCPU (or the controller) with work */
 export const T_HV_STATE = 1; /** HV_STARTING / HV_RUNNING / HV_STOPPING / HV_STOPPED */
 export const T_MAX_SLOTS = 2;
+/** Bumped by the controller with each control message, so the loop looks at its port only then. */
+export const T_CONTROL = 3;
 export const T_HEADER_WORDS = 64;
 
 export const HV_STARTING = 0;

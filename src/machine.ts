@@ -17,6 +17,7 @@ import {
   RS_FLUSH_PENDING,
   RS_RUNNING,
   S_RUNSTATE,
+  T_CONTROL,
   T_DOORBELL,
   T_MAX_SLOTS,
   slotBase,
@@ -396,6 +397,7 @@ export class Machine {
         this.#pending.delete(id); // a config that cannot be cloned
         throw e;
       }
+      Atomics.add(this.#t, T_CONTROL, 1);
       Atomics.add(this.#t, T_DOORBELL, 1);
       Atomics.notify(this.#t, T_DOORBELL, 1);
     });

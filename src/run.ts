@@ -117,8 +117,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     let elapsedMs: number;
+    let perCpu: Array<{ steps: number; loopNs: number }>;
     try {
-      elapsedMs = await guest.run(o.workload, o.ops, o.sched, o.seed, options);
+      ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
     } finally {
       if (timer) clearInterval(timer);
       progress?.done();
@@ -141,6 +142,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const counters = stats[0]!.counters;
     const wl: Record<string, number> = {};
     for (const s of stats) for (const [k, v] of Object.entries(s.workload)) wl[k] = (wl[k] ?? 0) + v;
+    // The step loops alone (no mount/unmount): what per-operation costs are computed from.
+    wl['loopMs'] = Math.max(...perCpu.map((c) => c.loopNs)) / 1e6;
+    wl['nsPerStepPerCpu'] = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
     // The kernel's own counters that say who was hurt by what.
     for (const key of ['forks', 'exits', 'pinFailures', 'pinsTraced', 'ptPagesAliased', 'tasksKilled', 'multicallFailures'] as const) {
       wl[key] = counters[key] ?? 0;

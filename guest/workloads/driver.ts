@@ -37,17 +37,25 @@ function xorshift(x: number): number {
   return x | 0;
 }
 
+/** What one vCPU did: its steps, and the time its step loop took (set-up and tear-down excluded). */
+export interface RunResult {
+  steps: number;
+  loopNs: number;
+}
+
 /** Run `total` steps in all (summed over vCPUs) of `wl` on this vCPU. */
-export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched, seed: number): number {
+export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched, seed: number): RunResult {
   const rng = new Rng(seed).fork(k.id);
   const w = k.state.w;
   const cpu = k.cpu;
   const nr = k.cfg.vcpus;
   let mine = 0;
   let inited = false;
+  let t0 = 0n;
   if (sched === 'parallel') {
     wl.init(k, rng);
     inited = true;
+    t0 = process.hrtime.bigint();
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
       const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
@@ -56,6 +64,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
     }
   } else {
     // Wait for turns without RUNNING: a shootdown need not wait for a waiting vCPU.
+    t0 = process.hrtime.bigint();
     cpu.block();
     for (;;) {
       for (;;) {
@@ -86,6 +95,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
       Atomics.notify(w, H_TURN);
     }
   }
+  const loopNs = Number(process.hrtime.bigint() - t0);
   if (sched === 'det') {
     // Tear down in vCPU order too, so what is left behind does not depend on timing.
     for (;;) {
@@ -101,7 +111,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
   } else {
     wl.fini(k);
   }
-  return mine;
+  return { steps: mine, loopNs };
 }
 
 /** Before a run: the first turn to vCPU 0, the step count to zero (done by one vCPU). */

@@ -6,6 +6,7 @@ import { ForkStorm } from './fork_storm.js';
 import { KmapChurn } from './kmap_churn.js';
 import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
+import { VmapCycle } from './vmap_cycle.js';
 import type { Strategy } from '../kernel/config.js';
 
 export const WORKLOADS: Record<string, { summary: string; make(opts: Record<string, unknown>): Workload }> = {
@@ -32,6 +33,10 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
       targetMfn: typeof o['targetMfn'] === 'number' ? o['targetMfn'] : -1,
       secret: typeof o['secret'] === 'number' ? o['secret'] : 0,
     }),
+  },
+  'vmap-cycle': {
+    summary: 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
+    make: (o) => new VmapCycle((o['strategy'] ?? 'lazy') as Strategy, typeof o['pages'] === 'number' ? o['pages'] : 4),
   },
   'kmap-churn': {
     summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
