@@ -144,7 +144,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     for (const s of stats) for (const [k, v] of Object.entries(s.workload)) wl[k] = (wl[k] ?? 0) + v;
     // The step loops alone (no mount/unmount): what per-operation costs are computed from.
     wl['loopMs'] = Math.max(...perCpu.map((c) => c.loopNs)) / 1e6;
-    wl['nsPerStepPerCpu'] = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
+    // Per-vCPU cost of a step means something only when vCPUs run side by side.
+    if (o.sched === 'parallel') wl['nsPerStepPerCpu'] = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
     // The kernel's own counters that say who was hurt by what.
     for (const key of ['forks', 'exits', 'pinFailures', 'pinsTraced', 'ptPagesAliased', 'tasksKilled', 'multicallFailures'] as const) {
       wl[key] = counters[key] ?? 0;
