@@ -54,10 +54,11 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
   for (const v of vcpus) {
     for (const strategy of STRATEGIES) {
       say(`cycle: ${strategy}, ${v} vCPU${v > 1 ? 's' : ''}`);
-      // A warm-up run (JIT, first touches), then the measured one; same machine size.
-      const base = { ...DEFAULT_RUN, workload: 'vmap-cycle', strategy, vcpus: v, sched: 'parallel' as const, memoryBytes: 256 * MiB };
-      await runOnce({ ...base, ops: Math.max(100, (cycles / 4) * v) });
-      const { summary: s } = await runOnce({ ...base, ops: cycles * v });
+      // Each vCPU warms up (JIT, first touches) before its timed loop, in the same run.
+      const { summary: s } = await runOnce({
+        ...DEFAULT_RUN, workload: 'vmap-cycle', strategy, vcpus: v, sched: 'parallel', memoryBytes: 256 * MiB,
+        ops: cycles * v, workloadOptions: { warmup: Math.floor(cycles / 4) },
+      });
       const ns = s.workloadStats!['nsPerStepPerCpu']!;
       nsPerCycle.set(`${strategy}/${v}`, ns);
       rows.push({

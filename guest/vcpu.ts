@@ -50,6 +50,8 @@ const HYPERCALL_TRACE_NAME: Readonly<Record<number, number>> = {
 
 /** Spins on S_STATE before sleeping in Atomics.wait. */
 const HYPERCALL_SPINS = 2000;
+/** Longest sleep in a hypercall wait before looking for a flush IPI again. */
+const HYPERCALL_WAIT_MS = 0.1;
 
 /** What a vCPU is built from (the worker's workerData, minus the program). */
 export interface VcpuInit {
@@ -150,21 +152,28 @@ export class Vcpu {
     if (Atomics.load(t, st) !== SLOT_IDLE) {
       throw new Error(`vCPU ${this.vcpuId}: hypercall ${op} issued while slot ${this.slot} is busy`);
     }
-    const wasRunning = this.block();
     t[this.#base + S_OP] = op;
     Atomics.store(t, st, SLOT_REQUEST); // publishes op, args and data
     Atomics.add(t, T_DOORBELL, 1);
     Atomics.notify(t, T_DOORBELL, 1);
     let spins = HYPERCALL_SPINS;
+    const rs = this.#rs;
     while (Atomics.load(t, st) !== SLOT_DONE) {
+      // A vCPU inside a hypercall is still running (in Xen, on its pCPU): it takes flush
+      // IPIs while it waits. The poster wakes it through S_STATE if it sleeps.
+      const r = Atomics.load(t, rs);
+      if ((r & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush((r & RS_RUNNING) !== 0);
       if (spins > 0) spins--;
-      else Atomics.wait(t, st, SLOT_REQUEST);
+      // The poster notifies S_STATE, but it may do so between our look at the runstate
+      // and our wait: the timeout bounds that lost wake-up.
+      else Atomics.wait(t, st, SLOT_REQUEST, HYPERCALL_WAIT_MS);
     }
     const rc = t[this.#base + S_RESULT]!;
     Atomics.store(t, st, SLOT_IDLE);
     this.hypercalls++;
     if (this.trace !== null) this.trace.complete(HYPERCALL_TRACE_NAME[op] ?? TN.hypercalls, t0, traceNowUs() - t0, rc);
-    if (wasRunning) this.resume();
+    // Flushes the call itself asked for (ours is never waited for): before the next access.
+    if ((Atomics.load(t, rs) & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush(false);
     return rc;
   }
 

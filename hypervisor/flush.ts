@@ -10,9 +10,11 @@
  * Ordering argument (the vCPU side lives in guest/vcpu.ts): the vCPU clears RUNNING
  * before it services pending flushes when it stops, and sets RUNNING before it services
  * them when it resumes. So if our Atomics.or saw RUNNING, the vCPU will see our bit
- * either in its running poll or in its stop path, and it acknowledges either way.
+ * either in its running poll or in its stop path, and it acknowledges either way. A vCPU
+ * waiting for its own hypercall stays RUNNING (it is on its pCPU in Xen) and polls its
+ * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
-import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, slotBase } from '../src/layout.js';
+import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/layout.js';
 import type { Domain, Hv } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */
@@ -21,11 +23,15 @@ const ACK_TIMEOUT_MS = 2000;
 const ACK_SPINS = 4000;
 
 /** Post one flush; returns true when the vCPU was running (an IPI we must wait for). */
-function postFlush(hv: Hv, slot: number): boolean {
+function postFlush(hv: Hv, slot: number, initiator: number): boolean {
   const idx = slotBase(slot) + S_RUNSTATE;
   const old = Atomics.or(hv.transport, idx, RS_FLUSH_PENDING);
   hv.slotFlushStamp[slot] = hv.tlbClock;
-  return (old & RS_RUNNING) !== 0;
+  // The caller flushes as its hypercall returns: nobody waits for it.
+  if (slot === initiator || (old & RS_RUNNING) === 0) return false;
+  // A running vCPU may be asleep in its own hypercall wait, on S_STATE: wake it.
+  Atomics.notify(hv.transport, slotBase(slot) + S_STATE);
+  return true;
 }
 
 function waitAck(hv: Hv, slot: number): void {
@@ -57,7 +63,7 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
   for (let i = 0; i < n; i++) {
     const slot = slots[i]!;
     if (slot !== initiator) others++;
-    if (postFlush(hv, slot)) {
+    if (postFlush(hv, slot, initiator)) {
       if (slot < 32) waitMask0 |= 1 << slot;
       else waitMask1 |= 1 << (slot - 32);
     } else if (slot !== initiator) {

@@ -35,6 +35,8 @@ export interface RunOptions {
   progress?: boolean;
   /** Write a Chrome trace-event file here (opens in Perfetto). */
   trace?: string;
+  /** Extra options for the workload (e.g. vmap-cycle's warm-up). */
+  workloadOptions?: Record<string, unknown>;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -98,7 +100,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       name: 'guest', frames, vcpus: o.vcpus, ...(highmem > 0 ? { lowmemFrames: frames - highmem } : {}),
     });
     // stray-write: a victim domain holding a secret the hostile guest will try to reach.
-    const options: Record<string, unknown> = { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed };
+    const options: Record<string, unknown> = { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed, ...o.workloadOptions };
     let victim = -1;
     if (o.workload === 'stray-write') {
       const v = await machine.createDomain({ name: 'victim', frames: 256, vcpus: 1 });

@@ -451,7 +451,7 @@ export class PageAllocator implements PageFreer {
   /** zonelists[gfp & 3]: zone numbers to try, best first. */
   private readonly zonelists: Int32Array[];
   private readonly hooks: PageAllocHooks;
-  private readonly onSpin: (() => void) | undefined;
+  readonly onSpin: (() => void) | undefined;
   private readonly shrinkers: Shrinker[] = [];
 
   /** Formats a new buffer for `cfg` and opens it. */

@@ -226,7 +226,7 @@ export class SlabAllocator {
 
   private getSlot(cpu: number): number {
     const w = this.w;
-    spinLock(w, H_SLOT_LOCK, cpu);
+    spinLock(w, H_SLOT_LOCK, cpu, this.pa.onSpin);
     const s = w[H_SLOT_FREE]!;
     if (s !== -1) {
       w[H_SLOT_FREE] = w[this.slotBase + s * SLOT_WORDS + S_NEXT_SLOT]!;
@@ -238,7 +238,7 @@ export class SlabAllocator {
 
   private putSlot(s: number, cpu: number): void {
     const w = this.w;
-    spinLock(w, H_SLOT_LOCK, cpu);
+    spinLock(w, H_SLOT_LOCK, cpu, this.pa.onSpin);
     w[this.slotBase + s * SLOT_WORDS + S_NEXT_SLOT] = w[H_SLOT_FREE]!;
     w[H_SLOT_FREE] = s;
     w[H_SLOTS_USED]!--;
@@ -308,7 +308,7 @@ export class SlabAllocator {
     const cb = HEADER_WORDS + ci * CACHE_WORDS;
     const w = this.w;
 
-    spinLock(w, cb + C_LOCK, cpu);
+    spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     let pfn = w[cb + C_PARTIAL]!;
     if (pfn !== -1) {
       const obj = this.takeObject(cb, pfn);
@@ -337,7 +337,7 @@ export class SlabAllocator {
     mm.mapping[pfn] = kmallocCacheId(ci);
     mm.private[pfn] = slot;
 
-    spinLock(w, cb + C_LOCK, cpu);
+    spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     w[cb + C_NR_SLABS]!++;
     this.addPartial(cb, pfn);
     const obj = this.takeObject(cb, pfn);
@@ -387,7 +387,7 @@ export class SlabAllocator {
     const obj = off / objSize;
     const cb = HEADER_WORDS + ci * CACHE_WORDS;
     const w = this.w;
-    spinLock(w, cb + C_LOCK, cpu);
+    spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     const slot = mm.private[pfn]!;
     const sb = this.slotBase + slot * SLOT_WORDS;
     const bitWord = sb + S_BITMAP + (obj >> 5);
@@ -442,7 +442,7 @@ export class SlabAllocator {
     for (let ci = 0; ci < KMALLOC_SIZES.length; ci++) {
       const cb = HEADER_WORDS + ci * CACHE_WORDS;
       const empty: number[] = [];
-      spinLock(w, cb + C_LOCK, cpu);
+      spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
       for (let pfn = w[cb + C_PARTIAL]!; pfn !== -1; pfn = mm.lruNext[pfn]!) {
         const sb = this.slotBase + mm.private[pfn]! * SLOT_WORDS;
         if (w[sb + S_INUSE] === 0) empty.push(pfn);

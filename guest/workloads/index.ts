@@ -36,7 +36,11 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
   },
   'vmap-cycle': {
     summary: 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
-    make: (o) => new VmapCycle((o['strategy'] ?? 'lazy') as Strategy, typeof o['pages'] === 'number' ? o['pages'] : 4),
+    make: (o) => new VmapCycle(
+      (o['strategy'] ?? 'lazy') as Strategy,
+      typeof o['pages'] === 'number' ? o['pages'] : 4,
+      typeof o['warmup'] === 'number' ? o['warmup'] : 0,
+    ),
   },
   'kmap-churn': {
     summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',

@@ -22,13 +22,19 @@ export class VmapCycle implements Workload {
   #cycles = 0;
   #errors = 0;
 
-  constructor(strategy: Strategy, pages = 4) {
+  readonly #warmup: number;
+
+  /** `warmup` cycles run in init(), before the timed loop (JIT, first touches). */
+  constructor(strategy: Strategy, pages = 4, warmup = 0) {
     this.#strategy = strategy;
     this.#bytes = pages * 4096;
+    this.#warmup = warmup;
   }
 
-  init(k: Kernel): void {
+  init(k: Kernel, rng: Rng): void {
     this.#cache = xfsMount(k, { strategy: this.#strategy, seed: 1, files: 64, dirBlockBytes: 4096, maxBuffers: 0 }).cache;
+    for (let i = 0; i < this.#warmup; i++) this.step(k, rng);
+    this.#cycles = 0;
   }
 
   step(k: Kernel, rng: Rng): void {
