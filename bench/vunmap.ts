@@ -34,13 +34,13 @@ function intParam(p: Readonly<Record<string, string>> | undefined, name: string,
 }
 
 export function checkVunmapOptions(params: Readonly<Record<string, string>>, quick: boolean): void {
-  intParam(params, 'cycles', quick ? 1000 : 4000, 100, 1_000_000);
+  intParam(params, 'cycles', quick ? 300 : 1500, 100, 1_000_000);
   intParam(params, 'vcpus', 8, 1, 16);
 }
 
 export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
   const quick = opts.quick === true;
-  const cycles = intParam(opts.params, 'cycles', quick ? 1000 : 4000, 100, 1_000_000);
+  const cycles = intParam(opts.params, 'cycles', quick ? 300 : 1500, 100, 1_000_000);
   const maxV = intParam(opts.params, 'vcpus', 8, 1, 16);
   const vcpus = VCPUS.filter((v) => v <= maxV);
   const say = opts.progress ?? (() => {});
@@ -87,7 +87,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
     });
   }
 
-  const scanVcpus = quick ? vcpus.filter((v) => v <= 2) : vcpus;
+  const scanVcpus = quick ? vcpus.filter((v) => v <= 2) : vcpus.filter((v) => v <= 4);
   const blocks = quick ? [65536] : DIR_BLOCKS;
   for (const dirBlockBytes of blocks) {
     for (const v of scanVcpus) {
@@ -95,7 +95,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
         say(`dirscan: ${strategy}, ${v} vCPU, ${dirBlockBytes / 1024} KiB blocks`);
         const { summary: s } = await runOnce({
           ...DEFAULT_RUN, workload: 'xfs-dirscan', strategy, vcpus: v, sched: 'parallel', dirBlockBytes,
-          ops: (quick ? 1000 : 3000) * v, memoryBytes: 256 * MiB,
+          ops: (quick ? 500 : 1500) * v, memoryBytes: 256 * MiB,
         });
         const perSec = s.ops / (s.workloadStats!['loopMs']! / 1000);
         rows.push({
