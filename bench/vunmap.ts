@@ -46,7 +46,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
   const say = opts.progress ?? (() => {});
   const cores = cpus().length;
   opts.describe?.(
-    `cycle: ${cycles} map/touch/unmap cycles of a 4-page XFS buffer per vCPU (after ${cycles / 4} warm-up cycles), ` +
+    `cycle: ${cycles} map/touch/unmap cycles of a 4-page XFS buffer per vCPU (after ${Math.max(500, Math.floor(cycles / 2))} warm-up cycles), ` +
       `parallel scheduler; ${cores} cores: vCPUs above ${cores} share them.`,
   );
   const rows: Row[] = [];
@@ -57,7 +57,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
       // Each vCPU warms up (JIT, first touches) before its timed loop, in the same run.
       const { summary: s } = await runOnce({
         ...DEFAULT_RUN, workload: 'vmap-cycle', strategy, vcpus: v, sched: 'parallel', memoryBytes: 256 * MiB,
-        ops: cycles * v, workloadOptions: { warmup: Math.floor(cycles / 4) },
+        ops: cycles * v, workloadOptions: { warmup: Math.max(500, Math.floor(cycles / 2)) },
       });
       const ns = s.workloadStats!['nsPerStepPerCpu']!;
       nsPerCycle.set(`${strategy}/${v}`, ns);

@@ -7,6 +7,7 @@ import type { PagingMode } from '../src/abi.js';
 import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/layout.js';
 import { FrameTable } from './frame-table.js';
 import { XenConsole } from './log.js';
+import type { XenOptions } from './types.js';
 
 /** A vCPU as the hypervisor knows it. */
 export interface Vcpu {
@@ -96,14 +97,7 @@ export class Hv {
     validations: 0,
   };
 
-  constructor(opts: {
-    paging: PagingMode;
-    frames: number;
-    mem: SharedArrayBuffer;
-    transport: SharedArrayBuffer;
-    maxSlots: number;
-    enforce?: boolean;
-  }) {
+  constructor(opts: XenOptions) {
     this.paging = opts.paging;
     this.layout = layoutFor(opts.paging);
     this.levels = this.layout.levels;

@@ -4,6 +4,17 @@
  */
 import type { PagingMode } from '../src/abi.js';
 
+/** How a hypervisor is made: machine memory, the transport, the paging mode. */
+export interface XenOptions {
+  paging: PagingMode;
+  frames: number;
+  mem: SharedArrayBuffer;
+  transport: SharedArrayBuffer;
+  maxSlots: number;
+  /** false only for the stray-write demonstration (see Hv.enforceWritable). */
+  enforce?: boolean;
+}
+
 export interface DomainConfig {
   name: string;
   /** Frames of memory given to the domain. */

@@ -19,17 +19,9 @@ import { audit } from './audit.js';
 import { createDomain, destroyDomain } from './domain.js';
 import { Hv } from './hv.js';
 import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.js';
-import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenStats } from './types.js';
+import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenOptions, XenStats } from './types.js';
 
-export interface XenOptions {
-  paging: PagingMode;
-  frames: number;
-  mem: SharedArrayBuffer;
-  transport: SharedArrayBuffer;
-  maxSlots: number;
-  /** false only for the stray-write demonstration (see Hv.enforceWritable). */
-  enforce?: boolean;
-}
+export type { XenOptions } from './types.js';
 
 const SCHEDOP_yield = 0;
 

@@ -517,3 +517,20 @@ describe('pae: Xen\'s L2 belongs to one L3', () => {
     expect(box.audit().ok).toBe(true);
   });
 });
+
+describe('machine size', () => {
+  it('works with 2 GiB of machine memory (frames above 4 GiB of address bits not needed, 19-bit mfns)', () => {
+    const box = new XenBox({ frames: 2 ** 19, maxSlots: 2 });
+    const a = box.domain('A', { frames: 300_000 });
+    expect(a.info.lowmemPages).toBe(180_224); // 704 MiB of direct map in pae
+    const l1 = hookL1(a, 0xf0000000);
+    // A frame near the top of machine memory, mapped and pinned like any other.
+    const top = box.domain('B', { frames: 2 ** 19 - 300_000 - 2000 });
+    const f = top.alloc();
+    expect(f.mfn).toBeGreaterThan(2 ** 18);
+    expect(top.makeReadOnly(f.pfn)).toBe(0);
+    expect(top.pin(1, f.mfn)).toBe(0);
+    expect(l1).toBeGreaterThan(0);
+    expect(box.audit()).toMatchObject({ ok: true, isolationViolations: 0 });
+  });
+});
