@@ -159,14 +159,17 @@ ${STRATEGY_HELP}`,
 
 workloadCommands['bench'] = {
   summary: 'benchmarks: vunmap batching vs eager unmap, vmalloc, the hypercall transport',
-  usage: 'pvmmu bench [SUITE...] [--quick] [--json]',
+  usage: 'pvmmu bench [SUITE...] [--quick] [--json] [--out DIR] [suite options]',
   help: `Runs the named suites (default: all) on real vCPU worker threads and prints one table per
 suite, with ratios measured side by side in the same run. Results, CSV and an HTML report
-with charts are written under bench/results/.`,
+with charts are written under bench/results/ (or --out DIR).
+
+Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
+node dist/bench/run.js --help), hypercall.`,
   async run(argv) {
-    const { runBench } = await import('../bench/run.js');
-    const { values, positionals } = parseArgs({ args: argv, options: { quick: { type: 'boolean' }, json: { type: 'boolean' } }, allowPositionals: true });
-    await runBench(positionals, { quick: values.quick === true, json: values.json === true });
+    const { parseBenchArgs, runBench } = await import('../bench/run.js');
+    const a = parseBenchArgs(argv);
+    await runBench(a.names, { quick: a.quick, json: a.json, params: a.params, outDir: a.outDir });
     return 0;
   },
 };

@@ -230,3 +230,23 @@ describe('random kmalloc/kfree', () => {
     );
   });
 });
+
+describe('kmem_cache_shrink', () => {
+  it('gives back the empty slabs MIN_PARTIAL kept, and nothing in use', () => {
+    const { pa, slab } = setup();
+    const free0 = pa.nrFreePages();
+    const objs: number[] = [];
+    for (let i = 0; i < 600; i++) objs.push(slab.kmalloc(32, 0, 0));
+    const keep = objs.pop()!;
+    for (const o of objs) slab.kfree(o, 0);
+    expect(slab.nrSlabPages()).toBeGreaterThan(1); // MIN_PARTIAL empty slabs stay cached
+    const freed = slab.kmemCacheShrinkAll(0);
+    expect(freed).toBeGreaterThan(0);
+    expect(slab.nrSlabPages()).toBe(1); // the slab holding `keep`
+    expect(slab.checkSlabs()).toEqual([]);
+    slab.kfree(keep, 0);
+    slab.kmemCacheShrinkAll(0);
+    expect(slab.nrSlabPages()).toBe(0);
+    expect(pa.nrFreePages()).toBe(free0);
+  });
+});
