@@ -182,7 +182,7 @@ export function verdict(s: RunSummary): string {
   if (refused > 0) {
     return (
       `The stray-mapping bug SHOWED UP: Xen refused ${group(refused)} of ${plural(s.pinsAttempted, 'page-table pin')} ` +
-      `(pages still mapped writable by lazy aliases).`
+      `(page tables still mapped writable by a stray alias: a lazy vmap or an unused kmap).`
     );
   }
   if (s.pinsAttempted === 0) return 'The stray-mapping bug was not exercised: the run pinned no page tables.';

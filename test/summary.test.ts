@@ -56,7 +56,7 @@ describe('formatSummary', () => {
     expect(lines[0]).toBe('Workload xfs-dir, strategy lazy (XFS 2007: vunmap deferred to a list, purged in batches)');
     expect(lines[1]).toBe('  kmap_flush_unused before pins: off; 4 vCPUs, seed 42, pae paging, parallel scheduler');
     expect(lines).toContain(
-      'The stray-mapping bug SHOWED UP: Xen refused 3 of 1,024 page-table pins (pages still mapped writable by lazy aliases).',
+      'The stray-mapping bug SHOWED UP: Xen refused 3 of 1,024 page-table pins (page tables still mapped writable by a stray alias: a lazy vmap or an unused kmap).',
     );
     expect(text).toContain('  operations            12,000 in 3.42 s (3,509 ops/s)');
     expect(text).toContain('  hypercalls            48,213');
