@@ -23,6 +23,7 @@ import type { KernelConfig } from './config.js';
 import { TraceBuffer } from '../../src/trace.js';
 import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
+import { LogBuf } from './printk.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 export interface KernelShared {
@@ -56,8 +57,8 @@ export class Kernel {
   readonly shared: KernelShared;
   /** The kernel's own root (swapper_pg_dir): the builder's pinned tree. */
   readonly swapperPgd: number;
-  /** printk: kernel messages from this vCPU, in order. */
-  readonly messages: string[] = [];
+  /** printk: kernel messages from this vCPU, in order (the last 10,000). */
+  readonly #log = new LogBuf(10_000);
   /** current->comm for reports. */
   comm = 'swapper';
   /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
@@ -181,8 +182,16 @@ export class Kernel {
   }
 
   printk(line: string): void {
-    this.messages.push(line);
-    if (this.messages.length > 10_000) this.messages.splice(0, 5_000);
+    this.#log.printk(line);
+  }
+
+  get messages(): string[] {
+    return this.#log.lines;
+  }
+
+  /** The log buffer itself (readers that keep their place use since()). */
+  get log(): LogBuf {
+    return this.#log;
   }
 
   /** Kernel virtual address of a lowmem page (page_address). */

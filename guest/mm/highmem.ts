@@ -35,6 +35,7 @@
  * Residual kmap_atomic aliases are reported by aliasesOf/strayAliasesOf; kmapFlushUnused
  * does not remove them (it did not in Linux either).
  */
+import { LogBuf } from '../kernel/printk.js';
 import { EAGAIN, EINVAL, PAGE_SIZE } from '../../src/abi.js';
 import { formatVa, MAX_VCPUS_PER_DOMAIN, PAE_LAYOUT, X86_64_LAYOUT, type VirtualLayout } from '../../src/layout.js';
 import { spinLock, spinUnlock } from './spinlock.js';
@@ -190,12 +191,15 @@ export class Highmem {
   /** First highmem pfn (Infinity when there is no highmem). */
   readonly highmemStartPfn: number;
   readonly numCpus: number;
-  readonly messages: string[] = [];
+  readonly #log: LogBuf;
+  /** Recent kernel-style messages from this vCPU (bounded). */
+  get messages(): string[] {
+    return this.#log.lines;
+  }
 
   readonly cpu: number;
   readonly #onSpin: (() => void) | undefined;
   readonly #kpt: KernelPageTables;
-  readonly #report: ((line: string) => void) | null;
   readonly #hdr: Int32Array;
   readonly #pkmapCount: Int32Array;
   readonly #pkmapPfn: Int32Array;
@@ -266,7 +270,7 @@ export class Highmem {
     this.cpu = deps.cpu;
     this.#onSpin = deps.onSpin;
     this.#kpt = deps.kpt;
-    this.#report = deps.report ?? null;
+    this.#log = new LogBuf(MESSAGE_CAPACITY, deps.report ?? null);
     const hdr = new Int32Array(sab, 0, HDR_WORDS);
     const last = hdr[H_LAST_PKMAP]!;
     const cpus = hdr[H_NUM_CPUS]!;
@@ -580,9 +584,7 @@ export class Highmem {
   }
 
   #printk(line: string): void {
-    if (this.messages.length >= MESSAGE_CAPACITY) this.messages.shift();
-    this.messages.push(line);
-    this.#report?.(line);
+    this.#log.printk(line);
   }
 
   #misuse(line: string): number {

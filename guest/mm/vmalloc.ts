@@ -91,6 +91,7 @@
  * took are marked VM_LAZY_FREEING, which nobody else touches), as Linux does under RCU.
  * vmap_lazy_nr and the counters are updated with Atomics.
  */
+import { LogBuf } from '../kernel/printk.js';
 import { EINVAL, ENOMEM, PAGE_SIZE } from '../../src/abi.js';
 import { formatVa, MAX_VCPUS_PER_DOMAIN, PAE_LAYOUT, X86_64_LAYOUT, type VirtualLayout } from '../../src/layout.js';
 import { spinLock, spinTrylock, spinUnlock } from './spinlock.js';
@@ -356,7 +357,11 @@ export class VmallocSpace {
   /** VMAP_BBMAP_BITS: pages per vmap block. */
   readonly vmapBlockPages: number;
   /** Recent kernel-style messages from this vCPU (bounded). */
-  readonly messages: string[] = [];
+  readonly #log: LogBuf;
+  /** Recent kernel-style messages from this vCPU (bounded). */
+  get messages(): string[] {
+    return this.#log.lines;
+  }
 
   /** This vCPU (deps.cpu). */
   readonly cpu: number;
@@ -364,7 +369,6 @@ export class VmallocSpace {
   readonly #kpt: KernelPageTables;
   readonly #refs: PageRefs;
   readonly #allocator: PageAllocator;
-  readonly #report: ((line: string) => void) | null;
 
   readonly #hdr: Int32Array;
   readonly #f64: Float64Array;
@@ -508,7 +512,7 @@ export class VmallocSpace {
     this.#kpt = deps.kpt;
     this.#refs = deps.refs;
     this.#allocator = deps.allocator;
-    this.#report = deps.report ?? null;
+    this.#log = new LogBuf(MESSAGE_CAPACITY, deps.report ?? null);
     if (sab.byteLength < HDR_WORDS * 4 + HDR_F64 * 8) throw new TypeError('not a VmallocSpace buffer (too small)');
     const hdr0 = new Int32Array(sab, 0, HDR_WORDS);
     const f64 = new Float64Array(sab, HDR_WORDS * 4, HDR_F64);
@@ -1052,9 +1056,7 @@ export class VmallocSpace {
   }
 
   #printk(line: string): void {
-    if (this.messages.length >= MESSAGE_CAPACITY) this.messages.shift();
-    this.messages.push(line);
-    this.#report?.(line);
+    this.#log.printk(line);
   }
 
   /** Report a caller's mistake, count it, return -EINVAL. */

@@ -40,8 +40,8 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
         return runWorkload(k, wl, Number(req['ops']), req['sched'] as Sched, Number(req['seed']));
       }
       case 'stats': {
-        const messages = k.messages.slice(messagesSent);
-        messagesSent = k.messages.length;
+        const messages = k.log.since(messagesSent);
+        messagesSent = k.log.total;
         return {
           cpu: k.id,
           counters: k.state.counters(),
