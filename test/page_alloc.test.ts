@@ -600,7 +600,7 @@ const cfgArb = fc.record({
 
 interface Live { pfn: number; order: number; comp: boolean }
 
-function runBoth(c: fc.infer<typeof cfgArb>, ops: Op[]): void {
+function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops: Op[]): void {
   const nrPages = 4096 + c.extra + (c.paging === 'pae' ? c.high : 0);
   const cfg: PageAllocConfig = {
     nrPages, nrCpus: 3, paging: c.paging, lowmemPages: c.paging === 'pae' ? 4096 + c.extra : undefined,

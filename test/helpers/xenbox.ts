@@ -1,18 +1,16 @@
 /*
  * An in-process harness for hypervisor tests: a Xen core with machine memory and a
- * transport, and a minimal guest-side encoder that writes requests into a vCPU's slot
- * and serves them directly (no threads), so rule tests are fast and deterministic.
+ * transport, driven by the guest's own hypercall encoders over a vCPU that has the
+ * hypervisor serve each request at once (no threads), so rule tests are fast and
+ * deterministic and exercise the same encoding a guest kernel uses.
  */
+import { DOMID_SELF, MMUEXT_PIN_L1_TABLE, _PAGE_ACCESSED, _PAGE_PRESENT, type PagingMode } from '../../src/abi.js';
 import {
-  DOMID_SELF, MMUEXT_PIN_L1_TABLE, __HYPERVISOR_mmu_update, __HYPERVISOR_mmuext_op,
-  __HYPERVISOR_multicall, __HYPERVISOR_update_va_mapping, _PAGE_ACCESSED, _PAGE_PRESENT,
-  type PagingMode,
-} from '../../src/abi.js';
-import {
-  GUEST_HANDLE_NULL, MC_ARGS, MC_ENTRY_WORDS, MC_OP, MC_RESULT, MMU_REQ_WORDS, MMUEXT_OP_WORDS,
-  S_ARGS, S_HEADER_WORDS, S_OP, S_RESULT, S_STATE, SLOT_IDLE, SLOT_REQUEST, layoutFor, slotBase,
-  transportBytes,
+  MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_ARGS, S_HEADER_WORDS, S_OP, S_RESULT, S_STATE, SLOT_IDLE, SLOT_REQUEST,
+  layoutFor, slotBase, transportBytes,
 } from '../../src/layout.js';
+import { MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../../guest/arch/xen/hypercall.js';
+import type { Vcpu } from '../../guest/vcpu.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
 import { Xen } from '../../hypervisor/xen.js';
 import type { DomainInfo } from '../../hypervisor/types.js';
@@ -56,20 +54,64 @@ export class XenBox {
   }
 }
 
+/**
+ * The guest's own encoders (guest/arch/xen/hypercall.ts) need a vCPU: this one shares the
+ * slot layout but "waits" by having the hypervisor serve the slot right away.
+ */
+class InProcessCpu {
+  readonly t: Int32Array;
+  readonly u32: Uint32Array;
+  readonly argBase: number;
+  readonly dataBase: number;
+  readonly trace = null;
+  readonly #xen: Xen;
+  readonly #slot: number;
+
+  constructor(box: XenBox, slot: number) {
+    this.t = box.t;
+    this.u32 = new Uint32Array(box.t.buffer);
+    this.argBase = slotBase(slot) + S_ARGS;
+    this.dataBase = slotBase(slot) + S_HEADER_WORDS;
+    this.#xen = box.xen;
+    this.#slot = slot;
+  }
+
+  setArg(i: number, lo: number, hi = 0): void {
+    this.u32[this.argBase + 2 * i] = lo;
+    this.u32[this.argBase + 2 * i + 1] = hi;
+  }
+
+  hypercall(op: number): number {
+    const b = slotBase(this.#slot);
+    this.t[b + S_OP] = op;
+    Atomics.store(this.t, b + S_STATE, SLOT_REQUEST);
+    this.#xen.serveSlot(this.#slot);
+    Atomics.store(this.t, b + S_STATE, SLOT_IDLE);
+    return this.t[b + S_RESULT]!;
+  }
+}
+
 export class Dom {
   readonly box: XenBox;
   readonly info: DomainInfo;
   #nextFree: number;
   vcpu = 0;
+  readonly #cpus: InProcessCpu[];
 
   constructor(box: XenBox, info: DomainInfo) {
     this.box = box;
     this.info = info;
     this.#nextFree = info.firstFreePfn;
+    this.#cpus = info.slots.map((slot) => new InProcessCpu(box, slot));
   }
 
   get domid(): number {
     return this.info.domid;
+  }
+
+  /** This vCPU, as the guest encoders see it. */
+  get #cpu(): Vcpu {
+    return this.#cpus[this.vcpu]! as unknown as Vcpu;
   }
 
   /** A free (zeroed, RW-mapped in the direct map) frame of the domain. */
@@ -92,138 +134,45 @@ export class Dom {
     return [this.box.mem32[mfn * 1024 + 2 * i]!, this.box.mem32[mfn * 1024 + 2 * i + 1]!];
   }
 
-  get #slot(): number {
-    return this.info.slots[this.vcpu]!;
-  }
-
-  get #base(): number {
-    return slotBase(this.#slot);
-  }
-
-  #data(w: number): number {
-    return this.#base + S_HEADER_WORDS + w;
-  }
-
-  #setArg(k: number, lo: number, hi = 0): void {
-    this.box.t[this.#base + S_ARGS + 2 * k] = lo | 0;
-    this.box.t[this.#base + S_ARGS + 2 * k + 1] = hi | 0;
-  }
-
-  #submit(op: number): number {
-    const t = this.box.t;
-    t[this.#base + S_OP] = op;
-    Atomics.store(t, this.#base + S_STATE, SLOT_REQUEST);
-    this.box.xen.serveSlot(this.#slot);
-    const rc = t[this.#base + S_RESULT]!;
-    Atomics.store(t, this.#base + S_STATE, SLOT_IDLE);
-    return rc;
-  }
-
-  /** Write mmu_update requests at data word `at`; returns words used. */
-  #putReqs(at: number, reqs: Req[]): number {
-    const t = this.box.t;
-    reqs.forEach(([mfn, i, lo, hi, cmd], k) => {
-      const w = this.#data(at + k * MMU_REQ_WORDS);
-      t[w] = entryMaddrLo(mfn, i, cmd ?? 0) | 0;
-      t[w + 1] = entryMaddrHi(mfn) | 0;
-      t[w + 2] = lo | 0;
-      t[w + 3] = hi | 0;
-    });
-    return reqs.length * MMU_REQ_WORDS;
-  }
-
-  #putOps(at: number, ops: ExtOp[]): number {
-    const t = this.box.t;
-    ops.forEach((op, k) => {
-      const w = this.#data(at + k * MMUEXT_OP_WORDS);
-      t[w] = op.cmd;
-      t[w + 1] = 0;
-      t[w + 2] = (op.arg1 ?? 0) % 2 ** 32 | 0;
-      t[w + 3] = Math.floor((op.arg1 ?? 0) / 2 ** 32) | 0;
-      t[w + 4] = (op.arg2 ?? 0) | 0;
-      t[w + 5] = 0;
-    });
-    return ops.length * MMUEXT_OP_WORDS;
-  }
-
-  /** Put a 2-word vCPU bitmap at data word `at`. */
+  /** Put a 2-word vCPU bitmap at data word `at`; returns `at`. */
   putMask(at: number, vcpus: number[]): number {
-    let m0 = 0, m1 = 0;
-    for (const v of vcpus) if (v < 32) m0 |= 1 << v; else m1 |= 1 << (v - 32);
-    this.box.t[this.#data(at)] = m0;
-    this.box.t[this.#data(at + 1)] = m1;
+    const [m0, m1] = mask(vcpus);
+    const cpu = this.#cpus[this.vcpu]!;
+    cpu.u32[cpu.dataBase + at] = m0;
+    cpu.u32[cpu.dataBase + at + 1] = m1;
     return at;
   }
 
   mmuUpdate(reqs: Req[], foreigndom = DOMID_SELF): { rc: number; done: number } {
-    const pdone = 8000;
-    this.box.t[this.#data(pdone)] = -1;
-    this.#putReqs(0, reqs);
-    this.#setArg(0, 0);
-    this.#setArg(1, reqs.length);
-    this.#setArg(2, pdone);
-    this.#setArg(3, foreigndom);
-    const rc = this.#submit(__HYPERVISOR_mmu_update);
-    return { rc, done: this.box.t[this.#data(pdone)]! };
-  }
-
-  /** A raw mmu_update with arbitrary argument words (for hostile-guest tests). */
-  rawHypercall(op: number, args: Array<number | [lo: number, hi: number]>): number {
-    args.forEach((a, k) => (typeof a === 'number' ? this.#setArg(k, a) : this.#setArg(k, a[0], a[1])));
-    return this.#submit(op);
+    return mmuUpdate(this.#cpu, reqWords(reqs), reqs.length, foreigndom);
   }
 
   mmuext(ops: ExtOp[], foreigndom = DOMID_SELF): { rc: number; done: number } {
-    const pdone = 8000;
-    this.box.t[this.#data(pdone)] = -1;
-    this.#putOps(0, ops);
-    this.#setArg(0, 0);
-    this.#setArg(1, ops.length);
-    this.#setArg(2, pdone);
-    this.#setArg(3, foreigndom);
-    const rc = this.#submit(__HYPERVISOR_mmuext_op);
-    return { rc, done: this.box.t[this.#data(pdone)]! };
+    return mmuextOp(this.#cpu, opWords(ops), ops.length, foreigndom);
   }
 
+  /** update_va_mapping with raw flags (a vCPU bitmap handle, if any, already in them). */
   uva(va: number, lo: number, hi: number, flags: number): number {
-    // x86_64 VAs are kept as 48 bits; the ABI takes them sign-extended.
-    const vhi = Math.floor(va / 2 ** 32);
-    this.#setArg(0, va % 2 ** 32, va >= 2 ** 47 && va < 2 ** 48 ? vhi | 0xffff0000 : vhi);
-    this.#setArg(1, lo, hi);
-    this.#setArg(2, flags);
-    return this.#submit(__HYPERVISOR_update_va_mapping);
+    return updateVaMapping(this.#cpu, va, lo, hi, flags);
+  }
+
+  /** A raw hypercall with arbitrary argument words (for hostile-guest tests). */
+  rawHypercall(op: number, args: Array<number | [lo: number, hi: number]>): number {
+    const cpu = this.#cpus[this.vcpu]!;
+    args.forEach((a, k) => (typeof a === 'number' ? cpu.setArg(k, a >>> 0) : cpu.setArg(k, a[0] >>> 0, a[1] >>> 0)));
+    return cpu.hypercall(op);
   }
 
   /** A multicall of the given calls; returns each entry's result. */
   multicall(calls: Call[]): number[] {
-    const t = this.box.t;
-    let at = calls.length * MC_ENTRY_WORDS;
-    calls.forEach((c, k) => {
-      const e = this.#data(k * MC_ENTRY_WORDS);
-      for (let w = 0; w < MC_ENTRY_WORDS; w++) t[e + w] = 0;
-      const arg = (j: number, lo: number, hi = 0): void => {
-        t[e + MC_ARGS + 2 * j] = lo | 0;
-        t[e + MC_ARGS + 2 * j + 1] = hi | 0;
-      };
-      if (c.op === 'mmu_update') {
-        t[e + MC_OP] = __HYPERVISOR_mmu_update;
-        arg(0, at); arg(1, c.reqs.length); arg(2, GUEST_HANDLE_NULL); arg(3, DOMID_SELF);
-        at += this.#putReqs(at, c.reqs);
-      } else if (c.op === 'mmuext') {
-        t[e + MC_OP] = __HYPERVISOR_mmuext_op;
-        arg(0, at); arg(1, c.ops.length); arg(2, GUEST_HANDLE_NULL); arg(3, DOMID_SELF);
-        at += this.#putOps(at, c.ops);
-      } else {
-        t[e + MC_OP] = __HYPERVISOR_update_va_mapping;
-        const vhi = Math.floor(c.va / 2 ** 32);
-        arg(0, c.va % 2 ** 32, c.va >= 2 ** 47 && c.va < 2 ** 48 ? vhi | 0xffff0000 : vhi); arg(1, c.lo, c.hi); arg(2, c.flags);
-      }
-    });
-    this.#setArg(0, 0);
-    this.#setArg(1, calls.length);
-    const rc = this.#submit(__HYPERVISOR_multicall);
-    if (rc !== 0) return [rc];
-    return calls.map((_, k) => t[this.#data(k * MC_ENTRY_WORDS) + MC_RESULT]!);
+    const batch = new MulticallBatch(this.#cpu);
+    for (const c of calls) {
+      if (c.op === 'mmu_update') batch.mmuUpdate(reqWords(c.reqs), c.reqs.length);
+      else if (c.op === 'mmuext') batch.mmuextOp(opWords(c.ops), c.ops.length);
+      else batch.updateVaMapping(c.va, c.lo, c.hi, c.flags);
+    }
+    const r = batch.flush();
+    return Array.from(r.results);
   }
 
   /** Linux's way to make a frame a page table: remap its direct-map alias read-only. */
@@ -234,4 +183,33 @@ export class Dom {
   pin(level: number, mfn: number): number {
     return this.mmuext([{ cmd: MMUEXT_PIN_L1_TABLE + level - 1, arg1: mfn }]).rc;
   }
+}
+
+function mask(vcpus: number[]): [number, number] {
+  let m0 = 0, m1 = 0;
+  for (const v of vcpus) if (v < 32) m0 |= 1 << v; else m1 |= 1 << (v - 32);
+  return [m0 >>> 0, m1 >>> 0];
+}
+
+function reqWords(reqs: Req[]): Uint32Array {
+  const w = new Uint32Array(reqs.length * MMU_REQ_WORDS);
+  reqs.forEach(([mfn, i, lo, hi, cmd], k) => {
+    w[4 * k] = entryMaddrLo(mfn, i, cmd ?? 0);
+    w[4 * k + 1] = entryMaddrHi(mfn);
+    w[4 * k + 2] = lo >>> 0;
+    w[4 * k + 3] = hi >>> 0;
+  });
+  return w;
+}
+
+function opWords(ops: ExtOp[]): Uint32Array {
+  const w = new Uint32Array(ops.length * MMUEXT_OP_WORDS);
+  ops.forEach((op, k) => {
+    const a1 = op.arg1 ?? 0;
+    w[6 * k] = op.cmd;
+    w[6 * k + 2] = a1 % 2 ** 32;
+    w[6 * k + 3] = Math.floor(a1 / 2 ** 32);
+    w[6 * k + 4] = op.arg2 ?? 0;
+  });
+  return w;
 }
