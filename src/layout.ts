@@ -182,6 +182,12 @@ export function vaHiWord(va: number): number {
   return (va >= 2 ** 47 ? hi | 0xffff0000 : hi) >>> 0;
 }
 
+/** %p of a kernel VA, given the VA width (32 or 48) a buffer recorded; odd values as numbers. */
+export function formatKernelVa(va: number, vaBits: number): string {
+  if (!Number.isSafeInteger(va) || va < 0) return String(va);
+  return formatVa(va, vaBits === 48 ? X86_64_LAYOUT : PAE_LAYOUT);
+}
+
 /** The printable (sign-extended in x86_64) form of a VA. */
 export function formatVa(va: number, layout: VirtualLayout): string {
   if (layout.vaBits === 48 && va >= 2 ** 47) {

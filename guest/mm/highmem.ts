@@ -37,7 +37,7 @@
  */
 import { LogBuf } from '../kernel/printk.js';
 import { EAGAIN, EINVAL, PAGE_SIZE } from '../../src/abi.js';
-import { formatVa, MAX_VCPUS_PER_DOMAIN, PAE_LAYOUT, X86_64_LAYOUT, type VirtualLayout } from '../../src/layout.js';
+import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/layout.js';
 import { spinLock, spinUnlock } from './spinlock.js';
 import { PAGE_KERNEL, type KernelPageTables } from './kernel_pt.js';
 
@@ -578,9 +578,9 @@ export class Highmem {
     spinUnlock(word, index, this.cpu);
   }
 
+  /** An address as the kernel prints %p (sign-extended on x86_64). */
   #fmt(va: number): string {
-    if (!Number.isSafeInteger(va) || va < 0) return String(va);
-    return formatVa(va, this.#hdr[H_VA_BITS] === 48 ? X86_64_LAYOUT : PAE_LAYOUT);
+    return formatKernelVa(va, this.#hdr[H_VA_BITS]!);
   }
 
   #printk(line: string): void {

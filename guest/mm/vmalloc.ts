@@ -93,7 +93,7 @@
  */
 import { LogBuf } from '../kernel/printk.js';
 import { EINVAL, ENOMEM, PAGE_SIZE } from '../../src/abi.js';
-import { formatVa, MAX_VCPUS_PER_DOMAIN, PAE_LAYOUT, X86_64_LAYOUT, type VirtualLayout } from '../../src/layout.js';
+import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/layout.js';
 import { spinLock, spinTrylock, spinUnlock } from './spinlock.js';
 import { PAGE_KERNEL, type KernelPageTables, type PageAllocator, type PageRefs } from './kernel_pt.js';
 
@@ -1051,8 +1051,7 @@ export class VmallocSpace {
 
   /** An address as the kernel prints %p (sign-extended on x86_64). */
   #fmt(va: number): string {
-    if (!Number.isSafeInteger(va) || va < 0) return String(va);
-    return formatVa(va, this.#hdr[H_VA_BITS] === 48 ? X86_64_LAYOUT : PAE_LAYOUT);
+    return formatKernelVa(va, this.#hdr[H_VA_BITS]!);
   }
 
   #printk(line: string): void {

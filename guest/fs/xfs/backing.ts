@@ -156,11 +156,13 @@ function foldLanes(h0: number, h1: number, h2: number, h3: number): number {
   return (h ^ (h >>> 16)) >>> 0;
 }
 
-function rd32(b: Uint8Array, o: number): number {
+/** Big-endian 32-bit read (XFS's on-disk byte order). */
+export function rd32(b: Uint8Array, o: number): number {
   return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
 }
 
-function wr32(b: Uint8Array, o: number, v: number): void {
+/** Big-endian 32-bit write. */
+export function wr32(b: Uint8Array, o: number, v: number): void {
   b[o] = v >>> 24;
   b[o + 1] = v >>> 16;
   b[o + 2] = v >>> 8;

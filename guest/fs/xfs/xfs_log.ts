@@ -26,6 +26,7 @@
 import { EBUSY, PAGE_SIZE } from '../../../src/abi.js';
 import { fmix32 } from '../../../src/random.js';
 import { XFS_BUF_MAX_PAGES, type XfsBufCache } from './xfs_buf.js';
+import { rd32, wr32 } from './backing.js';
 
 export const BBSHIFT = 9;
 /** A basic block: the log's unit. */
@@ -94,17 +95,6 @@ function intOption(v: unknown, lo: number, hi: number, what: string, fallback: n
     throw new RangeError(`Xlog: ${what} must be an integer in ${lo}..${hi}, got ${String(v)}`);
   }
   return v;
-}
-
-function rd32(b: Uint8Array, o: number): number {
-  return ((b[o]! << 24) | (b[o + 1]! << 16) | (b[o + 2]! << 8) | b[o + 3]!) >>> 0;
-}
-
-function wr32(b: Uint8Array, o: number, v: number): void {
-  b[o] = v >>> 24;
-  b[o + 1] = v >>> 16;
-  b[o + 2] = v >>> 8;
-  b[o + 3] = v;
 }
 
 /** The log record's data checksum here: FNV-1a (32-bit) over bytes [off, off + len). */
