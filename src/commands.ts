@@ -47,6 +47,7 @@ const RUN_OPTIONS = {
   json: { type: 'boolean' },
   trace: { type: 'string' },
   unenforced: { type: 'boolean' },
+  'lock-page': { type: 'string' },
 } as const;
 
 type RunValues = { [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
@@ -72,6 +73,11 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   if (values.ops !== undefined) o.ops = intOpt(values.ops, 'ops', o.ops);
   if (values.sched !== undefined) o.sched = values.sched as RunOptions['sched'];
   if (values.trace !== undefined) o.trace = values.trace;
+  if (values['lock-page'] !== undefined) {
+    if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
+    o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
+  }
+  if (workload === 'truncate-race' && o.sched !== 'det') throw new UsageError('truncate-race runs under --sched det only');
   if (values.unenforced && workload !== 'stray-write') {
     throw new UsageError('--unenforced exists only for the stray-write demonstration');
   }
@@ -82,6 +88,7 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
 const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
+  'truncate-race': { ops: 3000 },
 };
 
 const STRATEGY_HELP = `Strategies (--strategy):
@@ -119,6 +126,7 @@ Options (defaults in brackets):
   --json             print one JSON object instead of the report
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
+  --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
 
 ${STRATEGY_HELP}`,
   async run(argv) {

@@ -69,3 +69,31 @@ describe('HIGHPTE: a leftover kmap alias of a new page table (Jeremy Fitzharding
     expect(s.leakedFrames).toBe(0);
   });
 });
+
+describe('the fault-vs-truncate race (Nick Piggin, February 2007)', () => {
+  const race = (lockPage: boolean) =>
+    runOnce(opts({ workload: 'truncate-race', vcpus: 2, ops: 2000, workloadOptions: { lockPage } }));
+
+  it('without lock_page in the fault path, a page leaves the page cache while mapped', async () => {
+    const { summary: s } = await race(false);
+    const w = s.workloadStats!;
+    expect(w['mappedAtRemoval']).toBeGreaterThan(0);
+    expect(w['orphans']).toBeGreaterThan(0);
+    expect(s.guestReports.join('\n')).toMatch(/kernel BUG at mm\/filemap\.c:127! __remove_from_page_cache: page \d+ \(index \d+\) is still mapped/);
+    // A guest bug, not a hypervisor one: the frame table still agrees, nothing leaked.
+    expect(s.auditOk).toBe(true);
+    expect(s.leakedFrames).toBe(0);
+  });
+
+  it('with it (and truncate re-checking under the page lock), never', async () => {
+    const { summary: s } = await race(true);
+    const w = s.workloadStats!;
+    expect(w['faults']).toBeGreaterThan(100);
+    expect(w['truncates']).toBeGreaterThan(50);
+    expect(w['faultRetries']).toBeGreaterThan(0); // the race window was hit, and handled
+    expect(w['mappedAtRemoval']).toBe(0);
+    expect(w['orphans']).toBe(0);
+    expect(s.auditOk).toBe(true);
+    expect(s.leakedFrames).toBe(0);
+  });
+});

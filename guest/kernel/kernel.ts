@@ -194,6 +194,20 @@ export class Kernel {
     return this.#log;
   }
 
+  #m2p: Int32Array | null = null;
+
+  /** The guest pfn of one of its machine frames (the guest's copy of the M2P), or -1. */
+  mfnToPfn(mfn: number): number {
+    if (this.#m2p === null) {
+      const p2m = this.cpu.info.p2m;
+      let max = 0;
+      for (const m of p2m) max = Math.max(max, m);
+      this.#m2p = new Int32Array(max + 1).fill(-1);
+      p2m.forEach((m, pfn) => (this.#m2p![m] = pfn));
+    }
+    return mfn < this.#m2p.length ? this.#m2p[mfn]! : -1;
+  }
+
   /** Kernel virtual address of a lowmem page (page_address). */
   lowmemVa(pfn: number): number {
     return this.layout.pageOffset + pfn * 4096;

@@ -49,6 +49,8 @@ export const T_PTE = 7; /** pfn of the one user PTE page, -1 when none */
 export const T_NPAGES = 8;
 export const T_PAGES = 9; /** user page pfns */
 export const MAX_USER_PAGES = 16;
+/** Words of shared state for the truncate-race file (guest/mm/truncate.ts). */
+export const FILE_STATE_WORDS = 64;
 export const TASK_FREE = 0;
 export const TASK_NEW = 1;
 export const TASK_PINNED = 2;
@@ -57,7 +59,7 @@ export class KernState {
   readonly w: Int32Array;
 
   static create(cfg: KernelConfig): SharedArrayBuffer {
-    const sab = new SharedArrayBuffer((HEADER_WORDS + MAX_TASKS * TASK_WORDS) * 4);
+    const sab = new SharedArrayBuffer((HEADER_WORDS + MAX_TASKS * TASK_WORDS + FILE_STATE_WORDS) * 4);
     const w = new Int32Array(sab);
     w[H_RNG] = (cfg.seed ^ 0x9e3779b9) | 1;
     Atomics.store(w, H_BOOTED, 1);
@@ -66,6 +68,11 @@ export class KernState {
 
   constructor(sab: SharedArrayBuffer) {
     this.w = new Int32Array(sab);
+  }
+
+  /** The shared state of the one file the truncate-race workload uses. */
+  fileState(): Int32Array {
+    return this.w.subarray(HEADER_WORDS + MAX_TASKS * TASK_WORDS);
   }
 
   count(c: number, n = 1): void {

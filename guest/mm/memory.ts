@@ -67,7 +67,8 @@ function updateEntry(k: Kernel, pfn: number, i: number, lo: number, hi: number):
   return rc;
 }
 
-function setEntry(k: Kernel, t: number, pfn: number, i: number, lo: number, hi: number): number {
+/** Set entry i of task t's page-table page pfn: a plain store, or mmu_update once pinned. */
+export function setEntry(k: Kernel, t: number, pfn: number, i: number, lo: number, hi: number): number {
   if (k.state.w[k.state.t(t, T_STATE)] === TASK_PINNED) return updateEntry(k, pfn, i, lo, hi);
   pokeEntry(k, pfn, i, lo, hi);
   return 0;
@@ -130,7 +131,7 @@ function userPmd(k: Kernel, t: number): [pfn: number, index: number] {
 }
 
 /** __pte_alloc: the user PTE page (highmem with HIGHPTE), linked into the pmd. */
-function pteAlloc(k: Kernel, t: number): number {
+export function pteAlloc(k: Kernel, t: number): number {
   const w = k.state.w;
   const gfp = GFP_KERNEL | (k.cfg.highpte && k.layout.levels === 3 ? __GFP_HIGHMEM : 0);
   const pte = allocPt(k, gfp);

@@ -7,6 +7,7 @@ import { KmapChurn } from './kmap_churn.js';
 import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
+import { TruncateRace } from './truncate_race.js';
 import type { Strategy } from '../kernel/config.js';
 
 export const WORKLOADS: Record<string, { summary: string; make(opts: Record<string, unknown>): Workload }> = {
@@ -41,6 +42,10 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
       typeof o['pages'] === 'number' ? o['pages'] : 4,
       typeof o['warmup'] === 'number' ? o['warmup'] : 0,
     ),
+  },
+  'truncate-race': {
+    summary: 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
+    make: (o) => new TruncateRace(o['lockPage'] !== false),
   },
   'kmap-churn': {
     summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
