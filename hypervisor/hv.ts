@@ -7,7 +7,7 @@ import type { PagingMode } from '../src/abi.js';
 import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/layout.js';
 import { FrameTable } from './frame-table.js';
 import { XenConsole } from './log.js';
-import type { XenOptions } from './types.js';
+import type { XenOptions, XenStats } from './types.js';
 
 /** A vCPU as the hypervisor knows it. */
 export interface Vcpu {
@@ -42,17 +42,8 @@ export class Domain {
   }
 }
 
-export interface HvCounters {
-  errors: Map<string, number>;
-  rejected: number;
-  pinsAttempted: number;
-  pinsRefused: number;
-  shootdowns: number;
-  ipis: number;
-  flushesDeferred: number;
-  mmuUpdates: number;
-  validations: number;
-}
+/** XenStats' plain counters, kept live (errors by name as a Map while counting). */
+export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason'> & { errors: Map<string, number> };
 
 export class Hv {
   readonly paging: PagingMode;

@@ -78,15 +78,25 @@ function flushLocal(hv: Hv, c: CallCtx): void {
 
 /* ------------------------------------------------------------- mmu_update */
 
+/**
+ * The arguments every batched call shares: (array, count, pdone, foreigndom). Returns the
+ * transport index of the array, or a negative errno (bad foreigndom, bad handle).
+ */
+function batchArgs(hv: Hv, c: CallCtx, args: number, wordsPerItem: number): number {
+  const rc = checkForeign(hv, c, argLo(hv, args, 3) & 0xffff);
+  if (rc !== 0) return rc;
+  const count = argLo(hv, args, 1);
+  const base = handle(c, argLo(hv, args, 0), count * wordsPerItem);
+  if (base < 0) return count === 0 ? 0 : -EFAULT;
+  return base;
+}
+
 export function doMmuUpdate(hv: Hv, c: CallCtx, args: number): number {
-  const reqs = argLo(hv, args, 0);
   const count = argLo(hv, args, 1);
   const pdone = argLo(hv, args, 2);
-  const foreign = argLo(hv, args, 3) & 0xffff;
-  let rc = checkForeign(hv, c, foreign);
-  if (rc !== 0) return rc;
-  const base = handle(c, reqs, count * MMU_REQ_WORDS);
-  if (base < 0 && count !== 0) return -EFAULT;
+  const base = batchArgs(hv, c, args, MMU_REQ_WORDS);
+  if (base < 0) return base;
+  let rc = 0;
   const t = hv.transport;
   const ft = hv.ft;
   const dom = c.d.domid;
@@ -159,14 +169,11 @@ function plainWrite(hv: Hv, c: CallCtx, mfn: number, i: number, lo: number, hi: 
 /* -------------------------------------------------------------- mmuext_op */
 
 export function doMmuextOp(hv: Hv, c: CallCtx, args: number): number {
-  const ops = argLo(hv, args, 0);
   const count = argLo(hv, args, 1);
   const pdone = argLo(hv, args, 2);
-  const foreign = argLo(hv, args, 3) & 0xffff;
-  let rc = checkForeign(hv, c, foreign);
-  if (rc !== 0) return rc;
-  const base = handle(c, ops, count * MMUEXT_OP_WORDS);
-  if (base < 0 && count !== 0) return -EFAULT;
+  const base = batchArgs(hv, c, args, MMUEXT_OP_WORDS);
+  if (base < 0) return base;
+  let rc = 0;
   let done = 0;
   for (; done < count; done++) {
     const w = base + done * MMUEXT_OP_WORDS;
