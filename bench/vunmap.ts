@@ -67,7 +67,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
         unit: 'ns/cycle',
         note: `${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ${(s.hypercalls / s.ops).toFixed(1)} hypercalls per cycle; lazy peak ${s.lazyPeakPages} pages`,
         series: strategy,
-        group: 'cost of a 4-page map/touch/unmap cycle',
+        group: '4-page map/touch/unmap',
         x: v,
         xLabel: 'vCPUs',
         yUnit: 'ns/cycle',
@@ -106,7 +106,7 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
           note: `refused pins ${s.rejected.total}; ${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ` +
             `${(s.hypercalls / s.ops).toFixed(1)} hypercalls per op; lazy peak ${s.lazyPeakPages} pages`,
           series: strategy,
-          group: `xfs-dirscan throughput, ${dirBlockBytes / 1024} KiB directory blocks`,
+          group: `xfs-dirscan, ${dirBlockBytes / 1024} KiB blocks`,
           x: v,
           xLabel: 'vCPUs',
           y: 1e9 / perSec,
