@@ -104,3 +104,27 @@ describe('pvmmu script (the command)', () => {
     expect(out).toMatch(/script\s+run a scripted guest/);
   });
 });
+
+describe('pvmmu run (the command)', () => {
+  it('--json prints one object with the documented fields', () => {
+    const out = execFileSync(process.execPath, [cli, 'run', 'xfs-dirscan', '--ops', '300', '--memory', '64M', '--files', '2000', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const s = JSON.parse(out) as Record<string, unknown>;
+    for (const key of ['workload', 'strategy', 'vcpus', 'seed', 'ops', 'elapsedMs', 'hypercalls', 'rejected', 'pinsAttempted', 'tlb', 'lazyPeakPages', 'dataErrors', 'auditOk']) {
+      expect(s, key).toHaveProperty(key);
+    }
+    expect(s).toMatchObject({ workload: 'xfs-dirscan', strategy: 'lazy', vcpus: 2, ops: 300, auditOk: true, dataErrors: 0 });
+    expect(s['rejected']).toHaveProperty('byReason');
+    expect(s['tlb']).toHaveProperty('shootdowns');
+  });
+
+  it('refuses bad options with what is accepted, exit 2', () => {
+    const bad = (args: string[]) => spawnSync(process.execPath, [cli, 'run', ...args], { encoding: 'utf8' });
+    const r1 = bad(['xfs-dirscan', '--strategy', 'quick']);
+    expect(r1.status).toBe(2);
+    expect(r1.stderr).toMatch(/--strategy must be one of lazy, eager, vmap-pages, unmap-aliases/);
+    expect(bad(['xfs-dirscan', '--dir-block', '3K']).stderr).toMatch(/--dir-block must be one of 4K, 8K, 16K, 32K, 64K/);
+    expect(bad(['fork-storm', '--unenforced']).stderr).toMatch(/--unenforced exists only for the stray-write demonstration/);
+    expect(bad(['nope']).stderr).toMatch(/unknown workload "nope" \(workloads: /);
+    expect(bad(['truncate-race', '--sched', 'parallel']).stderr).toMatch(/truncate-race runs under --sched det only/);
+  });
+});
