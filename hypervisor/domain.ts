@@ -14,7 +14,7 @@
  * allocation itself) and returns every frame to the heap with zero counts.
  */
 import {
-  DOMID_INVALID, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, PGT_pinned, pgtForLevel,
+  _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, PGT_pinned, pgtForLevel,
   levelOfType, PGT_validated,
 } from '../src/abi.js';
 import { MAX_VCPUS_PER_DOMAIN, S_RUNSTATE, S_STATE, SLOT_IDLE, slotBase, vaIndex } from '../src/layout.js';
@@ -223,5 +223,4 @@ export function destroyDomain(hv: Hv, domid: number): void {
     hv.slotVcpu[v.slot] = -1;
   }
   hv.domains.delete(domid);
-  void DOMID_INVALID;
 }

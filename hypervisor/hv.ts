@@ -115,9 +115,9 @@ export class Hv {
     return mfn >= 0 && mfn < this.ft.nrFrames ? this.ft.m2p[mfn]! : -1;
   }
 
-  countError(errno: number, name: string): void {
+  /** Count a refused call (or batch entry) under its errno name. */
+  countError(name: string): void {
     this.counters.rejected++;
     this.counters.errors.set(name, (this.counters.errors.get(name) ?? 0) + 1);
-    void errno;
   }
 }

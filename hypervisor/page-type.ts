@@ -9,7 +9,7 @@
 import {
   EBUSY, EINVAL, EPERM,
   PGT_l1_page_table, PGT_pae_xen_l2, PGT_pinned, PGT_type_mask, PGT_validated,
-  PGT_writable_page, PGT_shared_page, PGT_NAMES,
+  PGT_writable_page, PGT_shared_page,
   _PAGE_ACCESSED, _PAGE_GLOBAL, _PAGE_PAT, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT,
   _PAGE_RW, _PAGE_USER, _PAGE_GUEST_KERNEL_HI, _PAGE_RESERVED_HI,
   levelOfType, pgtForLevel,
@@ -382,6 +382,3 @@ export function adjustedHi(hv: Hv, level: number, lo: number, hi: number): numbe
   return (hi | _PAGE_GUEST_KERNEL_HI) >>> 0;
 }
 
-export function typeName(typeHi: number): string {
-  return PGT_NAMES[(typeHi & PGT_type_mask) >>> 0] ?? 'unknown';
-}

@@ -171,7 +171,7 @@ export class Xen {
     if (op < 64) this.#perOp[op]!++;
     else this.#perOp[0]!++;
     if (rc < 0) {
-      hv.countError(-rc, rcName(rc));
+      hv.countError(rcName(rc));
       const why = this.#firstReason ?? rcName(rc);
       this.#byReason.set(why, (this.#byReason.get(why) ?? 0) + 1);
     }

@@ -129,6 +129,15 @@ interface Pending {
   reject(e: Error): void;
 }
 
+/** Settle the request a reply answers (a vCPU's or the hypervisor thread's). */
+function settle(pending: Map<number, Pending>, m: { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string; name: string }): void {
+  const p = pending.get(m.id);
+  if (p === undefined) return;
+  pending.delete(m.id);
+  if (m.ok) p.resolve(m.value);
+  else p.reject(remoteError(m.name, m.error));
+}
+
 /** The controller's side of one vCPU worker. */
 class VcpuThread implements VcpuHandle {
   readonly domid: number;
@@ -159,11 +168,7 @@ class VcpuThread implements VcpuHandle {
         if (m.event === 'ready') onReady();
         return;
       }
-      const p = this.#pending.get(m.id);
-      if (p === undefined) return;
-      this.#pending.delete(m.id);
-      if (m.ok) p.resolve(m.value);
-      else p.reject(remoteError(m.name, m.error));
+      settle(this.#pending, m);
     });
     this.#worker.on('error', (e) => {
       this.#error ??= e;
@@ -408,11 +413,7 @@ export class Machine {
       if (m.event === 'bug') this.xenBugs.push(`slot ${m.slot}: ${m.message}`);
       return;
     }
-    const p = this.#pending.get(m.id);
-    if (p === undefined) return;
-    this.#pending.delete(m.id);
-    if (m.ok) p.resolve(m.value);
-    else p.reject(remoteError(m.name, m.error));
+    settle(this.#pending, m);
   }
 
   /**

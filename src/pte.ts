@@ -56,13 +56,3 @@ export function parseFlags(text: string): { flags: number; nx: boolean } | { bad
   }
   return { flags, nx };
 }
-
-/** "P|RW|US" for the low flag bits of an entry. */
-export function formatFlags(lo: number, hi: number): string {
-  const out: string[] = [];
-  for (const name of ['P', 'RW', 'US', 'PWT', 'PCD', 'A', 'D', 'PSE', 'G'] as const) {
-    if (lo & PTE_FLAG_NAMES[name]) out.push(name);
-  }
-  if (hi & _PAGE_NX_HI) out.push('NX');
-  return out.join('|');
-}

@@ -24,14 +24,6 @@ export interface KernelConfig {
   trace?: boolean;
 }
 
-export const DEFAULT_KERNEL_CONFIG: Omit<KernelConfig, 'vcpus'> = {
-  strategy: 'lazy',
-  kmapFlush: true,
-  highpte: false,
-  vmallocBytes: 128 * 1024 * 1024,
-  seed: 1,
-};
-
 /**
  * Does the Xen pin path call vm_unmap_aliases() first? That is Nick Piggin's 2.6.28 fix
  * as Jeremy Fitzhardinge wired it into xen_pgd_pin in October 2008.

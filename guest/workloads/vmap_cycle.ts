@@ -6,7 +6,6 @@
  * freed. Every vCPU has its own mount here (XFS's a_list is global in Linux; a per-vCPU
  * list changes when purges happen, not how much each costs).
  */
-import type { Rng } from '../../src/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import type { Strategy } from '../kernel/config.js';
 import { xfsMount } from '../fs/xfs/mount.js';
@@ -31,14 +30,13 @@ export class VmapCycle implements Workload {
     this.#warmup = warmup;
   }
 
-  init(k: Kernel, rng: Rng): void {
+  init(k: Kernel): void {
     this.#cache = xfsMount(k, { strategy: this.#strategy, seed: 1, files: 64, dirBlockBytes: 4096, maxBuffers: 0 }).cache;
-    for (let i = 0; i < this.#warmup; i++) this.step(k, rng);
+    for (let i = 0; i < this.#warmup; i++) this.step(k);
     this.#cycles = 0;
   }
 
-  step(k: Kernel, rng: Rng): void {
-    void rng;
+  step(k: Kernel): void {
     const c = this.#cache!;
     const bp = c.xfsBufGetNoaddr(this.#bytes);
     if (bp < 0) {
