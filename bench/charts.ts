@@ -69,7 +69,8 @@ export function formatNumber(v: number): string {
 
 /** "Nice" ticks (1, 2, 2.5, 5 x 10^k) covering [lo, hi], about `target` of them. */
 export function niceTicks(lo: number, hi: number, target = 5): number[] {
-  if (!Number.isFinite(lo) || !Number.isFinite(hi)) throw new RangeError(`niceTicks needs finite bounds, got ${lo}..${hi}`);
+  if (!Number.isFinite(lo) || !Number.isFinite(hi))
+    throw new RangeError(`niceTicks needs finite bounds, got ${lo}..${hi}`);
   if (hi < lo) [lo, hi] = [hi, lo];
   if (hi === lo) hi = lo === 0 ? 1 : lo + Math.abs(lo);
   const raw = (hi - lo) / Math.max(1, target);
@@ -84,7 +85,7 @@ export function niceTicks(lo: number, hi: number, target = 5): number[] {
 const isPow2 = (x: number): boolean => x > 0 && Number.isInteger(Math.log2(x));
 
 function textEl(x: number, y: number, s: string, attrs = ''): string {
-  return `<text x="${r1(x)}" y="${r1(y)}" font-family="${FONT}" fill="${TEXT}"${attrs ? ' ' + attrs : ''}>${escapeXml(s)}</text>`;
+  return `<text x="${r1(x)}" y="${r1(y)}" font-family="${FONT}" fill="${TEXT}"${attrs ? ` ${attrs}` : ''}>${escapeXml(s)}</text>`;
 }
 
 function svgOpen(w: number, h: number, title: string): string {
@@ -92,14 +93,14 @@ function svgOpen(w: number, h: number, title: string): string {
     `<svg xmlns="http://www.w3.org/2000/svg" width="${w}" height="${h}" viewBox="0 0 ${w} ${h}" role="img" aria-label="${escapeXml(title)}">` +
     `<title>${escapeXml(title)}</title>` +
     `<rect x="0" y="0" width="${w}" height="${h}" fill="#ffffff"/>` +
-    textEl(12, 22, fit(title, (w - 24) * 0.9), 'font-size="14" font-weight="600"')
+    textEl(12, 22, fitText(title, (w - 24) * 0.9), 'font-size="14" font-weight="600"')
   );
 }
 
 /** Truncate to about `px` pixels of text. */
-function fit(s: string, px: number): string {
+function fitText(s: string, px: number): string {
   const n = Math.max(4, Math.floor(px / CHAR_W));
-  return s.length <= n ? s : s.slice(0, n - 1) + '\u2026';
+  return s.length <= n ? s : `${s.slice(0, n - 1)}\u2026`;
 }
 
 /** A line chart: one polyline (with a marker per point) per series. */
@@ -118,13 +119,12 @@ export function lineChart(spec: LineChartSpec): string {
   const xs = [...new Set(series.flatMap((s) => s.points.map((p) => p.x)))].sort((a, b) => a - b);
   const ys = series.flatMap((s) => s.points.map((p) => p.y));
   const mode = spec.xScale ?? 'auto';
-  const log2 =
-    mode === 'log2' || (mode === 'auto' && xs.every(isPow2) && xs[xs.length - 1]! / xs[0]! >= 4);
+  const log2 = mode === 'log2' || (mode === 'auto' && xs.every(isPow2) && xs[xs.length - 1]! / xs[0]! >= 4);
   if (log2 && !xs.every((x) => x > 0)) throw new RangeError(`lineChart "${spec.title}": a log2 x axis needs x > 0`);
   const fx = (x: number): number => (log2 ? Math.log2(x) : x);
 
   // The legend runs in rows under the title, so the plot keeps the full width.
-  const items = series.map((s) => ({ name: fit(s.name, W - 80), w: 0 }));
+  const items = series.map((s) => ({ name: fitText(s.name, W - 80), w: 0 }));
   for (const it of items) it.w = 30 + it.name.length * CHAR_W + 18;
   const legendPos: Array<{ x: number; row: number }> = [];
   let lxCur = 12;
@@ -166,13 +166,20 @@ export function lineChart(spec: LineChartSpec): string {
   out.push('<g class="y-axis">');
   for (const t of yTicks) {
     const y = py(t);
-    out.push(`<line x1="${m.left}" y1="${r1(y)}" x2="${m.left + pw}" y2="${r1(y)}" stroke="${GRID}" stroke-width="1"/>`);
+    out.push(
+      `<line x1="${m.left}" y1="${r1(y)}" x2="${m.left + pw}" y2="${r1(y)}" stroke="${GRID}" stroke-width="1"/>`,
+    );
     out.push(`<line x1="${m.left - 5}" y1="${r1(y)}" x2="${m.left}" y2="${r1(y)}" stroke="${AXIS}"/>`);
     out.push(textEl(m.left - 8, y + 4, formatNumber(t), 'font-size="11" text-anchor="end"'));
   }
   out.push(`<line x1="${m.left}" y1="${m.top}" x2="${m.left}" y2="${m.top + ph}" stroke="${AXIS}"/>`);
   out.push(
-    textEl(0, 0, spec.yLabel, `class="axis-label" font-size="12" text-anchor="middle" transform="translate(16 ${r1(m.top + ph / 2)}) rotate(-90)"`),
+    textEl(
+      0,
+      0,
+      spec.yLabel,
+      `class="axis-label" font-size="12" text-anchor="middle" transform="translate(16 ${r1(m.top + ph / 2)}) rotate(-90)"`,
+    ),
   );
   out.push('</g>');
   // x ticks
@@ -184,7 +191,12 @@ export function lineChart(spec: LineChartSpec): string {
     out.push(textEl(x, m.top + ph + 18, formatNumber(t), 'font-size="11" text-anchor="middle"'));
   }
   out.push(
-    textEl(m.left + pw / 2, H - 12, spec.xLabel + (log2 ? ' (log scale)' : ''), 'class="axis-label" font-size="12" text-anchor="middle"'),
+    textEl(
+      m.left + pw / 2,
+      H - 12,
+      spec.xLabel + (log2 ? ' (log scale)' : ''),
+      'class="axis-label" font-size="12" text-anchor="middle"',
+    ),
   );
   out.push('</g>');
   // series
@@ -226,12 +238,14 @@ export function lineChart(spec: LineChartSpec): string {
 export function barChart(spec: BarChartSpec): string {
   if (spec.bars.length === 0) throw new RangeError(`barChart "${spec.title}": no bars`);
   for (const b of spec.bars) {
-    if (!Number.isFinite(b.value)) throw new RangeError(`barChart "${spec.title}": bar "${b.label}" has value ${b.value}`);
+    if (!Number.isFinite(b.value))
+      throw new RangeError(`barChart "${spec.title}": bar "${b.label}" has value ${b.value}`);
   }
   const W = spec.width ?? 560;
   const rowH = 26;
   const labelW = Math.min(W * 0.55, Math.max(60, Math.max(...spec.bars.map((b) => b.label.length)) * CHAR_W + 12));
-  const valueW = Math.max(...spec.bars.map((b) => (formatNumber(b.value) + (b.unit ? ' ' + b.unit : '')).length)) * 6 + 14;
+  const valueW =
+    Math.max(...spec.bars.map((b) => (formatNumber(b.value) + (b.unit ? ` ${b.unit}` : '')).length)) * 6 + 14;
   const m = { top: 38, right: Math.max(40, valueW), bottom: 46, left: labelW + 12 };
   const H = m.top + spec.bars.length * rowH + m.bottom;
   const pw = W - m.left - m.right;
@@ -256,12 +270,14 @@ export function barChart(spec: BarChartSpec): string {
     const y = m.top + i * rowH;
     const x0 = px(Math.min(0, b.value));
     const w = Math.max(1, Math.abs(px(b.value) - px(0)));
-    out.push(textEl(m.left - 8, y + rowH / 2 + 4, fit(b.label, labelW), 'font-size="12" text-anchor="end"'));
+    out.push(textEl(m.left - 8, y + rowH / 2 + 4, fitText(b.label, labelW), 'font-size="12" text-anchor="end"'));
     out.push(
       `<rect x="${r1(x0)}" y="${r1(y + 4)}" width="${r1(w)}" height="${rowH - 8}" fill="${PALETTE[0]}">` +
         `<title>${escapeXml(`${b.label}: ${formatNumber(b.value)} ${b.unit ?? spec.valueLabel}`)}</title></rect>`,
     );
-    out.push(textEl(x0 + w + 5, y + rowH / 2 + 4, formatNumber(b.value) + (b.unit ? ' ' + b.unit : ''), 'font-size="11"'));
+    out.push(
+      textEl(x0 + w + 5, y + rowH / 2 + 4, formatNumber(b.value) + (b.unit ? ` ${b.unit}` : ''), 'font-size="11"'),
+    );
   });
   out.push(`<line x1="${r1(px(0))}" y1="${m.top}" x2="${r1(px(0))}" y2="${axisY}" stroke="${AXIS}"/>`);
   out.push('</g></svg>');

@@ -39,7 +39,9 @@ export async function rawPingPong(rounds: number, spins = 2000): Promise<number>
   return res.ns / res.rounds;
 }
 
-export async function hypercallSuite(opts: { quick?: boolean; progress?: (what: string) => void } = {}): Promise<Row[]> {
+export async function hypercallSuite(
+  opts: { quick?: boolean; progress?: (what: string) => void } = {},
+): Promise<Row[]> {
   const q = opts.quick ? 10 : 1;
   const rows: Row[] = [];
   const say = opts.progress ?? (() => {});
@@ -60,7 +62,12 @@ export async function hypercallSuite(opts: { quick?: boolean; progress?: (what: 
       hc = Math.min(hc, (await ping.request<{ nsPerCall: number }>({ op: 'hypercall-ping', n })).nsPerCall);
     }
     rows.push({ case: 'raw Atomics ping-pong (floor)', value: raw, unit: 'ns/round trip' });
-    rows.push({ case: 'null hypercall round trip', value: hc, unit: 'ns/call', note: `${(hc / raw).toFixed(2)}x the floor (target <= 1.5x)` });
+    rows.push({
+      case: 'null hypercall round trip',
+      value: hc,
+      unit: 'ns/call',
+      note: `${(hc / raw).toFixed(2)}x the floor (target <= 1.5x)`,
+    });
     await ping.terminate();
 
     const b = await machine.startVcpu(info, 0, 'bench', {});
@@ -73,15 +80,26 @@ export async function hypercallSuite(opts: { quick?: boolean; progress?: (what: 
         case: `validated L1 mmu_update, batch ${batch}`,
         value: perSec / 1e6,
         unit: 'M updates/s',
-        note: batch === 512 ? `target >= 5 M/s: ${perSec >= 5e6 ? 'met' : 'NOT met'}` : `${(r.ns / r.updates).toFixed(0)} ns/update`,
+        note:
+          batch === 512
+            ? `target >= 5 M/s: ${perSec >= 5e6 ? 'met' : 'NOT met'}`
+            : `${(r.ns / r.updates).toFixed(0)} ns/update`,
       });
     }
     say('pin a full L1');
     const p1 = await b.request<{ iterations: number; ns: number }>({ op: 'pin-l1', iterations: 2000 / q });
     rows.push({ case: 'pin + unpin a full L1 (512 RW entries)', value: p1.ns / p1.iterations / 1000, unit: 'us' });
     say('pin a tree');
-    const pt = await b.request<{ iterations: number; ns: number; entries: number }>({ op: 'pin-tree', l1s: 64, iterations: 20 / Math.min(q, 10) });
-    rows.push({ case: `pin + unpin a tree (L2 over 64 full L1s, ${pt.entries} entries)`, value: pt.ns / pt.iterations / 1e6, unit: 'ms' });
+    const pt = await b.request<{ iterations: number; ns: number; entries: number }>({
+      op: 'pin-tree',
+      l1s: 64,
+      iterations: 20 / Math.min(q, 10),
+    });
+    rows.push({
+      case: `pin + unpin a tree (L2 over 64 full L1s, ${pt.entries} entries)`,
+      value: pt.ns / pt.iterations / 1e6,
+      unit: 'ms',
+    });
     const audit = await machine.audit();
     if (!audit.ok) throw new Error(`hypercall bench: audit failed: ${audit.problems[0]?.what}`);
   } finally {

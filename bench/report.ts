@@ -92,7 +92,11 @@ export function machineInfo(): MachineInfo {
 /** The short commit of the checkout at `cwd`, or "unknown". */
 export function gitCommit(cwd: string = process.cwd()): string {
   try {
-    const out = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { cwd, stdio: ['ignore', 'pipe', 'ignore'], timeout: 5000 });
+    const out = execFileSync('git', ['rev-parse', '--short', 'HEAD'], {
+      cwd,
+      stdio: ['ignore', 'pipe', 'ignore'],
+      timeout: 5000,
+    });
     const s = out.toString().trim();
     return /^[0-9a-f]{4,40}$/.test(s) ? s : 'unknown';
   } catch {
@@ -121,7 +125,10 @@ export function commandLine(
 
 /** A directory name for a run started at `d`: 2025-01-31T12-34-56Z. */
 export function timestampName(d: Date): string {
-  return d.toISOString().replace(/\.\d+Z$/, 'Z').replace(/:/g, '-');
+  return d
+    .toISOString()
+    .replace(/\.\d+Z$/, 'Z')
+    .replace(/:/g, '-');
 }
 
 /* ---------------------------------------------------------------- files */
@@ -132,15 +139,32 @@ export function writeResults(results: BenchResults, baseDir: string): string {
   let dir = join(baseDir, name);
   for (let i = 2; existsSync(dir); i++) dir = join(baseDir, `${name}-${i}`);
   mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+  writeFileSync(join(dir, 'results.json'), `${JSON.stringify(results, null, 2)}\n`);
   writeFileSync(join(dir, 'results.csv'), toCsv(results));
   writeFileSync(join(dir, 'report.html'), renderReportHtml(results));
   return dir;
 }
 
 export const CSV_COLUMNS = [
-  'suite', 'case', 'value', 'unit', 'series', 'group', 'x', 'x_label', 'y', 'y_unit', 'worker', 'note',
-  'commit', 'started_at', 'cpu_model', 'cores', 'node', 'os', 'command',
+  'suite',
+  'case',
+  'value',
+  'unit',
+  'series',
+  'group',
+  'x',
+  'x_label',
+  'y',
+  'y_unit',
+  'worker',
+  'note',
+  'commit',
+  'started_at',
+  'cpu_model',
+  'cores',
+  'node',
+  'os',
+  'command',
 ] as const;
 
 /** One CSV field (RFC 4180 quoting; non-finite numbers and absent values are empty). */
@@ -156,13 +180,30 @@ export function toCsv(results: BenchResults): string {
   for (const [suite, { rows }] of Object.entries(results.suites)) {
     for (const r of rows) {
       const fields: Array<string | number | undefined> = [
-        suite, r.case, r.value, r.unit, r.series, r.group, r.x, r.xLabel, r.y, r.yUnit, r.worker, r.note,
-        results.commit, results.startedAt, m.cpuModel, m.cores, m.node, m.os, results.command,
+        suite,
+        r.case,
+        r.value,
+        r.unit,
+        r.series,
+        r.group,
+        r.x,
+        r.xLabel,
+        r.y,
+        r.yUnit,
+        r.worker,
+        r.note,
+        results.commit,
+        results.startedAt,
+        m.cpuModel,
+        m.cores,
+        m.node,
+        m.os,
+        results.command,
       ];
       lines.push(fields.map(csvField).join(','));
     }
   }
-  return lines.join('\r\n') + '\r\n';
+  return `${lines.join('\r\n')}\r\n`;
 }
 
 /* ------------------------------------------------------- chart data + ratios */
@@ -200,8 +241,9 @@ function meanAt(s: Map<number, [number, number]>, x: number): number | undefined
   return a ? a[0] / a[1] : undefined;
 }
 
-const ratioText = (r: number): string => (r >= 10 ? r.toFixed(1) : r.toFixed(2)) + 'x';
-const xText = (x: number, label: string): string => `${formatNumber(x)} ${x === 1 && label.endsWith('s') ? label.slice(0, -1) : label}`;
+const ratioText = (r: number): string => `${r >= 10 ? r.toFixed(1) : r.toFixed(2)}x`;
+const xText = (x: number, label: string): string =>
+  `${formatNumber(x)} ${x === 1 && label.endsWith('s') ? label.slice(0, -1) : label}`;
 
 /**
  * The headline ratios of a suite, computed from its rows:
@@ -219,13 +261,14 @@ export function headlineRatios(rows: readonly Row[]): string[] {
     if (names.length >= 2) {
       const shared = [...g.series.values()]
         .map((s) => new Set(s.keys()))
-        .reduce((a, b) => new Set([...a].filter((x) => b.has(x))));
+        .reduce((a, b) => new Set(Array.from(a).filter((x) => b.has(x))));
       if (shared.size > 0) {
         const x = Math.max(...shared);
         const at = names.map((n) => ({ n, y: meanAt(g.series.get(n)!, x)! })).sort((a, b) => a.y - b.y);
         const base = at[0]!;
         if (base.y > 0) {
-          for (const o of at.slice(1).reverse()) out.push(`${prefix}${o.n} ${ratioText(o.y / base.y)} ${base.n} at ${xText(x, g.xLabel)}`);
+          for (const o of at.slice(1).reverse())
+            out.push(`${prefix}${o.n} ${ratioText(o.y / base.y)} ${base.n} at ${xText(x, g.xLabel)}`);
         }
       }
     }
@@ -235,8 +278,10 @@ export function headlineRatios(rows: readonly Row[]): string[] {
       const lo = meanAt(s, xs[0]!)!;
       const hi = meanAt(s, xs[xs.length - 1]!)!;
       if (lo > 0) {
-        const who = names.length > 1 || !g.name ? n + ' ' : '';
-        out.push(`${prefix}${who}${ratioText(hi / lo)} from ${xText(xs[0]!, g.xLabel)} to ${xText(xs[xs.length - 1]!, g.xLabel)}`);
+        const who = names.length > 1 || !g.name ? `${n} ` : '';
+        out.push(
+          `${prefix}${who}${ratioText(hi / lo)} from ${xText(xs[0]!, g.xLabel)} to ${xText(xs[xs.length - 1]!, g.xLabel)}`,
+        );
       }
     }
   }
@@ -253,13 +298,23 @@ export function suiteCharts(suite: string, rows: readonly Row[]): string[] {
   if (groups.length > 0 && groups.some((g) => xsOf(g).size >= 2)) {
     // One group: one wide chart; two: side by side; more: small multiples, three to a row.
     const size =
-      groups.length > 2 ? { width: 340, height: 250 } : groups.length === 2 ? { width: 520, height: 340 } : { width: 720, height: 400 };
+      groups.length > 2
+        ? { width: 340, height: 250 }
+        : groups.length === 2
+          ? { width: 520, height: 340 }
+          : { width: 720, height: 400 };
     return groups.map((g) => {
       const series: LineSeries[] = [...g.series].map(([name, s]) => ({
         name,
         points: [...s].map(([x, [sum, n]]) => ({ x, y: sum / n })),
       }));
-      return lineChart({ title: g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`, xLabel: g.xLabel, yLabel: g.yLabel, series, ...size });
+      return lineChart({
+        title: g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`,
+        xLabel: g.xLabel,
+        yLabel: g.yLabel,
+        series,
+        ...size,
+      });
     });
   }
   if (groups.length > 0) {
@@ -274,7 +329,9 @@ export function suiteCharts(suite: string, rows: readonly Row[]): string[] {
         byUnit.set(g.yLabel, list);
       }
     }
-    return [...byUnit].map(([unit, bars]) => barChart({ title: `${suite}: ${unit}`, valueLabel: unit, bars, width: 520 }));
+    return [...byUnit].map(([unit, bars]) =>
+      barChart({ title: `${suite}: ${unit}`, valueLabel: unit, bars, width: 520 }),
+    );
   }
   // Plain rows: one bar chart per unit family ("ns/call" and "ns/round trip" share "ns").
   const byUnit = new Map<string, Row[]>();
@@ -376,7 +433,10 @@ export function renderReportHtml(results: BenchResults): string {
     headlines.length
       ? '<ul>\n' +
         headlines
-          .map(({ name, h }) => `<li><b>${escapeXml(name)}</b>: ${escapeXml(h).replace(/(\d+(?:\.\d+)?x)\b/, '<span class="ratio">$1</span>')}</li>`)
+          .map(
+            ({ name, h }) =>
+              `<li><b>${escapeXml(name)}</b>: ${escapeXml(h).replace(/(\d+(?:\.\d+)?x)\b/, '<span class="ratio">$1</span>')}</li>`,
+          )
           .join('\n') +
         '\n</ul>'
       : '<p>No ratios: the suites run did not measure comparable figures side by side.</p>',
@@ -400,6 +460,11 @@ export function renderReportHtml(results: BenchResults): string {
     }
     parts.push('</section>');
   }
-  parts.push('<footer>Written by bench/report.ts; results.json and results.csv beside this file hold the same rows.</footer>', '</body>', '</html>', '');
+  parts.push(
+    '<footer>Written by bench/report.ts; results.json and results.csv beside this file hold the same rows.</footer>',
+    '</body>',
+    '</html>',
+    '',
+  );
   return parts.join('\n');
 }

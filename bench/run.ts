@@ -59,7 +59,7 @@ export function formatTable(title: string, rows: Row[]): string {
   const lines = [title, '-'.repeat(title.length)];
   for (const r of rows) {
     const v = r.value >= 100 ? r.value.toFixed(0) : r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2);
-    lines.push(`${r.case.padEnd(w)}  ${v.padStart(8)} ${r.unit.padEnd(14)}${r.note ? '  ' + r.note : ''}`);
+    lines.push(`${r.case.padEnd(w)}  ${v.padStart(8)} ${r.unit.padEnd(14)}${r.note ? `  ${r.note}` : ''}`);
   }
   return lines.join('\n');
 }
@@ -123,7 +123,7 @@ const SPINNER = '\u280b\u2819\u2839\u2838\u283c\u2834\u2826\u2827\u2807\u280f';
 export function progressLine(suite: string, what: string, elapsedMs: number, frame: number, columns = 80): string {
   const line = `${SPINNER[frame % SPINNER.length]} [${suite} ${(elapsedMs / 1000).toFixed(1)} s] ${what}`;
   const max = Math.max(10, columns - 1);
-  return line.length > max ? line.slice(0, max - 1) + '\u2026' : line;
+  return line.length > max ? `${line.slice(0, max - 1)}\u2026` : line;
 }
 
 interface Progress {
@@ -201,14 +201,21 @@ export async function runBench(
       const notes: string[] = [];
       const progress = startProgress(n);
       try {
-        out[n] = await SUITES[n]!({ quick: opts.quick, params: ownParams(n), progress: progress.update, describe: (l) => notes.push(l) });
+        out[n] = await SUITES[n]!({
+          quick: opts.quick,
+          params: ownParams(n),
+          progress: progress.update,
+          describe: (l) => notes.push(l),
+        });
       } finally {
         progress.stop();
       }
       results.suites[n] = { rows: out[n]!, notes } satisfies SuiteResult;
       if (!opts.json) {
         const foot = notes.map((l) => `  * ${l}`).join('\n');
-        process.stdout.write(formatTable(`suite ${n} -- ${machineLabel()}`, out[n]!) + '\n' + (foot ? foot + '\n' : '') + '\n');
+        process.stdout.write(
+          `${formatTable(`suite ${n} -- ${machineLabel()}`, out[n]!)}\n${foot ? `${foot}\n` : ''}\n`,
+        );
       }
     }
   } catch (e) {
@@ -218,9 +225,11 @@ export async function runBench(
     results.finishedAt = new Date().toISOString();
     const dir = writeResults(results, opts.outDir ?? defaultResultsDir());
     const shown = relative(process.cwd(), dir) || '.';
-    process.stderr.write(`bench: results in ${shown.startsWith('..') ? dir : shown}/ (report.html, results.json, results.csv)\n`);
+    process.stderr.write(
+      `bench: results in ${shown.startsWith('..') ? dir : shown}/ (report.html, results.json, results.csv)\n`,
+    );
   }
-  if (opts.json) process.stdout.write(JSON.stringify({ machine: machineLabel(), suites: out }, null, 2) + '\n');
+  if (opts.json) process.stdout.write(`${JSON.stringify({ machine: machineLabel(), suites: out }, null, 2)}\n`);
   return out;
 }
 
@@ -231,12 +240,13 @@ vmalloc options (lib/test_vmalloc.c's parameters): --test_loop_count|--loops N, 
   --jobs N (cases at once; default 1), --seed N
 results: bench/results/<timestamp>/{results.json,results.csv,report.html} (--out DIR to change)`;
 
-const isMain = process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\/dist\//, '/dist/'));
+const isMain =
+  process.argv[1] !== undefined && import.meta.url.endsWith(process.argv[1].replace(/^.*\/dist\//, '/dist/'));
 if (isMain) {
   try {
     const a = parseBenchArgs(process.argv.slice(2));
     if (a.help) {
-      process.stdout.write(USAGE + '\n');
+      process.stdout.write(`${USAGE}\n`);
     } else {
       runBench(a.names, { quick: a.quick, json: a.json, params: a.params, outDir: a.outDir }).catch((e: unknown) => {
         process.stderr.write(`bench: ${(e as Error).message}\n`);

@@ -103,7 +103,11 @@ function intParam(name: string, raw: string, min: number, max: number, accepted:
 export function parseVmallocOptions(params: Readonly<Record<string, string>> = {}, quick = false): VmallocBenchOptions {
   for (const k of Object.keys(params)) {
     if (!(k in VMALLOC_PARAMS)) {
-      throw new RangeError(`vmalloc: unknown parameter --${k}; accepted: ${Object.keys(VMALLOC_PARAMS).map((p) => '--' + p).join(', ')}`);
+      throw new RangeError(
+        `vmalloc: unknown parameter --${k}; accepted: ${Object.keys(VMALLOC_PARAMS)
+          .map((p) => `--${p}`)
+          .join(', ')}`,
+      );
     }
   }
   const pick = (long: string, short?: string): [string, string] | undefined => {
@@ -118,14 +122,22 @@ export function parseVmallocOptions(params: Readonly<Record<string, string>> = {
 
   const loopsP = pick('test_loop_count', 'loops');
   const loops = loopsP
-    ? intParam(loopsP[0], loopsP[1], 1, MAX_LOOPS, `an integer in 1..${MAX_LOOPS} (the module's default is ${MODULE_LOOP_COUNT})`)
+    ? intParam(
+        loopsP[0],
+        loopsP[1],
+        1,
+        MAX_LOOPS,
+        `an integer in 1..${MAX_LOOPS} (the module's default is ${MODULE_LOOP_COUNT})`,
+      )
     : MODULE_LOOP_COUNT / (quick ? QUICK_LOOP_SCALE : DEFAULT_LOOP_SCALE);
 
   const threadsP = pick('nr_threads', 'threads');
   let threads: number[];
   if (threadsP) {
     const accepted = `a comma list of thread counts in 0..${MAX_VCPUS_PER_DOMAIN} (0 = 1, as the module), e.g. 1,2,4`;
-    threads = threadsP[1].split(',').map((t) => Math.max(1, intParam(threadsP[0], t, 0, MAX_VCPUS_PER_DOMAIN, accepted)));
+    threads = threadsP[1]
+      .split(',')
+      .map((t) => Math.max(1, intParam(threadsP[0], t, 0, MAX_VCPUS_PER_DOMAIN, accepted)));
   } else {
     threads = [1, Math.min(2, cores)];
   }
@@ -147,7 +159,9 @@ export function parseVmallocOptions(params: Readonly<Record<string, string>> = {
   }
 
   const nrPagesP = pick('nr_pages');
-  const nrPages = nrPagesP ? Math.max(1, intParam('nr_pages', nrPagesP[1], 0, MAX_NR_PAGES, `an integer in 0..${MAX_NR_PAGES} (0 = 1)`)) : 1;
+  const nrPages = nrPagesP
+    ? Math.max(1, intParam('nr_pages', nrPagesP[1], 0, MAX_NR_PAGES, `an integer in 0..${MAX_NR_PAGES} (0 = 1)`))
+    : 1;
 
   const repeatP = pick('test_repeat_count', 'repeat');
   const repeat = repeatP ? intParam(repeatP[0], repeatP[1], 1, MAX_REPEAT, `an integer in 1..${MAX_REPEAT}`) : 1;
@@ -157,7 +171,9 @@ export function parseVmallocOptions(params: Readonly<Record<string, string>> = {
   if (strategyP) {
     strategies = [...new Set(strategyP[1].split(',').map((s) => s.trim()))].map((s) => {
       if (s !== 'lazy' && s !== 'eager') {
-        throw new RangeError(`vmalloc: --strategy ${JSON.stringify(s)} is not accepted; expected lazy, eager or lazy,eager`);
+        throw new RangeError(
+          `vmalloc: --strategy ${JSON.stringify(s)} is not accepted; expected lazy, eager or lazy,eager`,
+        );
       }
       return s;
     });
@@ -175,7 +191,15 @@ export function parseVmallocOptions(params: Readonly<Record<string, string>> = {
   }
 
   const jobsP = pick('jobs');
-  const jobs = jobsP ? intParam('jobs', jobsP[1], 1, Math.max(1, cores * 4), `an integer in 1..${Math.max(1, cores * 4)} (cases run at once)`) : 1;
+  const jobs = jobsP
+    ? intParam(
+        'jobs',
+        jobsP[1],
+        1,
+        Math.max(1, cores * 4),
+        `an integer in 1..${Math.max(1, cores * 4)} (cases run at once)`,
+      )
+    : 1;
 
   const seedP = pick('seed');
   const seed = seedP ? intParam('seed', seedP[1], 0, 0xffffffff, 'an integer in 0..4294967295') : 1;
@@ -290,8 +314,15 @@ async function runCase(c: Case, o: VmallocBenchOptions, filename: string): Promi
   const vm = VmallocSpace.create({ ...config, strategy: c.strategy }, mainDeps());
   const barrierSab = new SharedArrayBuffer(BARRIER_WORDS * 4);
   const windowStart = config.vmallocStart!;
-  const flatTable = c.kpt === 'flat' ? FlatKernelPageTables.createTable((config.vmallocEnd! - windowStart) / PAGE_SIZE) : null;
-  const pool = new Piscina({ filename, minThreads: c.threads, maxThreads: c.threads, concurrentTasksPerWorker: 1, idleTimeout: 60_000 });
+  const flatTable =
+    c.kpt === 'flat' ? FlatKernelPageTables.createTable((config.vmallocEnd! - windowStart) / PAGE_SIZE) : null;
+  const pool = new Piscina({
+    filename,
+    minThreads: c.threads,
+    maxThreads: c.threads,
+    concurrentTasksPerWorker: 1,
+    idleTimeout: 60_000,
+  });
   try {
     const tasks: Promise<VmallocTaskResult>[] = [];
     for (let w = 0; w < c.threads; w++) {
@@ -318,12 +349,16 @@ async function runCase(c: Case, o: VmallocBenchOptions, filename: string): Promi
     const settled = await Promise.allSettled(tasks);
     const bad = settled.find((s): s is PromiseRejectedResult => s.status === 'rejected');
     if (bad) {
-      throw new Error(`vmalloc bench: ${c.test.name}, ${c.threads} thread(s), ${c.strategy}, ${c.kpt} kpt: ${(bad.reason as Error)?.message ?? bad.reason}`);
+      throw new Error(
+        `vmalloc bench: ${c.test.name}, ${c.threads} thread(s), ${c.strategy}, ${c.kpt} kpt: ${(bad.reason as Error)?.message ?? bad.reason}`,
+      );
     }
     const workers = settled.map((s) => (s as PromiseFulfilledResult<VmallocTaskResult>).value);
     const problems = vm.checkInvariants();
     if (problems.length > 0) {
-      throw new Error(`vmalloc bench: ${c.test.name} left the vmap layer inconsistent: ${problems.slice(0, 3).join('; ')}`);
+      throw new Error(
+        `vmalloc bench: ${c.test.name} left the vmap layer inconsistent: ${problems.slice(0, 3).join('; ')}`,
+      );
     }
     const st = vm.stats();
     return { c, workers, purges: st.purges, flushes: st.flushes };
@@ -382,7 +417,9 @@ export async function vmallocSuite(opts: SuiteOptions = {}): Promise<Row[]> {
     while (next < cases.length) {
       const i = next++;
       const c = cases[i]!;
-      say(`${c.test.name}, ${c.threads} thread${c.threads > 1 ? 's' : ''}, ${seriesOf(c, o)} (case ${done + 1}/${cases.length})`);
+      say(
+        `${c.test.name}, ${c.threads} thread${c.threads > 1 ? 's' : ''}, ${seriesOf(c, o)} (case ${done + 1}/${cases.length})`,
+      );
       results[i] = await runCase(c, o, filename);
       done++;
     }
@@ -397,7 +434,8 @@ export async function vmallocSuite(opts: SuiteOptions = {}): Promise<Row[]> {
         `${c.threads} thread${c.threads > 1 ? 's' : ''}${c.threads > 1 ? `, worker ${w.worker}` : ''}`;
       let note = `${fmtNs(w.nsPerIteration)} ns/iteration`;
       if (w.failed > 0) note += `; passed ${w.passed} failed ${w.failed}: ${w.errors[0] ?? ''}`;
-      if (w.worker === 0) note += `; ${purges} purge${purges === 1 ? '' : 's'}, ${flushes} flush${flushes === 1 ? '' : 'es'}`;
+      if (w.worker === 0)
+        note += `; ${purges} purge${purges === 1 ? '' : 's'}, ${flushes} flush${flushes === 1 ? '' : 'es'}`;
       rows.push({
         case: label,
         value: w.usecPerTest,

@@ -25,11 +25,18 @@ const DIR_BLOCKS = [4096, 16384, 65536];
 
 export const VUNMAP_PARAMS = { cycles: 'value', vcpus: 'value' } as const;
 
-function intParam(p: Readonly<Record<string, string>> | undefined, name: string, dflt: number, lo: number, hi: number): number {
+function intParam(
+  p: Readonly<Record<string, string>> | undefined,
+  name: string,
+  dflt: number,
+  lo: number,
+  hi: number,
+): number {
   const v = p?.[name];
   if (v === undefined) return dflt;
   const n = Number(v);
-  if (!Number.isInteger(n) || n < lo || n > hi) throw new RangeError(`vunmap: --${name} must be an integer in ${lo}..${hi}, got "${v}"`);
+  if (!Number.isInteger(n) || n < lo || n > hi)
+    throw new RangeError(`vunmap: --${name} must be an integer in ${lo}..${hi}, got "${v}"`);
   return n;
 }
 
@@ -56,10 +63,16 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
       say(`cycle: ${strategy}, ${v} vCPU${v > 1 ? 's' : ''}`);
       // Each vCPU warms up (JIT, first touches) before its timed loop, in the same run.
       const { summary: s } = await runOnce({
-        ...DEFAULT_RUN, workload: 'vmap-cycle', strategy, vcpus: v, sched: 'parallel', memoryBytes: 256 * MiB,
-        ops: cycles * v, workloadOptions: { warmup: Math.max(500, Math.floor(cycles / 2)) },
+        ...DEFAULT_RUN,
+        workload: 'vmap-cycle',
+        strategy,
+        vcpus: v,
+        sched: 'parallel',
+        memoryBytes: 256 * MiB,
+        ops: cycles * v,
+        workloadOptions: { warmup: Math.max(500, Math.floor(cycles / 2)) },
       });
-      const ns = s.workloadStats!['nsPerStepPerCpu']!;
+      const ns = s.workloadStats!.nsPerStepPerCpu!;
       nsPerCycle.set(`${strategy}/${v}`, ns);
       rows.push({
         case: `cycle ${strategy.padEnd(13)} ${v} vCPU`,
@@ -95,15 +108,22 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
       for (const strategy of STRATEGIES as readonly Strategy[]) {
         say(`dirscan: ${strategy}, ${v} vCPU, ${dirBlockBytes / 1024} KiB blocks`);
         const { summary: s } = await runOnce({
-          ...DEFAULT_RUN, workload: 'xfs-dirscan', strategy, vcpus: v, sched: 'parallel', dirBlockBytes,
-          ops: (quick ? 500 : 1500) * v, memoryBytes: 256 * MiB,
+          ...DEFAULT_RUN,
+          workload: 'xfs-dirscan',
+          strategy,
+          vcpus: v,
+          sched: 'parallel',
+          dirBlockBytes,
+          ops: (quick ? 500 : 1500) * v,
+          memoryBytes: 256 * MiB,
         });
-        const perSec = s.ops / (s.workloadStats!['loopMs']! / 1000);
+        const perSec = s.ops / (s.workloadStats!.loopMs! / 1000);
         rows.push({
           case: `dirscan ${strategy.padEnd(13)} ${v} vCPU ${String(dirBlockBytes / 1024).padStart(2)} KiB`,
           value: perSec,
           unit: 'ops/s',
-          note: `refused pins ${s.rejected.total}; ${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ` +
+          note:
+            `refused pins ${s.rejected.total}; ${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ` +
             `${(s.hypercalls / s.ops).toFixed(1)} hypercalls per op; lazy peak ${s.lazyPeakPages} pages`,
           series: strategy,
           group: `xfs-dirscan, ${dirBlockBytes / 1024} KiB blocks`,

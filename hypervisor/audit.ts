@@ -9,8 +9,16 @@
  * reference twin is only worth something if it is independent.
  */
 import {
-  DOMID_INVALID, DOMID_XEN, PGT_pae_xen_l2, PGT_pinned, PGT_type_mask, PGT_validated,
-  PGT_writable_page, _PAGE_PRESENT, _PAGE_RW, PGT_NAMES,
+  DOMID_INVALID,
+  DOMID_XEN,
+  PGT_pae_xen_l2,
+  PGT_pinned,
+  PGT_type_mask,
+  PGT_validated,
+  PGT_writable_page,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  PGT_NAMES,
 } from '../src/abi.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/layout.js';
 import type { Hv } from './hv.js';
@@ -33,7 +41,10 @@ export function audit(hv: Hv): AuditReport {
   };
   const holdType = (mfn: number, type: number, why: string): void => {
     if (expType[mfn] !== 0 && expType[mfn] !== type) {
-      report(mfn, `held as ${PGT_NAMES[(type & PGT_type_mask) >>> 0]} by ${why} but also as ${PGT_NAMES[(expType[mfn]! & PGT_type_mask) >>> 0]}`);
+      report(
+        mfn,
+        `held as ${PGT_NAMES[(type & PGT_type_mask) >>> 0]} by ${why} but also as ${PGT_NAMES[(expType[mfn]! & PGT_type_mask) >>> 0]}`,
+      );
     }
     expType[mfn] = type;
     expTypeCount[mfn]!++;
@@ -66,7 +77,7 @@ export function audit(hv: Hv): AuditReport {
     const entries = hv.paging === 'pae' && level === 3 ? 4 : 512;
     for (let i = 0; i < entries; i++) {
       if (level === 4 && i >= XEN_L4_FIRST && i <= XEN_L4_LAST) continue;
-      if (level === 2 && (x & PGT_pae_xen_l2) && i >= PAE_XEN_L2_FIRST) continue;
+      if (level === 2 && x & PGT_pae_xen_l2 && i >= PAE_XEN_L2_FIRST) continue;
       const lo = m[t * 1024 + 2 * i]!;
       if ((lo & _PAGE_PRESENT) === 0) continue;
       const hi = m[t * 1024 + 2 * i + 1]!;
@@ -77,7 +88,10 @@ export function audit(hv: Hv): AuditReport {
         continue;
       }
       if (ft.owner[target] !== owner) {
-        report(t, `slot ${i} of d${owner}'s L${level} maps mfn ${target.toString(16)} owned by ${ownerName(ft.owner[target]!)}`);
+        report(
+          t,
+          `slot ${i} of d${owner}'s L${level} maps mfn ${target.toString(16)} owned by ${ownerName(ft.owner[target]!)}`,
+        );
         isolationViolations++;
       }
       if (level === 1) {
@@ -97,7 +111,11 @@ export function audit(hv: Hv): AuditReport {
       const targetType = (ft.typeHi[target]! & PGT_type_mask) >>> 0;
       if (targetType === (x & PGT_type_mask) >>> 0) {
         // A linear entry holds the target as whatever table it already is.
-        holdType(target, (targetType | (ft.typeHi[target]! & PGT_pae_xen_l2)) >>> 0, `linear entry ${i} of L${level} ${t.toString(16)}`);
+        holdType(
+          target,
+          (targetType | (ft.typeHi[target]! & PGT_pae_xen_l2)) >>> 0,
+          `linear entry ${i} of L${level} ${t.toString(16)}`,
+        );
         expLinear[target]!++;
         expLinear[t]!--;
       } else {
@@ -111,7 +129,8 @@ export function audit(hv: Hv): AuditReport {
   for (let mfn = 0; mfn < n; mfn++) {
     const owner = ft.owner[mfn]!;
     if (owner === DOMID_INVALID) {
-      if (ft.count[mfn] !== 0 || ft.typeCount[mfn] !== 0) report(mfn, `free frame has count ${ft.count[mfn]} typecount ${ft.typeCount[mfn]}`);
+      if (ft.count[mfn] !== 0 || ft.typeCount[mfn] !== 0)
+        report(mfn, `free frame has count ${ft.count[mfn]} typecount ${ft.typeCount[mfn]}`);
       continue;
     }
     if (owner === DOMID_XEN) continue;
@@ -120,11 +139,14 @@ export function audit(hv: Hv): AuditReport {
     }
     const tc = ft.typeCount[mfn]!;
     if (tc !== expTypeCount[mfn]) {
-      report(mfn, `type count ${tc} (${PGT_NAMES[(ft.typeHi[mfn]! & PGT_type_mask) >>> 0]}) but ${expTypeCount[mfn]} type holders`);
+      report(
+        mfn,
+        `type count ${tc} (${PGT_NAMES[(ft.typeHi[mfn]! & PGT_type_mask) >>> 0]}) but ${expTypeCount[mfn]} type holders`,
+      );
     } else if (tc > 0) {
       const have = (ft.typeHi[mfn]! & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0;
       const want = expType[mfn]!;
-      if ((have >>> 0) !== (want >>> 0)) {
+      if (have >>> 0 !== want >>> 0) {
         report(mfn, `type ${ft.typeHi[mfn]!.toString(16)} but holders want ${want.toString(16)}`);
       }
       if ((ft.typeHi[mfn]! & PGT_validated) === 0) report(mfn, `type count ${tc} but not validated`);

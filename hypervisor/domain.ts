@@ -14,8 +14,14 @@
  * allocation itself) and returns every frame to the heap with zero counts.
  */
 import {
-  _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, PGT_pinned, pgtForLevel,
-  levelOfType, PGT_validated,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  PGT_pinned,
+  pgtForLevel,
+  levelOfType,
+  PGT_validated,
 } from '../src/abi.js';
 import { MAX_VCPUS_PER_DOMAIN, S_RUNSTATE, S_STATE, SLOT_IDLE, slotBase, vaIndex } from '../src/layout.js';
 import { pteHi, pteLo } from '../src/pte.js';
@@ -34,7 +40,9 @@ export function validateDomainConfig(hv: Hv, cfg: DomainConfig): void {
     throw new RangeError(`domain "${cfg.name}": frames must be an integer >= 64, got ${cfg.frames}`);
   }
   if (!Number.isInteger(cfg.vcpus) || cfg.vcpus < 1 || cfg.vcpus > MAX_VCPUS_PER_DOMAIN) {
-    throw new RangeError(`domain "${cfg.name}": vcpus must be an integer in 1..${MAX_VCPUS_PER_DOMAIN}, got ${cfg.vcpus}`);
+    throw new RangeError(
+      `domain "${cfg.name}": vcpus must be an integer in 1..${MAX_VCPUS_PER_DOMAIN}, got ${cfg.vcpus}`,
+    );
   }
   if (cfg.lowmemFrames !== undefined && (!Number.isInteger(cfg.lowmemFrames) || cfg.lowmemFrames < 64)) {
     throw new RangeError(`domain "${cfg.name}": lowmemFrames must be an integer >= 64, got ${cfg.lowmemFrames}`);
@@ -71,7 +79,9 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
     if (hv.slotDomain[s] === -1) freeSlots.push(s);
   }
   if (freeSlots.length < cfg.vcpus) {
-    throw new RangeError(`domain "${cfg.name}" wants ${cfg.vcpus} vCPUs but only ${freeSlots.length} vCPU slots are free`);
+    throw new RangeError(
+      `domain "${cfg.name}" wants ${cfg.vcpus} vCPUs but only ${freeSlots.length} vCPU slots are free`,
+    );
   }
 
   const domid = hv.nextDomid++;
@@ -126,7 +136,8 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
     const flags = isPt(pfn) ? _PAGE_PRESENT | _PAGE_ACCESSED : PT_FLAGS;
     setEntry(table, vaIndex(va, 1), d.p2m[pfn]!, flags);
   }
-  if (nextPt - ptFirst > nrPt) throw new Error(`domain builder used ${nextPt - ptFirst} page-table frames, planned ${nrPt}`);
+  if (nextPt - ptFirst > nrPt)
+    throw new Error(`domain builder used ${nextPt - ptFirst} page-table frames, planned ${nrPt}`);
 
   // Pin the root (validating the whole tree) and install it on every vCPU.
   const ctx = { d, slot: -1 };

@@ -94,7 +94,9 @@ export class Hv {
     this.levels = this.layout.levels;
     this.rootLevel = this.levels;
     if (opts.mem.byteLength < opts.frames * 4096) {
-      throw new RangeError(`machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * 4096}`);
+      throw new RangeError(
+        `machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * 4096}`,
+      );
     }
     this.mem = opts.mem;
     this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * 1024);

@@ -8,27 +8,61 @@
  * and report how many requests were done through *pdone.
  */
 import {
-  DOMID_SELF, EACCES, EFAULT, EINVAL, ENOSYS, EOPNOTSUPP, EPERM, ESRCH,
-  MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_NO_TRANSLATE, MMU_PT_UPDATE_PRESERVE_AD,
-  MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE, MMUEXT_FLUSH_CACHE, MMUEXT_FLUSH_CACHE_GLOBAL,
-  MMUEXT_INVLPG_ALL, MMUEXT_INVLPG_LOCAL, MMUEXT_INVLPG_MULTI, MMUEXT_MARK_SUPER,
-  MMUEXT_NEW_BASEPTR, MMUEXT_NEW_USER_BASEPTR, MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE,
-  MMUEXT_PIN_L3_TABLE, MMUEXT_PIN_L4_TABLE, MMUEXT_SET_LDT, MMUEXT_TLB_FLUSH_ALL,
-  MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_TLB_FLUSH_MULTI, MMUEXT_UNMARK_SUPER, MMUEXT_UNPIN_TABLE,
-  PGT_pinned, PGT_type_mask, PGT_validated, PGT_writable_page,
-  UVMF_ALL, UVMF_FLUSHTYPE_MASK, UVMF_INVLPG, UVMF_LOCAL, UVMF_NONE, UVMF_TLB_FLUSH,
-  _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_PSE, levelOfType, pgtForLevel,
+  DOMID_SELF,
+  EACCES,
+  EFAULT,
+  EINVAL,
+  ENOSYS,
+  EOPNOTSUPP,
+  EPERM,
+  ESRCH,
+  MMU_MACHPHYS_UPDATE,
+  MMU_NORMAL_PT_UPDATE,
+  MMU_PT_UPDATE_NO_TRANSLATE,
+  MMU_PT_UPDATE_PRESERVE_AD,
+  MMUEXT_CLEAR_PAGE,
+  MMUEXT_COPY_PAGE,
+  MMUEXT_FLUSH_CACHE,
+  MMUEXT_FLUSH_CACHE_GLOBAL,
+  MMUEXT_INVLPG_ALL,
+  MMUEXT_INVLPG_LOCAL,
+  MMUEXT_INVLPG_MULTI,
+  MMUEXT_MARK_SUPER,
+  MMUEXT_NEW_BASEPTR,
+  MMUEXT_NEW_USER_BASEPTR,
+  MMUEXT_PIN_L1_TABLE,
+  MMUEXT_PIN_L2_TABLE,
+  MMUEXT_PIN_L3_TABLE,
+  MMUEXT_PIN_L4_TABLE,
+  MMUEXT_SET_LDT,
+  MMUEXT_TLB_FLUSH_ALL,
+  MMUEXT_TLB_FLUSH_LOCAL,
+  MMUEXT_TLB_FLUSH_MULTI,
+  MMUEXT_UNMARK_SUPER,
+  MMUEXT_UNPIN_TABLE,
+  PGT_pinned,
+  PGT_type_mask,
+  PGT_validated,
+  PGT_writable_page,
+  UVMF_ALL,
+  UVMF_FLUSHTYPE_MASK,
+  UVMF_INVLPG,
+  UVMF_LOCAL,
+  UVMF_NONE,
+  UVMF_TLB_FLUSH,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_PSE,
+  levelOfType,
+  pgtForLevel,
 } from '../src/abi.js';
-import {
-  GUEST_HANDLE_NULL, MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_DATA_WORDS, vaIndex,
-} from '../src/layout.js';
+import { GUEST_HANDLE_NULL, MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_DATA_WORDS, vaIndex } from '../src/layout.js';
 import { flushDomain, flushDomainMask, flushTlbSlots } from './flush.js';
 import type { Hv, Vcpu } from './hv.js';
 import { hx } from './log.js';
 import { modEntry } from './mod-entry.js';
-import {
-  type Ctx, entryMfn, getPageAndType, getPageType, putPageAndType, putPageType,
-} from './page-type.js';
+import { type Ctx, entryMfn, getPageAndType, getPageType, putPageAndType, putPageType } from './page-type.js';
 
 /** Where a hypercall is being served: the domain, the vCPU and its data area. */
 export interface CallCtx extends Ctx {
@@ -270,7 +304,7 @@ function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
       hv.console.gdprintk('superpage', 'PV superpages are not supported');
       return -EOPNOTSUPP;
     default:
-      hv.console.gdprintk('bad_mmuext_cmd', `Invalid extended pt command ${'0x' + hx(cmd)}`);
+      hv.console.gdprintk('bad_mmuext_cmd', `Invalid extended pt command ${`0x${hx(cmd)}`}`);
       return -ENOSYS;
   }
 }
@@ -327,8 +361,11 @@ function newGuestCr3(hv: Hv, c: CallCtx, mfn: number, user: boolean): number {
   if (mfn !== old) {
     const rc = getPageAndType(hv, c, mfn, pgtForLevel(hv.rootLevel), c.d.domid);
     if (rc !== 0) {
-      hv.console.gdprintk(user ? 'user_baseptr_error' : 'baseptr_error',
-        user ? `Error while installing new user baseptr ${hx(mfn)}` : `Error while installing new baseptr ${hx(mfn)}`, mfn);
+      hv.console.gdprintk(
+        user ? 'user_baseptr_error' : 'baseptr_error',
+        user ? `Error while installing new user baseptr ${hx(mfn)}` : `Error while installing new baseptr ${hx(mfn)}`,
+        mfn,
+      );
       return rc;
     }
     if (user) v.userCr3 = mfn;

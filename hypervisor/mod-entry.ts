@@ -9,17 +9,24 @@ import { EINVAL, EPERM, _PAGE_PRESENT } from '../src/abi.js';
 import type { Hv } from './hv.js';
 import {
   type Ctx,
-  FASTPATH_FLAG_WHITELIST_HI, FASTPATH_FLAG_WHITELIST_LO, L1_DISALLOW_LO, LN_DISALLOW_LO,
-  adjustedHi, adjustedLo, getPageFromL1e, getPageFromLne, isGuestSlot, l1DisallowHi,
-  putPageFromL1e, putPageFromLne,
+  FASTPATH_FLAG_WHITELIST_HI,
+  FASTPATH_FLAG_WHITELIST_LO,
+  L1_DISALLOW_LO,
+  LN_DISALLOW_LO,
+  adjustedHi,
+  adjustedLo,
+  getPageFromL1e,
+  getPageFromLne,
+  isGuestSlot,
+  l1DisallowHi,
+  putPageFromL1e,
+  putPageFromLne,
 } from './page-type.js';
 import { hx } from './log.js';
 
 /** Do old and new differ in more than the fast-path flags? (address, P, RW, PSE, ...) */
 function hasChanged(olo: number, ohi: number, nlo: number, nhi: number): boolean {
-  return (
-    (((olo ^ nlo) & ~FASTPATH_FLAG_WHITELIST_LO) | ((ohi ^ nhi) & ~FASTPATH_FLAG_WHITELIST_HI)) !== 0
-  );
+  return (((olo ^ nlo) & ~FASTPATH_FLAG_WHITELIST_LO) | ((ohi ^ nhi) & ~FASTPATH_FLAG_WHITELIST_HI)) !== 0;
 }
 
 /**
@@ -28,7 +35,14 @@ function hasChanged(olo: number, ohi: number, nlo: number, nhi: number): boolean
  * Returns 0 or -errno; sets hv's "wroteUpper" through the return of modUpperLevel.
  */
 export function modEntry(
-  hv: Hv, ctx: Ctx, mfn: number, level: number, typeHi: number, i: number, lo: number, hi: number,
+  hv: Hv,
+  ctx: Ctx,
+  mfn: number,
+  level: number,
+  typeHi: number,
+  i: number,
+  lo: number,
+  hi: number,
 ): number {
   const word = mfn * 1024 + 2 * i;
   const m = hv.mem32;
@@ -63,7 +77,11 @@ export function modEntry(
 
   // L2..L4.
   if (!isGuestSlot(hv, level, typeHi, i)) {
-    hv.console.gdprintk(level === 4 ? 'xen_l4_slot' : 'xen_l2_slot', `L${level} update in Xen-private area, slot ${'0x' + hx(i)}`, mfn);
+    hv.console.gdprintk(
+      level === 4 ? 'xen_l4_slot' : 'xen_l2_slot',
+      `L${level} update in Xen-private area, slot ${`0x${hx(i)}`}`,
+      mfn,
+    );
     return level === 4 ? -EINVAL : -EPERM;
   }
   if (level === 3 && hv.paging === 'pae' && i >= 3) {

@@ -7,12 +7,29 @@
  * promote took before the failing entry is released again, in reverse order.
  */
 import {
-  EBUSY, EINVAL, EPERM,
-  PGT_l1_page_table, PGT_pae_xen_l2, PGT_pinned, PGT_type_mask, PGT_validated,
-  PGT_writable_page, PGT_shared_page,
-  _PAGE_ACCESSED, _PAGE_GLOBAL, _PAGE_PAT, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_PWT,
-  _PAGE_RW, _PAGE_USER, _PAGE_GUEST_KERNEL_HI, _PAGE_RESERVED_HI,
-  levelOfType, pgtForLevel,
+  EBUSY,
+  EINVAL,
+  EPERM,
+  PGT_l1_page_table,
+  PGT_pae_xen_l2,
+  PGT_pinned,
+  PGT_type_mask,
+  PGT_validated,
+  PGT_writable_page,
+  PGT_shared_page,
+  _PAGE_ACCESSED,
+  _PAGE_GLOBAL,
+  _PAGE_PAT,
+  _PAGE_PCD,
+  _PAGE_PRESENT,
+  _PAGE_PSE,
+  _PAGE_PWT,
+  _PAGE_RW,
+  _PAGE_USER,
+  _PAGE_GUEST_KERNEL_HI,
+  _PAGE_RESERVED_HI,
+  levelOfType,
+  pgtForLevel,
 } from '../src/abi.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/layout.js';
 import { hex64 } from '../src/pte.js';
@@ -55,7 +72,7 @@ export function tableEntries(hv: Hv, level: number): number {
 }
 
 /** Is slot `i` of a table of this level and type the guest's (not Xen's)? */
-export function isGuestSlot(hv: Hv, level: number, typeHi: number, i: number): boolean {
+export function isGuestSlot(_hv: Hv, level: number, typeHi: number, i: number): boolean {
   if (level === 4) return i < XEN_L4_FIRST || i > XEN_L4_LAST;
   if (level === 2 && (typeHi & PGT_pae_xen_l2) !== 0) return i < PAE_XEN_L2_FIRST;
   return true;
@@ -82,7 +99,7 @@ export function getPageType(hv: Hv, ctx: Ctx, mfn: number, type: number): number
   const want = (type & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0;
   if (count === 0) {
     // typeref 0 -> 1: the type may change.
-    if (((x & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0) !== (want >>> 0) && (x & PGT_type_mask) !== 0) {
+    if ((x & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0 !== want >>> 0 && (x & PGT_type_mask) !== 0) {
       flushForTypeChange(hv, ctx.d, mfn, ctx.slot);
     }
     const keepPinned = x & PGT_pinned;
@@ -108,7 +125,7 @@ export function getPageType(hv: Hv, ctx: Ctx, mfn: number, type: number): number
     ft.typeHi[mfn] = (ft.typeHi[mfn]! | PGT_validated) >>> 0;
     return 0;
   }
-  if (((x & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0) !== (want >>> 0)) {
+  if ((x & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0 !== want >>> 0) {
     // Probing an L2 as an L1 is how linear tables are tried: Xen stays quiet there.
     if ((x & PGT_type_mask) >>> 0 !== 0x40000000 || want !== PGT_l1_page_table) {
       hv.console.gdprintk(
@@ -172,7 +189,10 @@ export function getPageFromL1e(hv: Hv, ctx: Ctx, lo: number, hi: number): number
   if ((lo & _PAGE_PRESENT) === 0) return 0;
   const d = ctx.d;
   if ((lo & L1_DISALLOW_LO) !== 0 || (hi & l1DisallowHi(hv)) !== 0) {
-    hv.console.gdprintk('bad_l1_flags', `Bad L1 flags ${hx((lo & L1_DISALLOW_LO) | ((hi & l1DisallowHi(hv)) >>> 20 << 12))}`);
+    hv.console.gdprintk(
+      'bad_l1_flags',
+      `Bad L1 flags ${hx((lo & L1_DISALLOW_LO) | (((hi & l1DisallowHi(hv)) >>> 20) << 12))}`,
+    );
     return -EINVAL;
   }
   const mfn = entryMfn(lo, hi);
@@ -223,7 +243,13 @@ export function putPageFromL1e(hv: Hv, lo: number, hi: number): void {
  * `container` is the table the entry lives in; `slot` its index (for the pae L3 slot 3).
  */
 export function getPageFromLne(
-  hv: Hv, ctx: Ctx, level: number, lo: number, hi: number, container: number, slot: number,
+  hv: Hv,
+  ctx: Ctx,
+  level: number,
+  lo: number,
+  hi: number,
+  container: number,
+  slot: number,
 ): number {
   if ((lo & _PAGE_PRESENT) === 0) return 0;
   const bad = (lo & LN_DISALLOW_LO) | (hi & _PAGE_RESERVED_HI ? 0x800 : 0);
@@ -259,7 +285,11 @@ function getLinearPagetable(hv: Hv, ctx: Ctx, level: number, lo: number, target:
   // XSA-240: the container must not itself be a linear target, the target must not
   // itself contain linear entries.
   if (ft.linear[container]! > 0 || ft.linear[target]! < 0) {
-    hv.console.gdprintk('linear_bad', `Attempt to create linear p.t. chain (mfn ${hx(container)} -> ${hx(target)})`, target);
+    hv.console.gdprintk(
+      'linear_bad',
+      `Attempt to create linear p.t. chain (mfn ${hx(container)} -> ${hx(target)})`,
+      target,
+    );
     return false;
   }
   if (!ft.getPage(target, ctx.d.domid)) return false;
@@ -322,7 +352,7 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
     }
   }
   if (rc === 0) return 0;
-  hv.console.gdprintk('promote_failure', `Failure ${rc} in promote_l${level}_table: slot ${'0x' + hx(i)}`, mfn);
+  hv.console.gdprintk('promote_failure', `Failure ${rc} in promote_l${level}_table: slot ${`0x${hx(i)}`}`, mfn);
   while (i-- > 0) {
     if (!isGuestSlot(hv, level, typeHi, i)) continue;
     const lo = m[base + 2 * i]!;
@@ -381,4 +411,3 @@ export function adjustedHi(hv: Hv, level: number, lo: number, hi: number): numbe
   if (hv.paging !== 'x86_64' || level !== 1 || (lo & _PAGE_PRESENT) === 0 || (lo & _PAGE_USER) !== 0) return hi;
   return (hi | _PAGE_GUEST_KERNEL_HI) >>> 0;
 }
-

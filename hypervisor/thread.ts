@@ -73,7 +73,7 @@ const DOORBELL_SPINS = 2000;
  * 50). Measured with `pvmmu run vmap-cycle --vcpus 1 --sched parallel`: 70 us per cycle
  * with the 2000-load spin alone (every hypercall paid a futex wake), see the README.
  */
-const DOORBELL_SPIN_US = Number(process.env['PVMMU_HV_SPIN_US'] ?? 50);
+const DOORBELL_SPIN_US = Number(process.env.PVMMU_HV_SPIN_US ?? 50);
 
 function errorReply(id: number, e: unknown): XenControlReply {
   const err = e instanceof Error ? e : new Error(String(e));

@@ -7,13 +7,35 @@
  * Hypercalls are served one at a time, so none is ever seen half-applied.
  */
 import {
-  EINVAL, ENOSYS, ESRCH, HYPERCALL_NAMES, type PagingMode, rcName,
-  __HYPERVISOR_mmu_update, __HYPERVISOR_mmuext_op, __HYPERVISOR_multicall,
-  __HYPERVISOR_sched_op, __HYPERVISOR_update_va_mapping, EFAULT,
+  EINVAL,
+  ENOSYS,
+  ESRCH,
+  HYPERCALL_NAMES,
+  type PagingMode,
+  rcName,
+  __HYPERVISOR_mmu_update,
+  __HYPERVISOR_mmuext_op,
+  __HYPERVISOR_multicall,
+  __HYPERVISOR_sched_op,
+  __HYPERVISOR_update_va_mapping,
+  EFAULT,
 } from '../src/abi.js';
 import {
-  MC_ARGS, MC_ENTRY_WORDS, MC_OP, MC_RESULT, S_ARGS, S_DATA_WORDS, S_HEADER_WORDS, S_OP, S_RESULT,
-  S_STATE, SLOT_DONE, SLOT_REQUEST, T_MAX_SLOTS, slotBase, transportBytes,
+  MC_ARGS,
+  MC_ENTRY_WORDS,
+  MC_OP,
+  MC_RESULT,
+  S_ARGS,
+  S_DATA_WORDS,
+  S_HEADER_WORDS,
+  S_OP,
+  S_RESULT,
+  S_STATE,
+  SLOT_DONE,
+  SLOT_REQUEST,
+  T_MAX_SLOTS,
+  slotBase,
+  transportBytes,
 } from '../src/layout.js';
 import { audit } from './audit.js';
 import { createDomain, destroyDomain } from './domain.js';
@@ -35,7 +57,9 @@ export class Xen {
 
   constructor(opts: XenOptions) {
     if (opts.transport.byteLength < transportBytes(opts.maxSlots)) {
-      throw new RangeError(`transport holds ${opts.transport.byteLength} bytes; ${opts.maxSlots} slots need ${transportBytes(opts.maxSlots)}`);
+      throw new RangeError(
+        `transport holds ${opts.transport.byteLength} bytes; ${opts.maxSlots} slots need ${transportBytes(opts.maxSlots)}`,
+      );
     }
     this.#hv = new Hv(opts);
     Atomics.store(this.#hv.transport, T_MAX_SLOTS, opts.maxSlots);
@@ -113,7 +137,13 @@ export class Xen {
   frameInfo(mfn: number): { owner: number; count: number; typeHi: number; typeCount: number; pfn: number } | null {
     const ft = this.#hv.ft;
     if (!ft.mfnValid(mfn)) return null;
-    return { owner: ft.owner[mfn]!, count: ft.count[mfn]!, typeHi: ft.typeHi[mfn]!, typeCount: ft.typeCount[mfn]!, pfn: ft.m2p[mfn]! };
+    return {
+      owner: ft.owner[mfn]!,
+      count: ft.count[mfn]!,
+      typeHi: ft.typeHi[mfn]!,
+      typeCount: ft.typeCount[mfn]!,
+      pfn: ft.m2p[mfn]!,
+    };
   }
 
   /** The vCPU's current base pointer (mfn), or -1. */

@@ -57,8 +57,19 @@ export const ENOSYS = 38; /** unknown hypercall or command */
 export const EOPNOTSUPP = 95; /** PV superpages were removed */
 
 export const ERRNO_NAMES: Readonly<Record<number, string>> = {
-  1: 'EPERM', 2: 'ENOENT', 3: 'ESRCH', 4: 'EINTR', 11: 'EAGAIN', 12: 'ENOMEM', 13: 'EACCES',
-  14: 'EFAULT', 16: 'EBUSY', 22: 'EINVAL', 34: 'ERANGE', 38: 'ENOSYS', 95: 'EOPNOTSUPP',
+  1: 'EPERM',
+  2: 'ENOENT',
+  3: 'ESRCH',
+  4: 'EINTR',
+  11: 'EAGAIN',
+  12: 'ENOMEM',
+  13: 'EACCES',
+  14: 'EFAULT',
+  16: 'EBUSY',
+  22: 'EINVAL',
+  34: 'ERANGE',
+  38: 'ENOSYS',
+  95: 'EOPNOTSUPP',
 };
 
 export const ERRNO_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(
@@ -102,11 +113,26 @@ export const MMUEXT_MARK_SUPER = 19;
 export const MMUEXT_UNMARK_SUPER = 20;
 
 export const MMUEXT_NAMES: Readonly<Record<number, string>> = {
-  0: 'pin_l1_table', 1: 'pin_l2_table', 2: 'pin_l3_table', 3: 'pin_l4_table',
-  4: 'unpin_table', 5: 'new_baseptr', 6: 'tlb_flush_local', 7: 'invlpg_local',
-  8: 'tlb_flush_multi', 9: 'invlpg_multi', 10: 'tlb_flush_all', 11: 'invlpg_all',
-  12: 'flush_cache', 13: 'set_ldt', 15: 'new_user_baseptr', 16: 'clear_page',
-  17: 'copy_page', 18: 'flush_cache_global', 19: 'mark_super', 20: 'unmark_super',
+  0: 'pin_l1_table',
+  1: 'pin_l2_table',
+  2: 'pin_l3_table',
+  3: 'pin_l4_table',
+  4: 'unpin_table',
+  5: 'new_baseptr',
+  6: 'tlb_flush_local',
+  7: 'invlpg_local',
+  8: 'tlb_flush_multi',
+  9: 'invlpg_multi',
+  10: 'tlb_flush_all',
+  11: 'invlpg_all',
+  12: 'flush_cache',
+  13: 'set_ldt',
+  15: 'new_user_baseptr',
+  16: 'clear_page',
+  17: 'copy_page',
+  18: 'flush_cache_global',
+  19: 'mark_super',
+  20: 'unmark_super',
 };
 
 export const MMUEXT_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(
@@ -151,8 +177,16 @@ export const PTE_ADDR_HI = 0x000fffff;
 export const PTE_FLAGS_LO = 0x00000fff;
 
 export const PTE_FLAG_NAMES: Readonly<Record<string, number>> = {
-  P: _PAGE_PRESENT, RW: _PAGE_RW, US: _PAGE_USER, PWT: _PAGE_PWT, PCD: _PAGE_PCD,
-  A: _PAGE_ACCESSED, D: _PAGE_DIRTY, PSE: _PAGE_PSE, PAT: _PAGE_PAT, G: _PAGE_GLOBAL,
+  P: _PAGE_PRESENT,
+  RW: _PAGE_RW,
+  US: _PAGE_USER,
+  PWT: _PAGE_PWT,
+  PCD: _PAGE_PCD,
+  A: _PAGE_ACCESSED,
+  D: _PAGE_DIRTY,
+  PSE: _PAGE_PSE,
+  PAT: _PAGE_PAT,
+  G: _PAGE_GLOBAL,
 };
 
 /* ---------------------------------------------------------------- page types */
@@ -177,9 +211,14 @@ export const PGT_pae_xen_l2 = 0x02000000;
 export const PGT_partial = 0x01000000;
 
 export const PGT_NAMES: Readonly<Record<number, string>> = {
-  0x00000000: 'none', 0x20000000: 'l1_page_table', 0x40000000: 'l2_page_table',
-  0x60000000: 'l3_page_table', 0x80000000: 'l4_page_table', 0xa0000000: 'seg_desc_page',
-  0xc0000000: 'shared_page', 0xe0000000: 'writable_page',
+  0: 'none',
+  536870912: 'l1_page_table',
+  1073741824: 'l2_page_table',
+  1610612736: 'l3_page_table',
+  2147483648: 'l4_page_table',
+  2684354560: 'seg_desc_page',
+  3221225472: 'shared_page',
+  3758096384: 'writable_page',
 };
 
 /** PGT_lN_page_table for level 1..4. */

@@ -17,7 +17,6 @@ export { UsageError };
 
 const VERSION = '0.1.0';
 
-
 const commands: Record<string, Command> = {
   script: {
     summary: 'run a scripted guest (raw hypercalls, XTF style) and check its expectations',
@@ -32,7 +31,11 @@ Options:
 
 The format is described in README.md ("Scripted guests"); examples: test/scripts/*.json.`,
     async run(argv) {
-      const { values, positionals } = parseArgs({ args: argv, options: { json: { type: 'boolean' } }, allowPositionals: true });
+      const { values, positionals } = parseArgs({
+        args: argv,
+        options: { json: { type: 'boolean' } },
+        allowPositionals: true,
+      });
       if (positionals.length !== 1) throw new UsageError('script: expected exactly one FILE.json');
       const file = positionals[0]!;
       let text: string;
@@ -43,7 +46,7 @@ The format is described in README.md ("Scripted guests"); examples: test/scripts
       }
       const script = parseScript(text, file);
       const res = await runScript(script);
-      process.stdout.write((values.json ? formatJsonLines(res) : formatText(res)) + '\n');
+      process.stdout.write(`${values.json ? formatJsonLines(res) : formatText(res)}\n`);
       return totals(res).failed === 0 ? 0 : 1;
     },
   },
@@ -59,7 +62,9 @@ page-table rules over Linux-like guest kernels on vCPU worker threads.
 Usage: pvmmu COMMAND [options]     (pvmmu help COMMAND for its options)
 
 Commands:
-${Object.entries(commands).map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`).join('\n')}
+${Object.entries(commands)
+  .map(([n, c]) => `  ${n.padEnd(width)}  ${c.summary}`)
+  .join('\n')}
   ${'help'.padEnd(width)}  this text, or a command's`;
 }
 
@@ -72,16 +77,17 @@ export async function main(argv: string[]): Promise<number> {
       if (!c) throw new UsageError(`no command "${sub}" (commands: ${Object.keys(commands).join(', ')})`);
       process.stdout.write(`Usage: ${c.usage}\n\n${c.help}\n`);
     } else {
-      process.stdout.write(mainHelp() + '\n');
+      process.stdout.write(`${mainHelp()}\n`);
     }
     return 0;
   }
   if (name === '--version' || name === '-V') {
-    process.stdout.write(VERSION + '\n');
+    process.stdout.write(`${VERSION}\n`);
     return 0;
   }
   const cmd = commands[name];
-  if (!cmd) throw new UsageError(`unknown command "${name}" (commands: ${Object.keys(commands).join(', ')}; see pvmmu --help)`);
+  if (!cmd)
+    throw new UsageError(`unknown command "${name}" (commands: ${Object.keys(commands).join(', ')}; see pvmmu --help)`);
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`Usage: ${cmd.usage}\n\n${cmd.help}\n`);
     return 0;
@@ -107,8 +113,12 @@ if (isEntry) {
     },
     (e: unknown) => {
       const err = e as Error;
-      const known = err instanceof UsageError || err instanceof ScriptError || err instanceof TypeError || err instanceof RangeError;
-      process.stderr.write(`pvmmu: ${known ? err.message : err.stack ?? String(err)}\n`);
+      const known =
+        err instanceof UsageError ||
+        err instanceof ScriptError ||
+        err instanceof TypeError ||
+        err instanceof RangeError;
+      process.stderr.write(`pvmmu: ${known ? err.message : (err.stack ?? String(err))}\n`);
       process.exitCode = 2;
     },
   );

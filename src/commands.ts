@@ -50,7 +50,9 @@ const RUN_OPTIONS = {
   'lock-page': { type: 'string' },
 } as const;
 
-type RunValues = { [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string };
+type RunValues = {
+  [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
+};
 
 function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   const base: RunOptions = { ...DEFAULT_RUN, ...(WORKLOAD_DEFAULTS[workload] ?? {}) };
@@ -77,7 +79,8 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
   }
-  if (workload === 'truncate-race' && o.sched !== 'det') throw new UsageError('truncate-race runs under --sched det only');
+  if (workload === 'truncate-race' && o.sched !== 'det')
+    throw new UsageError('truncate-race runs under --sched det only');
   if (values.unenforced && workload !== 'stray-write') {
     throw new UsageError('--unenforced exists only for the stray-write demonstration');
   }
@@ -100,7 +103,7 @@ const STRATEGY_HELP = `Strategies (--strategy):
 
 export const workloadCommands: Record<string, Command> = {};
 
-workloadCommands['run'] = {
+workloadCommands.run = {
   summary: 'run a workload on a guest under the enforcing hypervisor and summarise it',
   usage: `pvmmu run WORKLOAD [options]   (workloads: ${Object.keys(WORKLOADS).join(', ')})`,
   help: `Boots a guest kernel on real vCPU worker threads, runs the workload, then audits the
@@ -108,7 +111,9 @@ hypervisor's frame table and checks that no frame leaked. The summary says wheth
 stray-mapping bug showed up (Xen refusing page-table pins) and what it cost.
 
 Workloads:
-${Object.entries(WORKLOADS).map(([n, w]) => `  ${n.padEnd(13)}  ${w.summary}`).join('\n')}
+${Object.entries(WORKLOADS)
+  .map(([n, w]) => `  ${n.padEnd(13)}  ${w.summary}`)
+  .join('\n')}
 
 Options (defaults in brackets):
   --strategy S       lazy | eager | vmap-pages | unmap-aliases [lazy]
@@ -131,18 +136,19 @@ Options (defaults in brackets):
 ${STRATEGY_HELP}`,
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, options: RUN_OPTIONS, allowPositionals: true });
-    if (positionals.length !== 1) throw new UsageError(`run: expected one WORKLOAD (${Object.keys(WORKLOADS).join(', ')})`);
+    if (positionals.length !== 1)
+      throw new UsageError(`run: expected one WORKLOAD (${Object.keys(WORKLOADS).join(', ')})`);
     const opts = runOptionsFrom(values as RunValues, positionals[0]!);
     const logger = createLogger({ json: values.json === true || !process.stderr.isTTY });
     const { summary: s, xenLog } = await runOnce(opts);
     for (const rec of xenLog) xenLogLine(logger, rec);
     if (values.trace) logger.info({ file: values.trace }, 'trace written (open it in https://ui.perfetto.dev)');
-    process.stdout.write((values.json ? JSON.stringify(summaryJson(s)) : formatSummary(s)) + '\n');
+    process.stdout.write(`${values.json ? JSON.stringify(summaryJson(s)) : formatSummary(s)}\n`);
     return s.auditOk && s.leakedFrames === 0 && s.dataErrors === 0 ? 0 : 1;
   },
 };
 
-workloadCommands['demo'] = {
+workloadCommands.demo = {
   summary: 'the main job: the XFS directory scan under every strategy, side by side',
   usage: 'pvmmu demo [--vcpus N] [--ops N] [--seed N] [--json]',
   help: `Runs xfs-dirscan (large directories with 64 KiB blocks, caches dropped between passes,
@@ -152,7 +158,15 @@ throughput, and the memory lazy mappings held.
 
 ${STRATEGY_HELP}`,
   async run(argv) {
-    const { values } = parseArgs({ args: argv, options: { vcpus: { type: 'string' }, ops: { type: 'string' }, seed: { type: 'string' }, json: { type: 'boolean' } } });
+    const { values } = parseArgs({
+      args: argv,
+      options: {
+        vcpus: { type: 'string' },
+        ops: { type: 'string' },
+        seed: { type: 'string' },
+        json: { type: 'boolean' },
+      },
+    });
     const rows: RunSummary[] = [];
     for (const strategy of STRATEGIES) {
       if (process.stderr.isTTY) process.stderr.write(`\r\x1b[Krunning xfs-dirscan with --strategy ${strategy} ...`);
@@ -160,12 +174,12 @@ ${STRATEGY_HELP}`,
       rows.push((await runOnce(opts)).summary);
     }
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    process.stdout.write((values.json ? JSON.stringify(rows.map(summaryJson), null, 2) : formatComparison(rows)) + '\n');
+    process.stdout.write(`${values.json ? JSON.stringify(rows.map(summaryJson), null, 2) : formatComparison(rows)}\n`);
     return rows.every((r) => r.auditOk && r.leakedFrames === 0 && r.dataErrors === 0) ? 0 : 1;
   },
 };
 
-workloadCommands['bench'] = {
+workloadCommands.bench = {
   summary: 'benchmarks: vunmap batching vs eager unmap, vmalloc, the hypercall transport',
   usage: 'pvmmu bench [SUITE...] [--quick] [--json] [--out DIR] [suite options]',
   help: `Runs the named suites (default: all) on real vCPU worker threads and prints one table per

@@ -15,7 +15,14 @@ export interface GuestCpuStats {
   cpu: number;
   counters: Record<string, number>;
   kpt: { ptesSet: number; batches: number; shootdowns: number; localFlushes: number; failures: number };
-  vmalloc: { vmaps: number; vunmaps: number; lazyPeakPages: number; purges: number; flushes: number; [k: string]: unknown };
+  vmalloc: {
+    vmaps: number;
+    vunmaps: number;
+    lazyPeakPages: number;
+    purges: number;
+    flushes: number;
+    [k: string]: unknown;
+  };
   highmem: Record<string, number> | null;
   freePages: number;
   badPages: number;
@@ -35,7 +42,13 @@ export class Guest {
   /** The kernel's own state words (read-only here: for progress). */
   readonly #kern: Int32Array;
 
-  private constructor(info: DomainInfo, cfg: KernelConfig, vcpus: VcpuHandle[], bootFree: number, shared: KernelShared) {
+  private constructor(
+    info: DomainInfo,
+    cfg: KernelConfig,
+    vcpus: VcpuHandle[],
+    bootFree: number,
+    shared: KernelShared,
+  ) {
     this.info = info;
     this.cfg = cfg;
     this.#vcpus = vcpus;
@@ -49,7 +62,8 @@ export class Guest {
   }
 
   static async boot(machine: Machine, info: DomainInfo, cfg: KernelConfig): Promise<Guest> {
-    if (cfg.vcpus !== info.vcpus) throw new RangeError(`kernel config says ${cfg.vcpus} vCPUs, the domain has ${info.vcpus}`);
+    if (cfg.vcpus !== info.vcpus)
+      throw new RangeError(`kernel config says ${cfg.vcpus} vCPUs, the domain has ${info.vcpus}`);
     const boot = await machine.startVcpu(info, 0, 'kernel', { cfg });
     const shared = await boot.request<KernelShared>({ op: 'shared' });
     const vcpus = [boot];
@@ -63,12 +77,18 @@ export class Guest {
    * set-up and tear-down) and each vCPU's steps and step-loop time.
    */
   async run(
-    workload: string, ops: number, sched: 'parallel' | 'det', seed: number, options: Record<string, unknown> = {},
+    workload: string,
+    ops: number,
+    sched: 'parallel' | 'det',
+    seed: number,
+    options: Record<string, unknown> = {},
   ): Promise<{ wallMs: number; perCpu: Array<{ steps: number; loopNs: number }> }> {
     await this.#vcpus[0]!.request({ op: 'reset-sched' });
     const t0 = performance.now();
     const perCpu = await Promise.all(
-      this.#vcpus.map((h) => h.request<{ steps: number; loopNs: number }>({ op: 'run', workload, ops, sched, seed, options })),
+      this.#vcpus.map((h) =>
+        h.request<{ steps: number; loopNs: number }>({ op: 'run', workload, ops, sched, seed, options }),
+      ),
     );
     return { wallMs: performance.now() - t0, perCpu };
   }
@@ -79,7 +99,13 @@ export class Guest {
 
   /** Each vCPU's trace recording (when booted with cfg.trace). */
   async traces(): Promise<Array<{ buffer: SharedArrayBuffer; names: { names: string[]; argNames: string[] } }>> {
-    const out = await Promise.all(this.#vcpus.map((h) => h.request<{ buffer: SharedArrayBuffer; names: { names: string[]; argNames: string[] } } | null>({ op: 'trace' })));
+    const out = await Promise.all(
+      this.#vcpus.map((h) =>
+        h.request<{ buffer: SharedArrayBuffer; names: { names: string[]; argNames: string[] } } | null>({
+          op: 'trace',
+        }),
+      ),
+    );
     return out.filter((t): t is NonNullable<typeof t> => t !== null);
   }
 

@@ -104,9 +104,9 @@ export interface VirtualLayout {
   /** Highest number of frames the direct map can cover (the rest is highmem in pae). */
   readonly maxLowmemFrames: number;
   readonly vmallocEnd: number;
-  readonly pkmapBase: number; /** 0 when there is no highmem */
+  readonly pkmapBase: number /** 0 when there is no highmem */;
   readonly lastPkmap: number;
-  readonly fixaddrTop: number; /** kmap_atomic slots count down from here; 0 in x86_64 */
+  readonly fixaddrTop: number /** kmap_atomic slots count down from here; 0 in x86_64 */;
   readonly hypervisorVirtStart: number;
   readonly hypervisorVirtEnd: number;
   readonly userEnd: number;
@@ -191,7 +191,7 @@ export function formatKernelVa(va: number, vaBits: number): string {
 /** The printable (sign-extended in x86_64) form of a VA. */
 export function formatVa(va: number, layout: VirtualLayout): string {
   if (layout.vaBits === 48 && va >= 2 ** 47) {
-    return 'ffff' + va.toString(16).padStart(12, '0');
+    return `ffff${va.toString(16).padStart(12, '0')}`;
   }
   return va.toString(16);
 }

@@ -89,11 +89,13 @@ function validateOptions(opts: unknown): Required<MachineOptions> {
       throw new TypeError(`Machine.create: unknown option "${k}"; accepted: ${OPTION_KEYS.join(', ')}`);
     }
   }
-  const paging = o['paging'] ?? DEFAULTS.paging;
+  const paging = o.paging ?? DEFAULTS.paging;
   if (typeof paging !== 'string' || !(PAGING_MODES as readonly string[]).includes(paging)) {
-    throw new TypeError(`paging must be one of ${PAGING_MODES.map((m) => `'${m}'`).join(', ')} (got ${String(paging)})`);
+    throw new TypeError(
+      `paging must be one of ${PAGING_MODES.map((m) => `'${m}'`).join(', ')} (got ${String(paging)})`,
+    );
   }
-  const memoryBytes = o['memoryBytes'] ?? DEFAULTS.memoryBytes;
+  const memoryBytes = o.memoryBytes ?? DEFAULTS.memoryBytes;
   if (typeof memoryBytes !== 'number' || !Number.isInteger(memoryBytes)) {
     throw new TypeError(`memoryBytes must be an integer number of bytes (got ${String(memoryBytes)})`);
   }
@@ -102,21 +104,26 @@ function validateOptions(opts: unknown): Required<MachineOptions> {
       `memoryBytes must be a multiple of ${PAGE_SIZE} from ${MIN_MEMORY} (16 MiB) to ${MAX_MEMORY} (2 GiB) (got ${memoryBytes})`,
     );
   }
-  const maxVcpus = o['maxVcpus'] ?? DEFAULTS.maxVcpus;
+  const maxVcpus = o.maxVcpus ?? DEFAULTS.maxVcpus;
   if (typeof maxVcpus !== 'number' || !Number.isInteger(maxVcpus)) {
     throw new TypeError(`maxVcpus must be an integer (got ${String(maxVcpus)})`);
   }
   if (maxVcpus < 1 || maxVcpus > MAX_SLOTS) {
     throw new RangeError(`maxVcpus must be from 1 to ${MAX_SLOTS} (got ${maxVcpus})`);
   }
-  const enforce = o['enforce'] ?? DEFAULTS.enforce;
+  const enforce = o.enforce ?? DEFAULTS.enforce;
   if (typeof enforce !== 'boolean') throw new TypeError(`enforce must be a boolean (got ${String(enforce)})`);
   return { paging: paging as PagingMode, memoryBytes, maxVcpus, enforce };
 }
 
 /** An Error of the thrower's class (TypeError, RangeError, ...) from a reply. */
 function remoteError(name: string, message: string): Error {
-  const e = name === 'TypeError' ? new TypeError(message) : name === 'RangeError' ? new RangeError(message) : new Error(message);
+  const e =
+    name === 'TypeError'
+      ? new TypeError(message)
+      : name === 'RangeError'
+        ? new RangeError(message)
+        : new Error(message);
   if (e.name !== name) e.name = name;
   return e;
 }
@@ -130,7 +137,10 @@ interface Pending {
 }
 
 /** Settle the request a reply answers (a vCPU's or the hypervisor thread's). */
-function settle(pending: Map<number, Pending>, m: { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string; name: string }): void {
+function settle(
+  pending: Map<number, Pending>,
+  m: { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string; name: string },
+): void {
   const p = pending.get(m.id);
   if (p === undefined) return;
   pending.delete(m.id);
@@ -236,7 +246,13 @@ export class Machine {
   #hvExited = false;
   #shutdown: Promise<void> | undefined;
 
-  private constructor(o: Required<MachineOptions>, hv: Worker, port: MessagePort, mem: SharedArrayBuffer, transport: SharedArrayBuffer) {
+  private constructor(
+    o: Required<MachineOptions>,
+    hv: Worker,
+    port: MessagePort,
+    mem: SharedArrayBuffer,
+    transport: SharedArrayBuffer,
+  ) {
     this.paging = o.paging;
     this.frames = o.memoryBytes / PAGE_SIZE;
     this.enforce = o.enforce;
@@ -308,7 +324,11 @@ export class Machine {
   /** Stop the domain's vCPUs, then destroy it (its frames go back to the heap). */
   destroyDomain(domid: number): Promise<void> {
     if (!this.#domains.has(domid)) {
-      return Promise.reject(new RangeError(`destroyDomain: no domain ${domid} (running: ${[...this.#domains.keys()].join(', ') || 'none'})`));
+      return Promise.reject(
+        new RangeError(
+          `destroyDomain: no domain ${domid} (running: ${[...this.#domains.keys()].join(', ') || 'none'})`,
+        ),
+      );
     }
     let p = this.#destroying.get(domid);
     if (p === undefined) {
@@ -333,12 +353,23 @@ export class Machine {
       throw new RangeError(`startVcpu: vcpu must be from 0 to ${known.vcpus - 1} (got ${String(vcpu)})`);
     }
     if (!programNames().includes(program)) {
-      throw new TypeError(`startVcpu: unknown program ${JSON.stringify(program)}; registered: ${programNames().join(', ')}`);
+      throw new TypeError(
+        `startVcpu: unknown program ${JSON.stringify(program)}; registered: ${programNames().join(', ')}`,
+      );
     }
     for (const h of this.#vcpus) {
-      if (h.domid === known.domid && h.vcpu === vcpu) throw new Error(`startVcpu: vCPU ${vcpu} of domain ${known.domid} is already running`);
+      if (h.domid === known.domid && h.vcpu === vcpu)
+        throw new Error(`startVcpu: vCPU ${vcpu} of domain ${known.domid} is already running`);
     }
-    const data: VcpuWorkerData = { mem: this.mem, transport: this.transport, slot: known.slots[vcpu]!, info: known, vcpu, program, params };
+    const data: VcpuWorkerData = {
+      mem: this.mem,
+      transport: this.transport,
+      slot: known.slots[vcpu]!,
+      info: known,
+      vcpu,
+      program,
+      params,
+    };
     let ready!: (e?: Error) => void;
     const started = new Promise<void>((resolve, reject) => {
       ready = (e) => (e ? reject(e) : resolve());

@@ -36,9 +36,9 @@ const CLEAR_LINE = '\r\x1b[K';
 export function formatCount(n: number): string {
   const a = Math.abs(n);
   if (a < 10_000) return a >= 100 || Number.isInteger(n) ? Math.round(n).toString() : n.toFixed(1);
-  if (a < 1e6) return (n / 1e3).toFixed(1) + 'k';
-  if (a < 1e9) return (n / 1e6).toFixed(a < 1e7 ? 2 : 1) + 'M';
-  return (n / 1e9).toFixed(1) + 'G';
+  if (a < 1e6) return `${(n / 1e3).toFixed(1)}k`;
+  if (a < 1e9) return `${(n / 1e6).toFixed(a < 1e7 ? 2 : 1)}M`;
+  return `${(n / 1e9).toFixed(1)}G`;
 }
 
 /** Seconds -> "7s", "1m05s", "2h03m". */
@@ -135,20 +135,20 @@ export class Progress {
     const rate = elapsedMs > 0 ? (done * 1000) / elapsedMs : 0;
     const head = this.label ? `${this.label} ` : '';
     if (this.total === 0) {
-      return fit(`${head}${formatCount(done)} ${formatCount(rate)}/s`, width);
+      return fitText(`${head}${formatCount(done)} ${formatCount(rate)}/s`, width);
     }
     const frac = Math.min(1, done / this.total);
     const pct = `${(frac * 100).toFixed(1).padStart(5)}%`;
     const eta = rate > 0 ? formatEta((this.total - Math.min(done, this.total)) / rate) : '--';
     const tail = ` ${pct} ${formatCount(done)}/${formatCount(this.total)} ${formatCount(rate)}/s ETA ${eta}`;
     const room = width - head.length - tail.length - 2;
-    if (room < 10) return fit(head + tail.trimStart(), width);
+    if (room < 10) return fitText(head + tail.trimStart(), width);
     const barWidth = Math.min(40, room);
     const full = Math.round(frac * barWidth);
     return `${head}[${'#'.repeat(full)}${'-'.repeat(barWidth - full)}]${tail}`;
   }
 }
 
-function fit(s: string, width: number): string {
+function fitText(s: string, width: number): string {
   return s.length <= width ? s : s.slice(0, width);
 }

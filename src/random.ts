@@ -35,9 +35,7 @@ function hashString(s: string): number {
 
 function checkSeed(seed: unknown, what: string): number {
   if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) {
-    throw new TypeError(
-      `${what}: seed must be a safe integer (e.g. 0, 42, -7, Date.now()), got ${String(seed)}`,
-    );
+    throw new TypeError(`${what}: seed must be a safe integer (e.g. 0, 42, -7, Date.now()), got ${String(seed)}`);
   }
   return seed;
 }
@@ -125,7 +123,7 @@ export class Rng {
     let h: number;
     if (typeof label === 'string') h = hashString(label);
     else if (typeof label === 'number' && Number.isSafeInteger(label)) {
-      h = fmix32((label >>> 0) ^ fmix32(Math.floor(label / TWO_32) >>> 0 ^ 0x5bd1e995));
+      h = fmix32((label >>> 0) ^ fmix32((Math.floor(label / TWO_32) >>> 0) ^ 0x5bd1e995));
     } else {
       throw new TypeError(`Rng.fork(label): label must be a string or a safe integer, got ${String(label)}`);
     }

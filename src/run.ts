@@ -60,20 +60,36 @@ const MiB = 2 ** 20;
 
 /** Check options; every error names the option and what it accepts. */
 export function validateRunOptions(o: RunOptions): void {
-  if (!WORKLOADS[o.workload]) throw new RangeError(`unknown workload "${o.workload}" (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
-  if (!STRATEGIES.includes(o.strategy)) throw new RangeError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${o.strategy}"`);
-  if (!PAGING_MODES.includes(o.paging)) throw new RangeError(`--paging must be one of ${PAGING_MODES.join(', ')}, got "${o.paging}"`);
-  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 16) throw new RangeError(`--vcpus must be an integer in 1..16, got ${o.vcpus}`);
-  if (!Number.isInteger(o.memoryBytes) || o.memoryBytes < 32 * MiB || o.memoryBytes > 2048 * MiB || o.memoryBytes % MiB !== 0) {
+  if (!WORKLOADS[o.workload])
+    throw new RangeError(`unknown workload "${o.workload}" (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
+  if (!STRATEGIES.includes(o.strategy))
+    throw new RangeError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${o.strategy}"`);
+  if (!PAGING_MODES.includes(o.paging))
+    throw new RangeError(`--paging must be one of ${PAGING_MODES.join(', ')}, got "${o.paging}"`);
+  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 16)
+    throw new RangeError(`--vcpus must be an integer in 1..16, got ${o.vcpus}`);
+  if (
+    !Number.isInteger(o.memoryBytes) ||
+    o.memoryBytes < 32 * MiB ||
+    o.memoryBytes > 2048 * MiB ||
+    o.memoryBytes % MiB !== 0
+  ) {
     throw new RangeError(`--memory must be a whole number of MiB in 32M..2G, got ${o.memoryBytes} bytes`);
   }
-  if (o.paging === 'x86_64' && o.highmemBytes > 0) throw new RangeError('--highmem is for --paging pae only (x86_64 has no highmem)');
-  if (o.highmemBytes < 0 || o.highmemBytes > o.memoryBytes / 2) throw new RangeError('--highmem must be at most half of --memory');
-  if (![4096, 8192, 16384, 32768, 65536].includes(o.dirBlockBytes)) throw new RangeError(`--dir-block must be one of 4K, 8K, 16K, 32K, 64K, got ${o.dirBlockBytes}`);
-  if (!Number.isInteger(o.files) || o.files < 1 || o.files > 10_000_000) throw new RangeError(`--files must be an integer in 1..10000000, got ${o.files}`);
-  if (!Number.isInteger(o.ops) || o.ops < 1 || o.ops > 100_000_000) throw new RangeError(`--ops must be an integer in 1..100000000, got ${o.ops}`);
-  if (!Number.isSafeInteger(o.seed) || o.seed < 0) throw new RangeError(`--seed must be a non-negative integer, got ${o.seed}`);
-  if (o.sched !== 'parallel' && o.sched !== 'det') throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
+  if (o.paging === 'x86_64' && o.highmemBytes > 0)
+    throw new RangeError('--highmem is for --paging pae only (x86_64 has no highmem)');
+  if (o.highmemBytes < 0 || o.highmemBytes > o.memoryBytes / 2)
+    throw new RangeError('--highmem must be at most half of --memory');
+  if (![4096, 8192, 16384, 32768, 65536].includes(o.dirBlockBytes))
+    throw new RangeError(`--dir-block must be one of 4K, 8K, 16K, 32K, 64K, got ${o.dirBlockBytes}`);
+  if (!Number.isInteger(o.files) || o.files < 1 || o.files > 10_000_000)
+    throw new RangeError(`--files must be an integer in 1..10000000, got ${o.files}`);
+  if (!Number.isInteger(o.ops) || o.ops < 1 || o.ops > 100_000_000)
+    throw new RangeError(`--ops must be an integer in 1..100000000, got ${o.ops}`);
+  if (!Number.isSafeInteger(o.seed) || o.seed < 0)
+    throw new RangeError(`--seed must be a non-negative integer, got ${o.seed}`);
+  if (o.sched !== 'parallel' && o.sched !== 'det')
+    throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
 }
 
 function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
@@ -90,17 +106,31 @@ const LOG_KEEP = 20;
 
 export async function runOnce(o: RunOptions): Promise<RunResult> {
   validateRunOptions(o);
-  const machine = await Machine.create({ paging: o.paging, memoryBytes: o.memoryBytes, enforce: o.enforce, maxVcpus: o.vcpus + 1 });
+  const machine = await Machine.create({
+    paging: o.paging,
+    memoryBytes: o.memoryBytes,
+    enforce: o.enforce,
+    maxVcpus: o.vcpus + 1,
+  });
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
     const frames = Math.floor((o.memoryBytes / 4096) * 0.9);
     const highmem = Math.floor(o.highmemBytes / 4096);
     const info = await machine.createDomain({
-      name: 'guest', frames, vcpus: o.vcpus, ...(highmem > 0 ? { lowmemFrames: frames - highmem } : {}),
+      name: 'guest',
+      frames,
+      vcpus: o.vcpus,
+      ...(highmem > 0 ? { lowmemFrames: frames - highmem } : {}),
     });
     // stray-write: a victim domain holding a secret the hostile guest will try to reach.
-    const options: Record<string, unknown> = { files: o.files, dirBlockBytes: o.dirBlockBytes, strategy: o.strategy, seed: o.seed, ...o.workloadOptions };
+    const options: Record<string, unknown> = {
+      files: o.files,
+      dirBlockBytes: o.dirBlockBytes,
+      strategy: o.strategy,
+      seed: o.seed,
+      ...o.workloadOptions,
+    };
     let victim = -1;
     if (o.workload === 'stray-write') {
       const v = await machine.createDomain({ name: 'victim', frames: 256, vcpus: 1 });
@@ -109,11 +139,16 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       const secret = 0x5ec2e7 ^ o.seed;
       // The victim's data, put there as its own kernel would have written it.
       new Uint32Array(machine.mem)[target * 1024] = secret >>> 0;
-      options['targetMfn'] = target;
-      options['secret'] = secret;
+      options.targetMfn = target;
+      options.secret = secret;
     }
     const guest = await Guest.boot(machine, info, {
-      strategy: o.strategy, kmapFlush: o.kmapFlush, highpte: o.highpte, vmallocBytes: 128 * MiB, seed: o.seed, vcpus: o.vcpus,
+      strategy: o.strategy,
+      kmapFlush: o.kmapFlush,
+      highpte: o.highpte,
+      vmallocBytes: 128 * MiB,
+      seed: o.seed,
+      vcpus: o.vcpus,
       trace: o.trace !== undefined,
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
@@ -145,11 +180,20 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const wl: Record<string, number> = {};
     for (const s of stats) for (const [k, v] of Object.entries(s.workload)) wl[k] = (wl[k] ?? 0) + v;
     // The step loops alone (no mount/unmount): what per-operation costs are computed from.
-    wl['loopMs'] = Math.max(...perCpu.map((c) => c.loopNs)) / 1e6;
+    wl.loopMs = Math.max(...perCpu.map((c) => c.loopNs)) / 1e6;
     // Per-vCPU cost of a step means something only when vCPUs run side by side.
-    if (o.sched === 'parallel') wl['nsPerStepPerCpu'] = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
+    if (o.sched === 'parallel')
+      wl.nsPerStepPerCpu = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
     // The kernel's own counters that say who was hurt by what.
-    for (const key of ['forks', 'exits', 'pinFailures', 'pinsTraced', 'ptPagesAliased', 'tasksKilled', 'multicallFailures'] as const) {
+    for (const key of [
+      'forks',
+      'exits',
+      'pinFailures',
+      'pinsTraced',
+      'ptPagesAliased',
+      'tasksKilled',
+      'multicallFailures',
+    ] as const) {
       wl[key] = counters[key] ?? 0;
     }
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
@@ -168,12 +212,16 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       tlb: { shootdowns: xen.shootdowns, ipis: xen.ipis },
       vmaps: sum(stats, (s) => s.vmalloc.vmaps),
       vunmaps: sum(stats, (s) => s.vmalloc.vunmaps),
-      lazyPeakPages: Math.max(...stats.map((s) => s.vmalloc.lazyPeakPages), wl['xfsLazyPeakPages'] ?? 0),
-      dataErrors: (counters['dataErrors'] ?? 0) + (wl['dataErrors'] ?? 0),
+      lazyPeakPages: Math.max(...stats.map((s) => s.vmalloc.lazyPeakPages), wl.xfsLazyPeakPages ?? 0),
+      dataErrors: (counters.dataErrors ?? 0) + (wl.dataErrors ?? 0),
       auditOk: audit.ok && audit.isolationViolations === 0,
       auditProblems: audit.problems.slice(0, 10).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`),
-      leakedFrames: (guest.bootFreePages - freeAfter) + (machineFree0 - machineFreeAfter),
-      guestReports: stats.flatMap((s) => s.messages.filter((m) => /^  call|multicall|Bad page|BUG|refused|failed|maps it writable/.test(m))).slice(0, 12),
+      leakedFrames: guest.bootFreePages - freeAfter + (machineFree0 - machineFreeAfter),
+      guestReports: stats
+        .flatMap((s) =>
+          s.messages.filter((m) => /^ {2}call|multicall|Bad page|BUG|refused|failed|maps it writable/.test(m)),
+        )
+        .slice(0, 12),
       throughputOpsPerSec: o.ops / (elapsedMs / 1000),
       paging: o.paging,
       sched: o.sched,

@@ -91,21 +91,38 @@ export const STRATEGY_DESCRIPTIONS: Readonly<Record<string, string>> = {
 /* ------------------------------------------------------------ validation */
 
 const NUMBER_FIELDS = [
-  'vcpus', 'seed', 'ops', 'elapsedMs', 'hypercalls', 'pinsAttempted', 'vmaps', 'vunmaps',
-  'lazyPeakPages', 'dataErrors', 'leakedFrames', 'throughputOpsPerSec',
+  'vcpus',
+  'seed',
+  'ops',
+  'elapsedMs',
+  'hypercalls',
+  'pinsAttempted',
+  'vmaps',
+  'vunmaps',
+  'lazyPeakPages',
+  'dataErrors',
+  'leakedFrames',
+  'throughputOpsPerSec',
 ] as const;
 const STRING_FIELDS = ['workload', 'strategy', 'paging', 'sched'] as const;
 
 function checkSummary(s: RunSummary, what: string): void {
-  if (s === null || typeof s !== 'object') throw new TypeError(`${what}: expected a RunSummary object, got ${String(s)}`);
+  if (s === null || typeof s !== 'object')
+    throw new TypeError(`${what}: expected a RunSummary object, got ${String(s)}`);
   const bad = (field: string, want: string, got: unknown) => {
     throw new TypeError(`${what}: RunSummary.${field} must be ${want}, got ${JSON.stringify(got) ?? String(got)}`);
   };
-  for (const f of NUMBER_FIELDS) if (typeof s[f] !== 'number' || !Number.isFinite(s[f])) bad(f, 'a finite number', s[f]);
+  for (const f of NUMBER_FIELDS)
+    if (typeof s[f] !== 'number' || !Number.isFinite(s[f])) bad(f, 'a finite number', s[f]);
   for (const f of STRING_FIELDS) if (typeof s[f] !== 'string') bad(f, 'a string', s[f]);
   if (typeof s.kmapFlush !== 'boolean') bad('kmapFlush', 'a boolean', s.kmapFlush);
   if (typeof s.auditOk !== 'boolean') bad('auditOk', 'a boolean', s.auditOk);
-  if (!s.rejected || typeof s.rejected.total !== 'number' || !s.rejected.byReason || typeof s.rejected.byReason !== 'object') {
+  if (
+    !s.rejected ||
+    typeof s.rejected.total !== 'number' ||
+    !s.rejected.byReason ||
+    typeof s.rejected.byReason !== 'object'
+  ) {
     bad('rejected', '{ total: number, byReason: { reason: count } }', s.rejected);
   }
   if (!s.tlb || typeof s.tlb.shootdowns !== 'number' || typeof s.tlb.ipis !== 'number') {
@@ -113,8 +130,10 @@ function checkSummary(s: RunSummary, what: string): void {
   }
   if (!Array.isArray(s.firstXenLines)) bad('firstXenLines', 'an array of strings', s.firstXenLines);
   if (!Array.isArray(s.guestReports)) bad('guestReports', 'an array of strings', s.guestReports);
-  if (s.pinsRefused !== undefined && typeof s.pinsRefused !== 'number') bad('pinsRefused', 'a number if given', s.pinsRefused);
-  if (s.auditProblems !== undefined && !Array.isArray(s.auditProblems)) bad('auditProblems', 'an array of strings if given', s.auditProblems);
+  if (s.pinsRefused !== undefined && typeof s.pinsRefused !== 'number')
+    bad('pinsRefused', 'a number if given', s.pinsRefused);
+  if (s.auditProblems !== undefined && !Array.isArray(s.auditProblems))
+    bad('auditProblems', 'an array of strings if given', s.auditProblems);
   if (s.isolationViolations !== undefined && typeof s.isolationViolations !== 'number') {
     bad('isolationViolations', 'a number if given', s.isolationViolations);
   }
@@ -129,7 +148,7 @@ function checkSummary(s: RunSummary, what: string): void {
 export function group(n: number, digits = 0): string {
   const [int, frac] = Math.abs(n).toFixed(digits).split('.');
   const g = int!.replace(/\B(?=(\d{3})+(?!\d))/g, ',');
-  return (n < 0 ? '-' : '') + g + (frac ? '.' + frac : '');
+  return (n < 0 ? '-' : '') + g + (frac ? `.${frac}` : '');
 }
 
 /** Pages -> "16.0 MiB" (4 KiB pages). */
@@ -149,7 +168,7 @@ function duration(ms: number): string {
   return `${Math.floor(s / 60)}m${String(Math.round(s % 60)).padStart(2, '0')}s`;
 }
 
-const plural = (n: number, one: string, many = one + 's') => `${group(n)} ${n === 1 ? one : many}`;
+const plural = (n: number, one: string, many = `${one}s`) => `${group(n)} ${n === 1 ? one : many}`;
 
 /** Pins Xen refused: the explicit count, else the "Error while pinning" log count. */
 export function refusedPins(s: RunSummary): number {
@@ -210,17 +229,25 @@ export function formatSummary(s: RunSummary): string {
   const reasons = sortedReasons(s.rejected.byReason);
   rows.push([
     'refused by Xen',
-    s.rejected.total === 0 ? 'none' : `${group(s.rejected.total)} (${reasons.map(([r, n]) => `${r} ${group(n)}`).join(', ') || 'no reason recorded'})`,
+    s.rejected.total === 0
+      ? 'none'
+      : `${group(s.rejected.total)} (${reasons.map(([r, n]) => `${r} ${group(n)}`).join(', ') || 'no reason recorded'})`,
   ]);
   const refused = refusedPins(s);
   rows.push(['page-table pins', `${group(s.pinsAttempted)} attempted, ${group(refused)} refused`]);
   rows.push(['TLB shootdowns', `${group(s.tlb.shootdowns)} (${plural(s.tlb.ipis, 'IPI')} to other vCPUs)`]);
   rows.push(['vmap / vunmap', `${group(s.vmaps)} / ${group(s.vunmaps)}`]);
   rows.push(['lazy mappings peak', `${plural(s.lazyPeakPages, 'page')} held (${pagesToMiB(s.lazyPeakPages)})`]);
-  rows.push(['data checksum errors', s.dataErrors === 0 ? '0' : `${group(s.dataErrors)} (XFS blocks read back corrupted)`]);
+  rows.push([
+    'data checksum errors',
+    s.dataErrors === 0 ? '0' : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
+  ]);
   rows.push(['leaked frames', group(s.leakedFrames)]);
   const problems = s.auditProblems ?? [];
-  rows.push(['audit', s.auditOk ? 'ok (frame table agrees with the page tables)' : `FAILED (${plural(problems.length, 'problem')})`]);
+  rows.push([
+    'audit',
+    s.auditOk ? 'ok (frame table agrees with the page tables)' : `FAILED (${plural(problems.length, 'problem')})`,
+  ]);
   const iso = s.isolationViolations ?? 0;
   if (iso > 0) rows.push(['isolation', `VIOLATED ${plural(iso, 'time')} (a domain reached a frame it does not own)`]);
   const w = Math.max(...rows.map(([k]) => k.length));
@@ -264,7 +291,7 @@ const LEGEND: [string, string][] = [
   ['hypercalls', 'calls into the hypervisor'],
   ['ops/s', 'workload operations per second of wall-clock time'],
   ['peak lazy pages', 'most 4 KiB pages held at once by mappings not yet torn down (MiB in brackets)'],
-  ['audit', "hypervisor frame-table audit after the run: ok, or FAILED with the number of problems"],
+  ['audit', 'hypervisor frame-table audit after the run: ok, or FAILED with the number of problems'],
 ];
 
 /** The side-by-side table of runs (one row per strategy) with a legend and a verdict line. */
@@ -279,9 +306,18 @@ export function formatComparison(rows: RunSummary[]): string {
   const same = <K extends keyof RunSummary>(k: K) => rows.every((r) => r[k] === first[k]);
   const title: string[] = [];
   const varying: Column[] = [];
-  const setting = (k: 'workload' | 'vcpus' | 'seed' | 'paging' | 'sched' | 'ops', text: (v: RunSummary) => string, head: string) => {
+  const setting = (
+    k: 'workload' | 'vcpus' | 'seed' | 'paging' | 'sched' | 'ops',
+    text: (v: RunSummary) => string,
+    head: string,
+  ) => {
     if (same(k)) title.push(text(first));
-    else varying.push({ head, right: typeof first[k] === 'number', cell: (r) => String(k === 'ops' ? group(r.ops) : r[k]) });
+    else
+      varying.push({
+        head,
+        right: typeof first[k] === 'number',
+        cell: (r) => String(k === 'ops' ? group(r.ops) : r[k]),
+      });
   };
   setting('workload', (r) => `workload ${r.workload}`, 'workload');
   setting('vcpus', (r) => plural(r.vcpus, 'vCPU'), 'vCPUs');
@@ -320,7 +356,9 @@ export function formatComparison(rows: RunSummary[]): string {
   const hit = rows.filter((r) => refusedPins(r) > 0).map(strategyLabel);
   const clean = rows.filter((r) => refusedPins(r) === 0 && r.pinsAttempted > 0).map(strategyLabel);
   if (hit.length > 0) {
-    out.push(`Stray-mapping bug showed up with: ${hit.join(', ')}.${clean.length ? ` Not with: ${clean.join(', ')}.` : ''}`);
+    out.push(
+      `Stray-mapping bug showed up with: ${hit.join(', ')}.${clean.length ? ` Not with: ${clean.join(', ')}.` : ''}`,
+    );
   } else if (clean.length > 0) {
     out.push(`Stray-mapping bug did not show up with any strategy (${clean.join(', ')}).`);
   } else {

@@ -99,7 +99,9 @@ export class NameTable {
       for (let i = 0; i < data.names.length; i++) {
         const got = this.id(String(data.names[i]), String(data.argNames[i] ?? 'arg'));
         if (got !== i) {
-          throw new RangeError(`new NameTable(data): name ${i} "${data.names[i]}" would get id ${got}; the data does not start with the well-known names`);
+          throw new RangeError(
+            `new NameTable(data): name ${i} "${data.names[i]}" would get id ${got}; the data does not start with the well-known names`,
+          );
         }
       }
     }
@@ -196,14 +198,20 @@ export class TraceBuffer {
     }
     this.pid = checkId(opts.pid, 'TraceBuffer pid');
     this.tid = checkId(opts.tid, 'TraceBuffer tid');
-    this.capacity = opts.capacity ?? (opts.buffer ? Math.floor((opts.buffer.byteLength / 8 - TraceBuffer.HEADER_WORDS) / TraceBuffer.RECORD_WORDS) : 65536);
+    this.capacity =
+      opts.capacity ??
+      (opts.buffer
+        ? Math.floor((opts.buffer.byteLength / 8 - TraceBuffer.HEADER_WORDS) / TraceBuffer.RECORD_WORDS)
+        : 65536);
     const bytes = TraceBuffer.bytesFor(this.capacity);
     if (opts.buffer !== undefined) {
       if (!(opts.buffer instanceof SharedArrayBuffer) && !(opts.buffer instanceof ArrayBuffer)) {
         throw new TypeError('TraceBuffer buffer must be a SharedArrayBuffer or ArrayBuffer');
       }
       if (opts.buffer.byteLength < bytes) {
-        throw new RangeError(`TraceBuffer buffer has ${opts.buffer.byteLength} bytes; ${this.capacity} records need TraceBuffer.bytesFor(${this.capacity}) = ${bytes}`);
+        throw new RangeError(
+          `TraceBuffer buffer has ${opts.buffer.byteLength} bytes; ${this.capacity} records need TraceBuffer.bytesFor(${this.capacity}) = ${bytes}`,
+        );
       }
     }
     this.f64 = new Float64Array(opts.buffer ?? new ArrayBuffer(bytes), 0, bytes / 8);
@@ -377,7 +385,16 @@ export class TraceWriter {
     return this.#dropped;
   }
 
-  #push(ph: number, name: number, ts: number, dur: number, pid: number, tid: number, arg: number, scope: number): number {
+  #push(
+    ph: number,
+    name: number,
+    ts: number,
+    dur: number,
+    pid: number,
+    tid: number,
+    arg: number,
+    scope: number,
+  ): number {
     if ((this.#n + 1) * W_WORDS > this.#f.length) {
       const g = new Float64Array(this.#f.length * 2);
       g.set(this.#f);
@@ -398,7 +415,8 @@ export class TraceWriter {
 
   #argsOf(i: number, args: TraceArgs | undefined): void {
     if (args !== undefined) {
-      if (args === null || typeof args !== 'object') throw new TypeError('trace args must be an object of strings, numbers or booleans');
+      if (args === null || typeof args !== 'object')
+        throw new TypeError('trace args must be an object of strings, numbers or booleans');
       this.#args.set(i, { ...args });
     }
   }
@@ -514,7 +532,8 @@ export class TraceWriter {
       if (kind === EV_COMPLETE && !(dur >= 0 && Number.isFinite(dur))) {
         throw new RangeError(`${at}: dur ${dur} must be a finite number >= 0`);
       }
-      if (kind === EV_COUNTER && !Number.isFinite(arg)) throw new RangeError(`${at}: counter value ${arg} is not finite`);
+      if (kind === EV_COUNTER && !Number.isFinite(arg))
+        throw new RangeError(`${at}: counter value ${arg} is not finite`);
       let id = ids.get(nameId);
       if (id === undefined) {
         const name = table.name(nameId) ?? `?name#${nameId}`;
@@ -531,7 +550,14 @@ export class TraceWriter {
   *events(): Generator<TraceEvent> {
     for (const m of this.#meta) {
       const isName = m.kind === 'process_name' || m.kind === 'thread_name';
-      yield { name: m.kind, ph: 'M', ts: 0, pid: m.pid, tid: m.tid, args: isName ? { name: m.value } : { sort_index: m.value } };
+      yield {
+        name: m.kind,
+        ph: 'M',
+        ts: 0,
+        pid: m.pid,
+        tid: m.tid,
+        args: isName ? { name: m.value } : { sort_index: m.value },
+      };
     }
     const f = this.#f;
     const n = this.#n;
@@ -541,7 +567,7 @@ export class TraceWriter {
       const ts = f[i * W_WORDS + W_TS]!;
       const d = f[i * W_WORDS + W_DUR]!;
       if (ts < minTs) minTs = ts;
-      maxEnd = Math.max(maxEnd, ts + (d > 0 ? d : 0));
+      maxEnd = Math.max(maxEnd, ts + Math.max(d, 0));
     }
     const origin = this.#origin ?? (n > 0 ? minTs : 0);
     const order = new Uint32Array(n);
@@ -588,7 +614,10 @@ export class TraceWriter {
  * Write a trace as Chrome trace-event JSON, streaming events in chunks (a trace of
  * millions of events is never one string). Returns how many events and bytes were written.
  */
-export async function writeTrace(file: string, trace: TraceWriter | TraceFile): Promise<{ events: number; bytes: number }> {
+export async function writeTrace(
+  file: string,
+  trace: TraceWriter | TraceFile,
+): Promise<{ events: number; bytes: number }> {
   if (typeof file !== 'string' || file.length === 0) throw new TypeError('writeTrace(file): file must be a path');
   let events: Iterable<TraceEvent>;
   let unit: string;
@@ -619,7 +648,7 @@ export async function writeTrace(file: string, trace: TraceWriter | TraceFile): 
         chunk = [];
       }
     }
-    await put(chunk.join('') + `\n],"displayTimeUnit":${JSON.stringify(unit)}}\n`);
+    await put(`${chunk.join('')}\n],"displayTimeUnit":${JSON.stringify(unit)}}\n`);
   } finally {
     await fh.close();
   }

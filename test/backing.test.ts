@@ -106,12 +106,14 @@ describe('DirectoryImage', () => {
 
     const flip = (at: number, fn: (b: Uint8Array) => void) => {
       img.readBlock(2, buf, 0);
-      buf[at] ^= 0x40;
+      buf[at]! ^= 0x40;
       fn(buf);
     };
     flip(0, (b) => expect(verifyBlock(b, 0, 16384, 2)).toMatch(/^bad magic 0x18443242/));
     // A stray write into the middle of the data (what a stray RW alias would do).
-    flip(5000, (b) => expect(verifyBlock(b, 0, 16384, 2)).toMatch(/^checksum 0x[0-9a-f]{8} != computed 0x[0-9a-f]{8}$/));
+    flip(5000, (b) =>
+      expect(verifyBlock(b, 0, 16384, 2)).toMatch(/^checksum 0x[0-9a-f]{8} != computed 0x[0-9a-f]{8}$/),
+    );
     // A stray write into the zero-filled tail of the last block.
     img.readBlock(img.nblocks - 1, buf, 0);
     buf[16000] = 1;

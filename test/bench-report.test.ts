@@ -21,7 +21,6 @@ import {
   gitCommit,
   headlineRatios,
   lineGroups,
-  renderReportHtml,
   suiteCharts,
   toCsv,
   writeResults,
@@ -106,7 +105,14 @@ function syntheticVunmapRows(): Row[] {
   const rows: Row[] = [];
   for (const [strategy, ys] of Object.entries(cost)) {
     [1, 2, 4, 8].forEach((vcpus, i) => {
-      rows.push({ case: `${strategy}, ${vcpus} vCPUs`, value: ys[i]!, unit: 'ns/op', series: strategy, x: vcpus, xLabel: 'vCPUs' });
+      rows.push({
+        case: `${strategy}, ${vcpus} vCPUs`,
+        value: ys[i]!,
+        unit: 'ns/op',
+        series: strategy,
+        x: vcpus,
+        xLabel: 'vCPUs',
+      });
     });
   }
   return rows;
@@ -225,7 +231,9 @@ describe('bench charts (SVG)', () => {
     expect(h).toContain('unmap-aliases 1.93x lazy at 8 vCPUs');
     expect(h).toContain('eager 4.80x from 1 vCPU to 8 vCPUs');
     expect(h).toContain('lazy 1.00x from 1 vCPU to 8 vCPUs');
-    expect(headlineRatios(syntheticHypercallRows())).toEqual(['null hypercall round trip: 1.38x the floor (target <= 1.5x)']);
+    expect(headlineRatios(syntheticHypercallRows())).toEqual([
+      'null hypercall round trip: 1.38x the floor (target <= 1.5x)',
+    ]);
     // groups are not compared with each other, only within
     expect(headlineRatios(syntheticVmallocRows())).toEqual([
       'fix_size_alloc_test: 2.05x from 1 thread to 2 threads',
@@ -258,17 +266,40 @@ describe('bench charts (SVG)', () => {
     expect(textsOf(charts[0]!)).toContain('290 ns/call'); // mixed units: each value says its own
     expect(textsOf(charts[1]!)).toContain('M updates/s');
     // one x only: bars of the plotted figure
-    const one = suiteCharts('vmalloc', syntheticVmallocRows().filter((r) => r.x === 1));
+    const one = suiteCharts(
+      'vmalloc',
+      syntheticVmallocRows().filter((r) => r.x === 1),
+    );
     expect(one).toHaveLength(1);
     expect(count(one[0]!, /<rect [^>]*fill="#0072B2">/g)).toBe(3);
   });
 
   it('escapes text and stays well-formed with hostile labels', () => {
     const name = `a<b & "c" 'd'>`;
-    const svg = lineChart({ title: name, xLabel: 'x & y', yLabel: '<ns>', series: [{ name, points: [{ x: 1, y: 1 }, { x: 3, y: 2 }] }] });
+    const svg = lineChart({
+      title: name,
+      xLabel: 'x & y',
+      yLabel: '<ns>',
+      series: [
+        {
+          name,
+          points: [
+            { x: 1, y: 1 },
+            { x: 3, y: 2 },
+          ],
+        },
+      ],
+    });
     expect(xmlProblems(svg)).toEqual([]);
     expect(svg).toContain(escapeXml(name));
-    const bars = barChart({ title: name, valueLabel: 'us', bars: [{ label: name, value: 3 }, { label: 'neg', value: -1 }] });
+    const bars = barChart({
+      title: name,
+      valueLabel: 'us',
+      bars: [
+        { label: name, value: 3 },
+        { label: 'neg', value: -1 },
+      ],
+    });
     expect(xmlProblems(bars)).toEqual([]);
     expect(xmlProblems('<svg><g></svg>')).not.toEqual([]); // the checker itself bites
     expect(xmlProblems('<svg>a & b</svg>')).not.toEqual([]);
@@ -276,14 +307,20 @@ describe('bench charts (SVG)', () => {
 
   it('refuses what it cannot draw, with RangeErrors', () => {
     expect(() => lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [] })).toThrow(RangeError);
-    expect(() => lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [{ name: 's', points: [{ x: 1, y: NaN }] }] })).toThrow(
-      /non-finite/,
-    );
+    expect(() =>
+      lineChart({ title: 't', xLabel: 'x', yLabel: 'y', series: [{ name: 's', points: [{ x: 1, y: NaN }] }] }),
+    ).toThrow(/non-finite/);
     expect(() => barChart({ title: 't', valueLabel: 'v', bars: [] })).toThrow(RangeError);
   });
 
   it('picks nice ticks that cover the range with equal steps', () => {
-    for (const [lo, hi] of [[0, 70631], [0, 1], [0, 0.037], [-5, 17], [3, 3]] as const) {
+    for (const [lo, hi] of [
+      [0, 70631],
+      [0, 1],
+      [0, 0.037],
+      [-5, 17],
+      [3, 3],
+    ] as const) {
       const t = niceTicks(lo, hi, 5);
       expect(t[0]!).toBeLessThanOrEqual(lo);
       expect(t[t.length - 1]!).toBeGreaterThanOrEqual(hi);
@@ -379,7 +416,9 @@ describe('bench runner', () => {
 
   it('refuses before running anything when a suite or a parameter does not fit', async () => {
     await expect(runBench(['nope'])).rejects.toThrow(/no bench suite "nope" \(suites: vunmap, vmalloc, hypercall/);
-    await expect(runBench(['hypercall'], { params: { loops: '5' } })).rejects.toThrow(/--loops is a parameter of suite vmalloc/);
+    await expect(runBench(['hypercall'], { params: { loops: '5' } })).rejects.toThrow(
+      /--loops is a parameter of suite vmalloc/,
+    );
     const out = tmp('pvmmu-refused-');
     await expect(runBench(['vmalloc'], { params: { loops: '0' }, outDir: out })).rejects.toThrow(RangeError);
     await expect(runBench(['vmalloc'], { params: { nr_threads: '64' }, outDir: out })).rejects.toThrow(/drop bit 2/);
@@ -407,7 +446,10 @@ describe('vmalloc suite options', () => {
     expect(o.strategies).toEqual(['lazy']);
     expect(o.kpts).toEqual(['ref']);
     expect(parseVmallocOptions({ run_test_mask: String(0x7fffffff) }).mask).toBe(ALL_MODELLED_MASK);
-    expect(parseVmallocOptions({ run_test_mask: '1025' }).tests.map((t) => t.name)).toEqual(['fix_size_alloc_test', 'vm_map_ram_test']);
+    expect(parseVmallocOptions({ run_test_mask: '1025' }).tests.map((t) => t.name)).toEqual([
+      'fix_size_alloc_test',
+      'vm_map_ram_test',
+    ]);
     expect(parseVmallocOptions({ nr_threads: '0,4,2,2' }).threads).toEqual([1, 2, 4]);
   });
 
@@ -437,7 +479,12 @@ describe('vmalloc suite on real workers (structure only)', () => {
   const quiet = () => {
     const out = vi.spyOn(process.stdout, 'write').mockImplementation(() => true);
     const err = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
-    return { mockRestore: () => (out.mockRestore(), err.mockRestore()) };
+    return {
+      mockRestore: () => {
+        out.mockRestore();
+        err.mockRestore();
+      },
+    };
   };
 
   it('runs every modelled case with 1 and 2 workers sharing one VmallocSpace, and writes the results', async () => {
@@ -452,7 +499,11 @@ describe('vmalloc suite on real workers (structure only)', () => {
     expect(rows).toHaveLength(VMALLOC_TESTS.length * 3);
     for (const t of VMALLOC_TESTS) {
       const mine = rows.filter((r) => r.group === t.name);
-      expect(mine.map((r) => [r.x, r.worker])).toEqual([[1, 0], [2, 0], [2, 1]]);
+      expect(mine.map((r) => [r.x, r.worker])).toEqual([
+        [1, 0],
+        [2, 0],
+        [2, 1],
+      ]);
       for (const r of mine) {
         expect(r.unit).toBe('us/test');
         expect(r.series).toBe('lazy');
@@ -467,7 +518,9 @@ describe('vmalloc suite on real workers (structure only)', () => {
     const json = JSON.parse(readFileSync(join(out, dir!, 'results.json'), 'utf8')) as BenchResults;
     expect(json.suites.vmalloc!.rows).toHaveLength(rows.length);
     expect(json.suites.vmalloc!.notes.join(' ')).toMatch(/in-process, no hypervisor/);
-    expect(json.suites.vmalloc!.notes.join(' ')).toMatch(/test_loop_count 50 \(the module's 1,000,000 scaled 1\/20,000/);
+    expect(json.suites.vmalloc!.notes.join(' ')).toMatch(
+      /test_loop_count 50 \(the module's 1,000,000 scaled 1\/20,000/,
+    );
     expect(json.options.params).toEqual({ loops: '50', nr_threads: '1,2' });
     expect(json.machine.cores).toBeGreaterThan(0);
     expect(readFileSync(join(out, dir!, 'report.html'), 'utf8')).toContain('long_busy_list_alloc_test');
@@ -479,7 +532,14 @@ describe('vmalloc suite on real workers (structure only)', () => {
     try {
       rows = (
         await runBench(['vmalloc'], {
-          params: { loops: '40', nr_threads: '2', run_test_mask: '1025', strategy: 'lazy,eager', kpt: 'flat', nr_pages: '4' },
+          params: {
+            loops: '40',
+            nr_threads: '2',
+            run_test_mask: '1025',
+            strategy: 'lazy,eager',
+            kpt: 'flat',
+            nr_pages: '4',
+          },
           outDir: tmp('pvmmu-bench-'),
         })
       ).vmalloc!;
@@ -487,8 +547,14 @@ describe('vmalloc suite on real workers (structure only)', () => {
       spy.mockRestore();
     }
     expect(rows.map((r) => `${r.group}/${r.series}/${r.worker}`)).toEqual([
-      'fix_size_alloc_test/lazy/0', 'fix_size_alloc_test/lazy/1', 'vm_map_ram_test/lazy/0', 'vm_map_ram_test/lazy/1',
-      'fix_size_alloc_test/eager/0', 'fix_size_alloc_test/eager/1', 'vm_map_ram_test/eager/0', 'vm_map_ram_test/eager/1',
+      'fix_size_alloc_test/lazy/0',
+      'fix_size_alloc_test/lazy/1',
+      'vm_map_ram_test/lazy/0',
+      'vm_map_ram_test/lazy/1',
+      'fix_size_alloc_test/eager/0',
+      'fix_size_alloc_test/eager/1',
+      'vm_map_ram_test/eager/0',
+      'vm_map_ram_test/eager/1',
     ]);
     for (const r of rows) expect(Number.isFinite(r.y) && r.y! > 0).toBe(true);
   });
@@ -516,7 +582,8 @@ function readPng(buf: Buffer): PngInfo {
     const len = buf.readUInt32BE(off);
     const type = buf.toString('latin1', off + 4, off + 8);
     const data = buf.subarray(off + 8, off + 8 + len);
-    if (type === 'IHDR') info = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), bitDepth: data[8]!, colourType: data[9]! };
+    if (type === 'IHDR')
+      info = { width: data.readUInt32BE(0), height: data.readUInt32BE(4), bitDepth: data[8]!, colourType: data[9]! };
     if (type === 'IDAT') idat.push(data);
     off += 12 + len;
   }
@@ -570,15 +637,21 @@ const chromiumFlags = (profile: string): string[] => [
 describe('report.html in a real browser', () => {
   it('renders in headless chromium: a non-trivial screenshot, and the SVG survives in the DOM', () => {
     if (!existsSync(CHROMIUM)) {
-      throw new Error(`${CHROMIUM} not found: this test renders report.html in a real browser; run \`apt-get install -y chromium\``);
+      throw new Error(
+        `${CHROMIUM} not found: this test renders report.html in a real browser; run \`apt-get install -y chromium\``,
+      );
     }
     const dir = writeResults(syntheticResults(), tmp('pvmmu-report-'));
     const url = pathToFileURL(join(dir, 'report.html')).href;
     const png = join(dir, 'shot.png');
-    const shot = spawnSync(CHROMIUM, [...chromiumFlags(tmp('pvmmu-chromium-')), `--screenshot=${png}`, '--window-size=1200,1600', url], {
-      timeout: 60_000,
-      encoding: 'utf8',
-    });
+    const shot = spawnSync(
+      CHROMIUM,
+      [...chromiumFlags(tmp('pvmmu-chromium-')), `--screenshot=${png}`, '--window-size=1200,1600', url],
+      {
+        timeout: 60_000,
+        encoding: 'utf8',
+      },
+    );
     expect(existsSync(png), `chromium wrote no screenshot (status ${shot.status}): ${shot.stderr}`).toBe(true);
     expect(statSync(png).size).toBeGreaterThan(20_000);
     const info = readPng(readFileSync(png));

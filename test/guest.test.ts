@@ -28,7 +28,7 @@ describe('fork/exec/exit churn on 2 vCPUs', () => {
         expect(s.auditOk).toBe(true);
         expect(s.leakedFrames).toBe(0);
         expect(s.dataErrors).toBe(0);
-        expect(s.workloadStats!['taskRuns']).toBeGreaterThan(50);
+        expect(s.workloadStats!.taskRuns).toBeGreaterThan(50);
       });
     }
   }
@@ -45,14 +45,14 @@ describe('fork/exec/exit churn on 2 vCPUs', () => {
   });
 });
 
-describe('HIGHPTE: a leftover kmap alias of a new page table (Jeremy Fitzhardinge\'s case)', () => {
+describe("HIGHPTE: a leftover kmap alias of a new page table (Jeremy Fitzhardinge's case)", () => {
   const kmap = (kmapFlush: boolean) =>
     runOnce(opts({ workload: 'kmap-churn', highmemBytes: 16 * MiB, highpte: true, vcpus: 1, ops: 500, kmapFlush }));
 
   it('without kmap_flush_unused the pin is refused: Bad type, writable != l1', async () => {
     const { summary: s, xenLog } = await kmap(false);
     expect(s.rejected.total).toBeGreaterThan(0);
-    expect(s.rejected.byReason['bad_type']).toBe(s.rejected.total);
+    expect(s.rejected.byReason.bad_type).toBe(s.rejected.total);
     expect(xenLog[0]!.line).toMatch(/Bad type \(saw e4000000000000\d\d != exp 2000000000000000\)/);
     expect(s.guestReports.join('\n')).toMatch(/\d+ of \d+ multicall\(s\) failed: cpu 0/);
     expect(s.guestReports.join('\n')).toMatch(/call +\d+: op=26 \(mmuext_op\) arg=\[[0-9a-f]+\] result=-22/);
@@ -77,9 +77,11 @@ describe('the fault-vs-truncate race (Nick Piggin, February 2007)', () => {
   it('without lock_page in the fault path, a page leaves the page cache while mapped', async () => {
     const { summary: s } = await race(false);
     const w = s.workloadStats!;
-    expect(w['mappedAtRemoval']).toBeGreaterThan(0);
-    expect(w['orphans']).toBeGreaterThan(0);
-    expect(s.guestReports.join('\n')).toMatch(/kernel BUG at mm\/filemap\.c:127! __remove_from_page_cache: page \d+ \(index \d+\) is still mapped/);
+    expect(w.mappedAtRemoval).toBeGreaterThan(0);
+    expect(w.orphans).toBeGreaterThan(0);
+    expect(s.guestReports.join('\n')).toMatch(
+      /kernel BUG at mm\/filemap\.c:127! __remove_from_page_cache: page \d+ \(index \d+\) is still mapped/,
+    );
     // A guest bug, not a hypervisor one: the frame table still agrees, nothing leaked.
     expect(s.auditOk).toBe(true);
     expect(s.leakedFrames).toBe(0);
@@ -88,11 +90,11 @@ describe('the fault-vs-truncate race (Nick Piggin, February 2007)', () => {
   it('with it (and truncate re-checking under the page lock), never', async () => {
     const { summary: s } = await race(true);
     const w = s.workloadStats!;
-    expect(w['faults']).toBeGreaterThan(100);
-    expect(w['truncates']).toBeGreaterThan(50);
-    expect(w['faultRetries']).toBeGreaterThan(0); // the race window was hit, and handled
-    expect(w['mappedAtRemoval']).toBe(0);
-    expect(w['orphans']).toBe(0);
+    expect(w.faults).toBeGreaterThan(100);
+    expect(w.truncates).toBeGreaterThan(50);
+    expect(w.faultRetries).toBeGreaterThan(0); // the race window was hit, and handled
+    expect(w.mappedAtRemoval).toBe(0);
+    expect(w.orphans).toBe(0);
     expect(s.auditOk).toBe(true);
     expect(s.leakedFrames).toBe(0);
   });

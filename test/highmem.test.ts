@@ -172,7 +172,14 @@ describe('pkmap (kmap / kunmap)', () => {
 
   it('matches a simple model of users per page on random sequences, and no vCPU ever reads a stale page', () => {
     const op = fc.oneof(
-      { weight: 5, arbitrary: fc.record({ op: fc.constant('kmap' as const), p: fc.integer({ min: 0, max: 40 }), cpu: fc.integer({ min: 0, max: 3 }) }) },
+      {
+        weight: 5,
+        arbitrary: fc.record({
+          op: fc.constant('kmap' as const),
+          p: fc.integer({ min: 0, max: 40 }),
+          cpu: fc.integer({ min: 0, max: 3 }),
+        }),
+      },
       { weight: 4, arbitrary: fc.record({ op: fc.constant('kunmap' as const), pick: fc.nat() }) },
       { weight: 1, arbitrary: fc.record({ op: fc.constant('flush' as const) }) },
     );
@@ -220,9 +227,19 @@ describe('pkmap (kmap / kunmap)', () => {
 describe('kmap_atomic / kunmap_atomic', () => {
   it('names the km_types of 2.6.2x i386 in order', () => {
     expect(KM_TYPE_NAMES).toEqual([
-      'KM_BOUNCE_READ', 'KM_SKB_SUNRPC_DATA', 'KM_SKB_DATA_SOFTIRQ', 'KM_USER0', 'KM_USER1',
-      'KM_BIO_SRC_IRQ', 'KM_BIO_DST_IRQ', 'KM_PTE0', 'KM_PTE1', 'KM_IRQ0', 'KM_IRQ1',
-      'KM_SOFTIRQ0', 'KM_SOFTIRQ1',
+      'KM_BOUNCE_READ',
+      'KM_SKB_SUNRPC_DATA',
+      'KM_SKB_DATA_SOFTIRQ',
+      'KM_USER0',
+      'KM_USER1',
+      'KM_BIO_SRC_IRQ',
+      'KM_BIO_DST_IRQ',
+      'KM_PTE0',
+      'KM_PTE1',
+      'KM_IRQ0',
+      'KM_IRQ1',
+      'KM_SOFTIRQ0',
+      'KM_SOFTIRQ1',
     ]);
     expect(KM_TYPE_NR).toBe(13);
   });

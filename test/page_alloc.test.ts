@@ -12,16 +12,47 @@ import { Worker } from 'node:worker_threads';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  GFP_ATOMIC, GFP_DMA, GFP_HIGHUSER, GFP_KERNEL, GFP_NOWAIT, MAX_ORDER, PageAllocator,
-  __GFP_COLD, __GFP_COMP, __GFP_DMA, __GFP_HIGHMEM, __GFP_NOWARN, __GFP_ZERO,
-  pageAllocBytes, zoneBatchsize,
-  type BadPageReport, type MmReport, type PageAllocConfig, type Shrinker,
+  GFP_ATOMIC,
+  GFP_DMA,
+  GFP_HIGHUSER,
+  GFP_KERNEL,
+  GFP_NOWAIT,
+  MAX_ORDER,
+  PageAllocator,
+  __GFP_COLD,
+  __GFP_COMP,
+  __GFP_DMA,
+  __GFP_HIGHMEM,
+  __GFP_NOWARN,
+  __GFP_ZERO,
+  pageAllocBytes,
+  zoneBatchsize,
+  type BadPageReport,
+  type MmReport,
+  type PageAllocConfig,
+  type Shrinker,
 } from '../guest/mm/page_alloc.js';
 import { PageAllocatorRef } from '../guest/mm/page_alloc_ref.js';
 import {
-  MAX_NR_ZONES, PG_active, PG_buddy, PG_dirty, PG_locked, PG_lru, PG_pinned, PG_private,
-  PG_reclaim, PG_referenced, PG_reserved, PG_slab, PG_swapcache, PG_writeback, ZONE_DMA,
-  ZONE_HIGHMEM, ZONE_NORMAL, mappingOfAddressSpace, pagePointer,
+  MAX_NR_ZONES,
+  PG_active,
+  PG_buddy,
+  PG_dirty,
+  PG_locked,
+  PG_lru,
+  PG_pinned,
+  PG_private,
+  PG_reclaim,
+  PG_referenced,
+  PG_reserved,
+  PG_slab,
+  PG_swapcache,
+  PG_writeback,
+  ZONE_DMA,
+  ZONE_HIGHMEM,
+  ZONE_NORMAL,
+  mappingOfAddressSpace,
+  pagePointer,
 } from '../guest/mm/page.js';
 import { spinLock, spinOwner, spinTrylock, spinUnlock } from '../guest/mm/spinlock.js';
 
@@ -126,7 +157,9 @@ describe('zones and boot', () => {
     expect(() => pa.allocPages(GFP_KERNEL, 0, 2)).toThrow(/cpu 2 is not a vCPU of this allocator \(0\.\.1\)/);
     expect(() => pa.freePages(3, 1, 0)).toThrow(/not the start of an order-1 block/);
     expect(() => pa.freePages(64, 0, 0)).toThrow(/outside the mem_map/);
-    expect(() => new PageAllocator(new SharedArrayBuffer(4096), { zeroPage: () => {} })).toThrow(/not a pvmmu page allocator buffer/);
+    expect(() => new PageAllocator(new SharedArrayBuffer(4096), { zeroPage: () => {} })).toThrow(
+      /not a pvmmu page allocator buffer/,
+    );
   });
 
   it('gives a reserved boot page to the allocator with free_bootmem', () => {
@@ -260,11 +293,13 @@ describe('zone fallback', () => {
     expect(zones).toEqual([...Array(8).fill(ZONE_HIGHMEM), ...Array(16).fill(ZONE_NORMAL), ...Array(4).fill(ZONE_DMA)]);
     const pb = make(cfg);
     const k: number[] = [];
-    for (let p = pb.allocPages(GFP_KERNEL, 0, 0); p !== -1; p = pb.allocPages(GFP_KERNEL | __GFP_NOWARN, 0, 0)) k.push(pb.pageZone(p));
+    for (let p = pb.allocPages(GFP_KERNEL, 0, 0); p !== -1; p = pb.allocPages(GFP_KERNEL | __GFP_NOWARN, 0, 0))
+      k.push(pb.pageZone(p));
     expect(k).toEqual([...Array(16).fill(ZONE_NORMAL), ...Array(4).fill(ZONE_DMA)]);
     const pc = make(cfg);
     const d: number[] = [];
-    for (let p = pc.allocPages(GFP_DMA, 0, 0); p !== -1; p = pc.allocPages(GFP_DMA | __GFP_NOWARN, 0, 0)) d.push(pc.pageZone(p));
+    for (let p = pc.allocPages(GFP_DMA, 0, 0); p !== -1; p = pc.allocPages(GFP_DMA | __GFP_NOWARN, 0, 0))
+      d.push(pc.pageZone(p));
     expect(d).toEqual(Array(4).fill(ZONE_DMA));
   });
 
@@ -272,7 +307,10 @@ describe('zone fallback', () => {
     const pa = make({ nrPages: 8, pcpBatch: 1, pcpHigh: 1 }, { comm: 'insmod' });
     expect(pa.allocPages(GFP_KERNEL, 3, 0)).toBe(0);
     expect(pa.allocPages(GFP_KERNEL, 0, 0)).toBe(-1);
-    expect(pa.reports.at(-1)).toMatchObject({ kind: 'page_allocation_failure', lines: ['insmod: page allocation failure. order:0, mode:0xd0'] });
+    expect(pa.reports.at(-1)).toMatchObject({
+      kind: 'page_allocation_failure',
+      lines: ['insmod: page allocation failure. order:0, mode:0xd0'],
+    });
     expect(pa.allocPages(GFP_ATOMIC | __GFP_NOWARN, 0, 0)).toBe(-1);
     expect(pa.reports).toHaveLength(1);
     expect(pa.nrAllocFailures()).toBe(2);
@@ -285,7 +323,8 @@ describe('watermarks and shrinkers', () => {
   function cache(pa: PageAllocator, pages: number[]): Shrinker & { calls: number[] } {
     const calls: number[] = [];
     return {
-      name: 'xfs_buf', calls,
+      name: 'xfs_buf',
+      calls,
       shrink(n, _gfp, cpu) {
         calls.push(n);
         if (n > 0) for (const p of pages.splice(0, n)) pa.freePages(p, 0, cpu);
@@ -296,7 +335,10 @@ describe('watermarks and shrinkers', () => {
 
   it('calls shrinkers before failing a GFP_KERNEL allocation that would go below pages_low', () => {
     // 1024 pages: min_free_kbytes 128 -> min 32, low 40.
-    const pa = PageAllocator.create({ nrPages: 1024, nrCpus: 1, minFreeKbytes: 128, pcpBatch: 1, pcpHigh: 1 }, { zeroPage: () => {} });
+    const pa = PageAllocator.create(
+      { nrPages: 1024, nrCpus: 1, minFreeKbytes: 128, pcpBatch: 1, pcpHigh: 1 },
+      { zeroPage: () => {} },
+    );
     expect(pa.zoneInfo(ZONE_DMA)).toMatchObject({ min: 32, low: 40 });
     const held: number[] = [];
     while (pa.zoneFreePages(ZONE_DMA) > 41) held.push(pa.allocPages(GFP_KERNEL, 0, 0));
@@ -352,8 +394,20 @@ describe('__GFP_ZERO', () => {
 
 describe('bad_page', () => {
   const setups: [string, (pa: PageAllocator, pfn: number) => void, string][] = [
-    ['mapcount', (pa, p) => { pa.memMap.mapcount[p] = 0; }, 'flags:0x00000000 mapping:00000000 mapcount:1 count:0'],
-    ['mapping', (pa, p) => { pa.memMap.mapping[p] = mappingOfAddressSpace(3); }, 'flags:0x00000000 mapping:00000006 mapcount:0 count:0'],
+    [
+      'mapcount',
+      (pa, p) => {
+        pa.memMap.mapcount[p] = 0;
+      },
+      'flags:0x00000000 mapping:00000000 mapcount:1 count:0',
+    ],
+    [
+      'mapping',
+      (pa, p) => {
+        pa.memMap.mapping[p] = mappingOfAddressSpace(3);
+      },
+      'flags:0x00000000 mapping:00000006 mapcount:0 count:0',
+    ],
     ['PG_lru', (pa, p) => pa.memMap.SetPageLRU(p), 'flags:0x00000020 mapping:00000000 mapcount:0 count:0'],
     ['PG_private', (pa, p) => pa.memMap.SetPagePrivate(p), 'flags:0x00000800 mapping:00000000 mapcount:0 count:0'],
     ['PG_locked', (pa, p) => pa.memMap.SetPageLocked(p), 'flags:0x00000001 mapping:00000000 mapcount:0 count:0'],
@@ -540,7 +594,10 @@ describe('double free', () => {
     pa.freePages(pfn, 0, 0);
     pa.freePages(pfn, 0, 0);
     pa.putPage(pfn, 0);
-    expect(badPages(pa).map((r) => [r.function, r.reason])).toEqual([['__free_pages', 'double_free'], ['put_page', 'double_free']]);
+    expect(badPages(pa).map((r) => [r.function, r.reason])).toEqual([
+      ['__free_pages', 'double_free'],
+      ['put_page', 'double_free'],
+    ]);
     expect(pa.memMap.pageCount(pfn)).toBe(0);
     expect(pa.checkFreeLists()).toEqual([]);
   });
@@ -573,17 +630,72 @@ type Op =
   | { k: 'cache'; i: number };
 
 const GFPS = [
-  GFP_KERNEL, GFP_KERNEL, GFP_ATOMIC, GFP_NOWAIT, GFP_HIGHUSER, GFP_KERNEL | __GFP_COLD, GFP_DMA | GFP_KERNEL,
-  GFP_KERNEL | __GFP_COMP, GFP_HIGHUSER | __GFP_ZERO, GFP_ATOMIC | __GFP_COMP | __GFP_NOWARN,
+  GFP_KERNEL,
+  GFP_KERNEL,
+  GFP_ATOMIC,
+  GFP_NOWAIT,
+  GFP_HIGHUSER,
+  GFP_KERNEL | __GFP_COLD,
+  GFP_DMA | GFP_KERNEL,
+  GFP_KERNEL | __GFP_COMP,
+  GFP_HIGHUSER | __GFP_ZERO,
+  GFP_ATOMIC | __GFP_COMP | __GFP_NOWARN,
 ];
-const BAD_FLAGS = [PG_lru, PG_reserved, PG_private, PG_dirty, PG_referenced, PG_locked, PG_active, PG_reclaim, PG_slab, PG_swapcache, PG_writeback, PG_pinned];
+const BAD_FLAGS = [
+  PG_lru,
+  PG_reserved,
+  PG_private,
+  PG_dirty,
+  PG_referenced,
+  PG_locked,
+  PG_active,
+  PG_reclaim,
+  PG_slab,
+  PG_swapcache,
+  PG_writeback,
+  PG_pinned,
+];
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ k: fc.constant('alloc' as const), cpu: fc.nat(2), gfp: fc.constantFrom(...GFPS), order: fc.oneof({ weight: 6, arbitrary: fc.constant(0) }, { weight: 3, arbitrary: fc.integer({ min: 1, max: 4 }) }, { weight: 1, arbitrary: fc.integer({ min: 5, max: 10 }) }) }) },
-  { weight: 7, arbitrary: fc.record({ k: fc.constant('free' as const), cpu: fc.nat(2), i: fc.nat(), how: fc.constantFrom('free' as const, 'put' as const, 'cold' as const) }) },
-  { weight: 2, arbitrary: fc.record({ k: fc.constant('getput' as const), cpu: fc.nat(2), i: fc.nat(), off: fc.nat(15) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('bad' as const), cpu: fc.nat(2), i: fc.nat(), flag: fc.constantFrom(...BAD_FLAGS) }) },
-  { weight: 1, arbitrary: fc.record({ k: fc.constant('double' as const), cpu: fc.nat(2), i: fc.nat(), direct: fc.boolean() }) },
+  {
+    weight: 8,
+    arbitrary: fc.record({
+      k: fc.constant('alloc' as const),
+      cpu: fc.nat(2),
+      gfp: fc.constantFrom(...GFPS),
+      order: fc.oneof(
+        { weight: 6, arbitrary: fc.constant(0) },
+        { weight: 3, arbitrary: fc.integer({ min: 1, max: 4 }) },
+        { weight: 1, arbitrary: fc.integer({ min: 5, max: 10 }) },
+      ),
+    }),
+  },
+  {
+    weight: 7,
+    arbitrary: fc.record({
+      k: fc.constant('free' as const),
+      cpu: fc.nat(2),
+      i: fc.nat(),
+      how: fc.constantFrom('free' as const, 'put' as const, 'cold' as const),
+    }),
+  },
+  {
+    weight: 2,
+    arbitrary: fc.record({ k: fc.constant('getput' as const), cpu: fc.nat(2), i: fc.nat(), off: fc.nat(15) }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({
+      k: fc.constant('bad' as const),
+      cpu: fc.nat(2),
+      i: fc.nat(),
+      flag: fc.constantFrom(...BAD_FLAGS),
+    }),
+  },
+  {
+    weight: 1,
+    arbitrary: fc.record({ k: fc.constant('double' as const), cpu: fc.nat(2), i: fc.nat(), direct: fc.boolean() }),
+  },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('drain' as const), cpu: fc.nat(2) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('cache' as const), i: fc.nat() }) },
 );
@@ -598,13 +710,23 @@ const cfgArb = fc.record({
   minFreeKbytes: fc.constantFrom(0, 0, 128, 512, 2048),
 });
 
-interface Live { pfn: number; order: number; comp: boolean }
+interface Live {
+  pfn: number;
+  order: number;
+  comp: boolean;
+}
 
 function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops: Op[]): void {
   const nrPages = 4096 + c.extra + (c.paging === 'pae' ? c.high : 0);
   const cfg: PageAllocConfig = {
-    nrPages, nrCpus: 3, paging: c.paging, lowmemPages: c.paging === 'pae' ? 4096 + c.extra : undefined,
-    firstFreePfn: 4096 - c.dmaFree, minFreeKbytes: c.minFreeKbytes, pcpBatch: c.pcpBatch, pcpHigh: c.pcpBatch + c.pcpHighExtra,
+    nrPages,
+    nrCpus: 3,
+    paging: c.paging,
+    lowmemPages: c.paging === 'pae' ? 4096 + c.extra : undefined,
+    firstFreePfn: 4096 - c.dmaFree,
+    minFreeKbytes: c.minFreeKbytes,
+    pcpBatch: c.pcpBatch,
+    pcpHigh: c.pcpBatch + c.pcpHighExtra,
   };
   const zf: number[] = [];
   const zr: number[] = [];
@@ -628,7 +750,8 @@ function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops
   const compare = (step: number): void => {
     for (let z = 0; z < MAX_NR_ZONES; z++) {
       expect(fast.zoneFreePages(z), `step ${step} zone ${z} free`).toBe(ref.zoneFreePages(z));
-      for (let cpu = 0; cpu < 3; cpu++) expect(fast.pcpCount(z, cpu), `step ${step} pcp ${z}/${cpu}`).toBe(ref.pcpCount(z, cpu));
+      for (let cpu = 0; cpu < 3; cpu++)
+        expect(fast.pcpCount(z, cpu), `step ${step} pcp ${z}/${cpu}`).toBe(ref.pcpCount(z, cpu));
     }
     expect(fast.reports.length, `step ${step} reports`).toBe(ref.reports.length);
   };
@@ -687,8 +810,11 @@ function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops
         break;
       }
       case 'double': {
-        const cand = dead.filter((p) => !live.some((l) => p >= l.pfn && p < l.pfn + (1 << l.order)) &&
-          !cacheF.some((l) => p >= l.pfn && p < l.pfn + (1 << l.order)));
+        const cand = dead.filter(
+          (p) =>
+            !live.some((l) => p >= l.pfn && p < l.pfn + (1 << l.order)) &&
+            !cacheF.some((l) => p >= l.pfn && p < l.pfn + (1 << l.order)),
+        );
         if (cand.length === 0) return;
         const p = cand[op.i % cand.length]!;
         if (fast.memMap.count[p] !== 0 || fast.memMap.PageReserved(p)) return;
@@ -708,7 +834,10 @@ function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops
       case 'cache': {
         if (live.length === 0) return;
         const [l] = live.splice(op.i % live.length, 1);
-        if (l!.comp) { live.push(l!); return; }
+        if (l!.comp) {
+          live.push(l!);
+          return;
+        }
         cacheF.push(l!);
         cacheR.push({ ...l! });
         break;
@@ -753,7 +882,9 @@ function ensureBuilt(): void {
   });
   if (!stale) return;
   try {
-    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')], { stdio: 'pipe' });
+    execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'tsconfig.json')], {
+      stdio: 'pipe',
+    });
   } catch {
     // Other files may not compile mid-flight; tsc still emits ours.
   }
@@ -783,7 +914,8 @@ describe('concurrency', () => {
     expect(pa.checkFreeLists()).toEqual([]);
     expect(pa.nrFreePages()).toBe(total);
     for (let pfn = 0; pfn < pa.nrPages; pfn++) {
-      if (!pa.memMap.PageReserved(pfn) && pa.memMap.count[pfn] !== 0) throw new Error(`pfn ${pfn} count ${pa.memMap.count[pfn]}`);
+      if (!pa.memMap.PageReserved(pfn) && pa.memMap.count[pfn] !== 0)
+        throw new Error(`pfn ${pfn} count ${pa.memMap.count[pfn]}`);
     }
   });
 });

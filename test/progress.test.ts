@@ -71,7 +71,7 @@ describe('Progress', () => {
     // First draw at 1000 ms with 250 done: 25%, 250/s, 3 s to go.
     const first = s.writes[0]!;
     expect(first.startsWith('\r\x1b[K')).toBe(true);
-    expect(first).toMatch(/^\r\x1b\[Kxfs-dir lazy \[#{10}-{30}\]  25\.0% 250\/1000 250\/s ETA 3s$/);
+    expect(first).toMatch(/^\r\x1b\[Kxfs-dir lazy \[#{10}-{30}\] {2}25\.0% 250\/1000 250\/s ETA 3s$/);
     // Second: 500 done at 1100 ms.
     expect(s.writes[1]).toMatch(/ 50\.0% 500\/1000 455\/s ETA 2s$/);
     expect(first.length - 4).toBeLessThanOrEqual(99);

@@ -12,7 +12,9 @@ import { runScript } from '../src/script/run.js';
 import { totals } from '../src/script/report.js';
 
 const dir = join(import.meta.dirname, 'scripts');
-const files = readdirSync(dir).filter((f) => f.endsWith('.json')).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.json'))
+  .sort();
 const cli = join(import.meta.dirname, '..', 'dist', 'src', 'cli.js');
 
 describe('example scripts', () => {
@@ -33,13 +35,15 @@ describe('example scripts', () => {
 
 describe('a script that expects the wrong thing fails, naming the step', () => {
   it('reports the mismatch and the hypervisor lines', async () => {
-    const res = await runScript(parseScript({
-      steps: [
-        { op: 'alloc', name: 't' },
-        { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }], expect: 'ok' },
-        { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }], expect: 'EINVAL', expect_log: 'no such text' },
-      ],
-    }));
+    const res = await runScript(
+      parseScript({
+        steps: [
+          { op: 'alloc', name: 't' },
+          { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }], expect: 'ok' },
+          { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }], expect: 'EINVAL', expect_log: 'no such text' },
+        ],
+      }),
+    );
     expect(res.steps.map((s) => s.pass)).toEqual([true, false, false]);
     expect(res.steps[1]!.reason).toBe('expected ok, got EINVAL');
     expect(res.steps[1]!.log.join('\n')).toContain('Bad type');
@@ -54,24 +58,48 @@ describe('malformed scripts get an error naming the step and field', () => {
     [{ steps: [] }, /steps: must be a non-empty array/],
     [{ paging: 'i386', steps: [{ op: 'audit' }] }, /paging: must be one of pae, x86_64/],
     [{ steps: [{ op: 'pin' }] }, /steps\[0\]\.op: must be one of alloc, write/],
-    [{ steps: [{ op: 'alloc', name: 'a' }, { op: 'write', frame: 'a', index: 600, entry: 0 }] }, /steps\[1\]\.index: must be an integer in 0\.\.511/],
-    [{ steps: [{ op: 'write', frame: 'a', index: 0, entry: { frame: 'a', flags: 'P|XX' } }] }, /steps\[0\]\.entry\.flags: unknown flag "XX"/],
-    [{ steps: [{ op: 'mmuext', ops: [{ cmd: 'pin_l1_table' }] }] }, /steps\[0\]\.ops\[0\]: "pin_l1_table" needs "frame"/],
+    [
+      {
+        steps: [
+          { op: 'alloc', name: 'a' },
+          { op: 'write', frame: 'a', index: 600, entry: 0 },
+        ],
+      },
+      /steps\[1\]\.index: must be an integer in 0\.\.511/,
+    ],
+    [
+      { steps: [{ op: 'write', frame: 'a', index: 0, entry: { frame: 'a', flags: 'P|XX' } }] },
+      /steps\[0\]\.entry\.flags: unknown flag "XX"/,
+    ],
+    [
+      { steps: [{ op: 'mmuext', ops: [{ cmd: 'pin_l1_table' }] }] },
+      /steps\[0\]\.ops\[0\]: "pin_l1_table" needs "frame"/,
+    ],
     [{ steps: [{ op: 'audit', expect: 'EWHAT' }] }, /steps\[0\]\.expect: must be one of ok, fault, EPERM/],
     [{ steps: [{ op: 'audit', domain: 'Z' }] }, /steps\[0\]\.domain: no domain "Z"/],
-    [{ steps: [{ op: 'multicall', calls: [{ op: 'load', va: '0' }] }] }, /steps\[0\]\.calls\[0\]\.op: "load" cannot be part of a multicall/],
+    [
+      { steps: [{ op: 'multicall', calls: [{ op: 'load', va: '0' }] }] },
+      /steps\[0\]\.calls\[0\]\.op: "load" cannot be part of a multicall/,
+    ],
     [{ steps: [{ op: 'audit', colour: 1 }] }, /steps\[0\]: unknown field "colour"/],
-    [{ domains: [{ name: 'A', vcpus: 99 }], steps: [{ op: 'audit' }] }, /domains\[0\]\.vcpus: must be an integer in 1\.\.64/],
+    [
+      { domains: [{ name: 'A', vcpus: 99 }], steps: [{ op: 'audit' }] },
+      /domains\[0\]\.vcpus: must be an integer in 1\.\.64/,
+    ],
   ];
   for (const [input, msg] of cases) {
     it(String(msg), () => {
-      expect(() => parseScript(typeof input === 'string' ? input : JSON.stringify(input), 'x.json')).toThrow(ScriptError);
+      expect(() => parseScript(typeof input === 'string' ? input : JSON.stringify(input), 'x.json')).toThrow(
+        ScriptError,
+      );
       expect(() => parseScript(typeof input === 'string' ? input : JSON.stringify(input), 'x.json')).toThrow(msg);
     });
   }
 
   it('a name that was never bound fails its step, not the run', async () => {
-    const res = await runScript(parseScript({ steps: [{ op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 'ghost' }] }] }));
+    const res = await runScript(
+      parseScript({ steps: [{ op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 'ghost' }] }] }),
+    );
     expect(res.steps[0]!.pass).toBe(false);
     expect(res.steps[0]!.reason).toMatch(/no frame "ghost" \(bind it with/);
     expect(res.audit.ok).toBe(true);
@@ -80,11 +108,21 @@ describe('malformed scripts get an error naming the step and field', () => {
 
 describe('pvmmu script (the command)', () => {
   it('exits 0 when everything held, 1 when an expectation failed, 2 on a malformed script', () => {
-    const ok = spawnSync(process.execPath, [cli, 'script', join(dir, 'pin-refused-rw-alias.json')], { encoding: 'utf8' });
+    const ok = spawnSync(process.execPath, [cli, 'script', join(dir, 'pin-refused-rw-alias.json')], {
+      encoding: 'utf8',
+    });
     expect(ok.status).toBe(0);
     expect(ok.stdout.trim().split('\n').at(-1)).toMatch(/^\d+ passed, 0 failed$/);
     const tmp = mkdtempSync(join(tmpdir(), 'pvmmu-'));
-    writeFileSync(join(tmp, 'bad.json'), JSON.stringify({ steps: [{ op: 'alloc', name: 't' }, { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }] }] }));
+    writeFileSync(
+      join(tmp, 'bad.json'),
+      JSON.stringify({
+        steps: [
+          { op: 'alloc', name: 't' },
+          { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }] },
+        ],
+      }),
+    );
     const bad = spawnSync(process.execPath, [cli, 'script', join(tmp, 'bad.json')], { encoding: 'utf8' });
     expect(bad.status).toBe(1);
     expect(bad.stdout).toMatch(/FAIL steps\[1\]/);
@@ -93,8 +131,13 @@ describe('pvmmu script (the command)', () => {
     const mal = spawnSync(process.execPath, [cli, 'script', join(tmp, 'malformed.json')], { encoding: 'utf8' });
     expect(mal.status).toBe(2);
     expect(mal.stderr).toMatch(/steps\[0\]\.op: must be one of/);
-    const json = execFileSync(process.execPath, [cli, 'script', '--json', join(dir, 'batches-and-multicalls.json')], { encoding: 'utf8' });
-    const lines = json.trim().split('\n').map((l) => JSON.parse(l));
+    const json = execFileSync(process.execPath, [cli, 'script', '--json', join(dir, 'batches-and-multicalls.json')], {
+      encoding: 'utf8',
+    });
+    const lines = json
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.at(-1)).toMatchObject({ type: 'summary', failed: 0 });
     expect(lines[0]).toMatchObject({ type: 'step', pass: true });
   });
@@ -107,14 +150,39 @@ describe('pvmmu script (the command)', () => {
 
 describe('pvmmu run (the command)', () => {
   it('--json prints one object with the documented fields', () => {
-    const out = execFileSync(process.execPath, [cli, 'run', 'xfs-dirscan', '--ops', '300', '--memory', '64M', '--files', '2000', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+    const out = execFileSync(
+      process.execPath,
+      [cli, 'run', 'xfs-dirscan', '--ops', '300', '--memory', '64M', '--files', '2000', '--json'],
+      { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] },
+    );
     const s = JSON.parse(out) as Record<string, unknown>;
-    for (const key of ['workload', 'strategy', 'vcpus', 'seed', 'ops', 'elapsedMs', 'hypercalls', 'rejected', 'pinsAttempted', 'tlb', 'lazyPeakPages', 'dataErrors', 'auditOk']) {
+    for (const key of [
+      'workload',
+      'strategy',
+      'vcpus',
+      'seed',
+      'ops',
+      'elapsedMs',
+      'hypercalls',
+      'rejected',
+      'pinsAttempted',
+      'tlb',
+      'lazyPeakPages',
+      'dataErrors',
+      'auditOk',
+    ]) {
       expect(s, key).toHaveProperty(key);
     }
-    expect(s).toMatchObject({ workload: 'xfs-dirscan', strategy: 'lazy', vcpus: 2, ops: 300, auditOk: true, dataErrors: 0 });
-    expect(s['rejected']).toHaveProperty('byReason');
-    expect(s['tlb']).toHaveProperty('shootdowns');
+    expect(s).toMatchObject({
+      workload: 'xfs-dirscan',
+      strategy: 'lazy',
+      vcpus: 2,
+      ops: 300,
+      auditOk: true,
+      dataErrors: 0,
+    });
+    expect(s.rejected).toHaveProperty('byReason');
+    expect(s.tlb).toHaveProperty('shootdowns');
   });
 
   it('refuses bad options with what is accepted, exit 2', () => {
@@ -122,8 +190,12 @@ describe('pvmmu run (the command)', () => {
     const r1 = bad(['xfs-dirscan', '--strategy', 'quick']);
     expect(r1.status).toBe(2);
     expect(r1.stderr).toMatch(/--strategy must be one of lazy, eager, vmap-pages, unmap-aliases/);
-    expect(bad(['xfs-dirscan', '--dir-block', '3K']).stderr).toMatch(/--dir-block must be one of 4K, 8K, 16K, 32K, 64K/);
-    expect(bad(['fork-storm', '--unenforced']).stderr).toMatch(/--unenforced exists only for the stray-write demonstration/);
+    expect(bad(['xfs-dirscan', '--dir-block', '3K']).stderr).toMatch(
+      /--dir-block must be one of 4K, 8K, 16K, 32K, 64K/,
+    );
+    expect(bad(['fork-storm', '--unenforced']).stderr).toMatch(
+      /--unenforced exists only for the stray-write demonstration/,
+    );
     expect(bad(['nope']).stderr).toMatch(/unknown workload "nope" \(workloads: /);
     expect(bad(['truncate-race', '--sched', 'parallel']).stderr).toMatch(/truncate-race runs under --sched det only/);
   });

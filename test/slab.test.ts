@@ -8,13 +8,17 @@ import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
 import { PAE_LAYOUT } from '../src/layout.js';
 import {
-  GFP_ATOMIC, GFP_HIGHUSER, GFP_KERNEL, GFP_NOWAIT, PageAllocator, __GFP_HIGHMEM, __GFP_NOWARN,
+  GFP_ATOMIC,
+  GFP_HIGHUSER,
+  GFP_KERNEL,
+  GFP_NOWAIT,
+  PageAllocator,
+  __GFP_HIGHMEM,
+  __GFP_NOWARN,
   type SlabErrorReport,
 } from '../guest/mm/page_alloc.js';
 import { PG_slab, ZONE_DMA, mappingOfAddressSpace, type AddressSpaceLike } from '../guest/mm/page.js';
-import {
-  KMALLOC_CACHE_ID_BASE, MIN_PARTIAL, SlabAllocator, ZERO_SIZE_PTR, kmallocIndex,
-} from '../guest/mm/slab.js';
+import { KMALLOC_CACHE_ID_BASE, MIN_PARTIAL, SlabAllocator, ZERO_SIZE_PTR, kmallocIndex } from '../guest/mm/slab.js';
 
 const pfnToKaddr = (pfn: number): number => PAE_LAYOUT.pageOffset + pfn * 4096;
 
@@ -107,9 +111,13 @@ describe('kfree misuse', () => {
     slab.kfree(pfnToKaddr(page), 1);
     const r = pa.reports as SlabErrorReport[];
     expect(r.map((x) => [x.kind, x.reason])).toEqual([
-      ['slab_error', 'double_free'], ['slab_error', 'invalid_pointer'], ['slab_error', 'not_slab'],
+      ['slab_error', 'double_free'],
+      ['slab_error', 'invalid_pointer'],
+      ['slab_error', 'not_slab'],
     ]);
-    expect(r[0]!.lines[0]).toBe(`kfree: double free of 0x${a.toString(16)} in kmalloc-64 (slab page pfn ${pfnOf(a)}, object 0)`);
+    expect(r[0]!.lines[0]).toBe(
+      `kfree: double free of 0x${a.toString(16)} in kmalloc-64 (slab page pfn ${pfnOf(a)}, object 0)`,
+    );
     expect(r[1]!.lines[0]).toMatch(/is not the start of an object in kmalloc-64 \(offset 65 /);
     expect(slab.nrSlabErrors()).toBe(3);
     expect(slab.checkSlabs()).toEqual([]);
@@ -203,29 +211,36 @@ describe('page_mapping of slab pages (slub-kmap-atomic-oops)', () => {
 describe('random kmalloc/kfree', () => {
   it('never hands out overlapping live objects and keeps its bookkeeping consistent', () => {
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 1, max: 4096 }), fc.nat(), fc.nat(1)), { maxLength: 300, size: 'max' }), (ops) => {
-        const { pa, slab } = setup(512, { maxSlabs: 128 });
-        const live = new Map<number, number>(); // addr -> size class
-        for (const [alloc, size, i, cpu] of ops) {
-          if (alloc || live.size === 0) {
-            const a = slab.kmalloc(size, GFP_KERNEL | __GFP_NOWARN, cpu);
-            if (a === 0) continue;
-            const cls = slab.ksize(a);
-            for (const [b, n] of live) expect(a + cls <= b || b + n <= a, `0x${a.toString(16)} overlaps 0x${b.toString(16)}`).toBe(true);
-            live.set(a, cls);
-          } else {
-            const addrs = [...live.keys()];
-            const a = addrs[i % addrs.length]!;
-            live.delete(a);
-            slab.kfree(a, cpu);
+      fc.property(
+        fc.array(fc.tuple(fc.boolean(), fc.integer({ min: 1, max: 4096 }), fc.nat(), fc.nat(1)), {
+          maxLength: 300,
+          size: 'max',
+        }),
+        (ops) => {
+          const { pa, slab } = setup(512, { maxSlabs: 128 });
+          const live = new Map<number, number>(); // addr -> size class
+          for (const [alloc, size, i, cpu] of ops) {
+            if (alloc || live.size === 0) {
+              const a = slab.kmalloc(size, GFP_KERNEL | __GFP_NOWARN, cpu);
+              if (a === 0) continue;
+              const cls = slab.ksize(a);
+              for (const [b, n] of live)
+                expect(a + cls <= b || b + n <= a, `0x${a.toString(16)} overlaps 0x${b.toString(16)}`).toBe(true);
+              live.set(a, cls);
+            } else {
+              const addrs = [...live.keys()];
+              const a = addrs[i % addrs.length]!;
+              live.delete(a);
+              slab.kfree(a, cpu);
+            }
           }
-        }
-        expect(slab.checkSlabs()).toEqual([]);
-        for (const a of live.keys()) slab.kfree(a, 0);
-        expect(slab.cacheStats().every((c) => c.inuse === 0 && c.nrSlabs <= MIN_PARTIAL)).toBe(true);
-        expect(pa.reports).toEqual([]);
-        expect(pa.checkFreeLists()).toEqual([]);
-      }),
+          expect(slab.checkSlabs()).toEqual([]);
+          for (const a of live.keys()) slab.kfree(a, 0);
+          expect(slab.cacheStats().every((c) => c.inuse === 0 && c.nrSlabs <= MIN_PARTIAL)).toBe(true);
+          expect(pa.reports).toEqual([]);
+          expect(pa.checkFreeLists()).toEqual([]);
+        },
+      ),
       { numRuns: 40, seed: 2007 },
     );
   });

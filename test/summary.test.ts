@@ -51,7 +51,9 @@ const clean = (strategy: string, over: Partial<RunSummary> = {}) =>
 
 describe('formatSummary', () => {
   it('reports a run where the bug showed up', () => {
-    const text = formatSummary(lazyRun({ guestReports: ['BUG: Bad page state in process xfsbufd  page:c1234560 flags:0x00000400'] }));
+    const text = formatSummary(
+      lazyRun({ guestReports: ['BUG: Bad page state in process xfsbufd  page:c1234560 flags:0x00000400'] }),
+    );
     const lines = text.split('\n');
     expect(lines[0]).toBe('Workload xfs-dir, strategy lazy (XFS 2007: vunmap deferred to a list, purged in batches)');
     expect(lines[1]).toBe('  kmap_flush_unused before pins: off; 4 vCPUs, seed 42, pae paging, parallel scheduler');
@@ -72,25 +74,36 @@ describe('formatSummary', () => {
   });
 
   it('says plainly when the bug did not show up or was not exercised, and reports audit failures', () => {
-    const eager = formatSummary(clean('eager', { auditOk: false, auditProblems: ['mfn 12: type count 2, expected 1'], dataErrors: 2 }));
-    expect(eager).toContain('The stray-mapping bug did not show up: Xen accepted all 1,024 page-table pins, but 2 XFS blocks failed the data checksum.');
+    const eager = formatSummary(
+      clean('eager', { auditOk: false, auditProblems: ['mfn 12: type count 2, expected 1'], dataErrors: 2 }),
+    );
+    expect(eager).toContain(
+      'The stray-mapping bug did not show up: Xen accepted all 1,024 page-table pins, but 2 XFS blocks failed the data checksum.',
+    );
     expect(eager).toContain('  refused by Xen        none');
     expect(eager).toContain('audit                 FAILED (1 problem)');
     expect(eager).toContain('Audit problems:\n  mfn 12: type count 2, expected 1');
     expect(eager).toContain('data checksum errors  2 (XFS blocks read back corrupted)');
     expect(eager).not.toContain('First Xen log lines');
-    expect(verdict(clean('lazy', { pinsAttempted: 0 }))).toBe('The stray-mapping bug was not exercised: the run pinned no page tables.');
+    expect(verdict(clean('lazy', { pinsAttempted: 0 }))).toBe(
+      'The stray-mapping bug was not exercised: the run pinned no page tables.',
+    );
     expect(formatSummary(clean('lazy', { vcpus: 1, elapsedMs: 850 }))).toContain('1 vCPU, seed 42');
   });
 
   it('shows isolation violations and the workload counters', () => {
-    const text = formatSummary(clean('lazy', { isolationViolations: 2, workloadStats: { xfsBufReads: 1500, dirScans: 3 } }));
+    const text = formatSummary(
+      clean('lazy', { isolationViolations: 2, workloadStats: { xfsBufReads: 1500, dirScans: 3 } }),
+    );
     expect(text).toContain('  isolation             VIOLATED 2 times (a domain reached a frame it does not own)');
     expect(text).toContain('Workload counters:\n  dirScans     3\n  xfsBufReads  1,500');
     expect(formatSummary(clean('lazy'))).not.toContain('isolation');
     const j = summaryJson(clean('lazy', { isolationViolations: 2, workloadStats: { b: 2, a: 1 } }));
     expect(j.isolationViolations).toBe(2);
-    expect(Object.entries(j.workloadStats)).toEqual([['a', 1], ['b', 2]]);
+    expect(Object.entries(j.workloadStats)).toEqual([
+      ['a', 1],
+      ['b', 2],
+    ]);
     expect(summaryJson(clean('lazy')).workloadStats).toEqual({});
   });
 
@@ -110,17 +123,38 @@ describe('formatSummary', () => {
 describe('formatComparison', () => {
   const rows = [
     lazyRun(),
-    clean('eager', { tlb: { shootdowns: 5000, ipis: 20000 }, lazyPeakPages: 0, hypercalls: 61000, throughputOpsPerSec: 812.4 }),
+    clean('eager', {
+      tlb: { shootdowns: 5000, ipis: 20000 },
+      lazyPeakPages: 0,
+      hypercalls: 61000,
+      throughputOpsPerSec: 812.4,
+    }),
     clean('vmap-pages', { tlb: { shootdowns: 80, ipis: 320 }, lazyPeakPages: 1040, throughputOpsPerSec: 3380 }),
-    clean('unmap-aliases', { kmapFlush: true, tlb: { shootdowns: 1100, ipis: 4400 }, lazyPeakPages: 30, throughputOpsPerSec: 3100 }),
+    clean('unmap-aliases', {
+      kmapFlush: true,
+      tlb: { shootdowns: 1100, ipis: 4400 },
+      lazyPeakPages: 30,
+      throughputOpsPerSec: 3100,
+    }),
   ];
 
   it('prints one aligned row per strategy with the columns the issue names', () => {
     const text = formatComparison(rows);
     const lines = text.split('\n');
-    expect(lines[0]).toBe('Unmap strategies compared: workload xfs-dir, 4 vCPUs, seed 42, pae paging, parallel scheduler, 12,000 ops per run');
+    expect(lines[0]).toBe(
+      'Unmap strategies compared: workload xfs-dir, 4 vCPUs, seed 42, pae paging, parallel scheduler, 12,000 ops per run',
+    );
     const header = lines[2]!;
-    expect(header.split(/\s{2,}/)).toEqual(['strategy', 'refused pins', 'shootdowns', 'IPIs', 'hypercalls', 'ops/s', 'peak lazy pages', 'audit']);
+    expect(header.split(/\s{2,}/)).toEqual([
+      'strategy',
+      'refused pins',
+      'shootdowns',
+      'IPIs',
+      'hypercalls',
+      'ops/s',
+      'peak lazy pages',
+      'audit',
+    ]);
     expect(lines[3]).toMatch(/^-+( {2}-+){7}$/);
     const table = lines.slice(4, 8).map((l) => l.split(/\s{2,}/).map((c) => c.trim()));
     expect(table).toEqual([
@@ -132,22 +166,31 @@ describe('formatComparison', () => {
     // Numbers are right-aligned: every data row ends its "IPIs" column at the header's end.
     const ipisEnd = header.indexOf('IPIs') + 4;
     for (const l of lines.slice(4, 8)) expect(l[ipisEnd - 1]).toMatch(/\d/);
-    expect(text).toContain('Stray-mapping bug showed up with: lazy. Not with: eager, vmap-pages, unmap-aliases +kmap_flush.');
+    expect(text).toContain(
+      'Stray-mapping bug showed up with: lazy. Not with: eager, vmap-pages, unmap-aliases +kmap_flush.',
+    );
     expect(text).toContain('Columns:\n  refused pins     page-table pins Xen refused');
     expect(text).toMatch(/\n {2}peak lazy pages {2}most 4 KiB pages held at once/);
     expect(text).not.toContain('AUDIT FAILED');
   });
 
   it('turns differing settings into columns and flags failures', () => {
-    const text = formatComparison([lazyRun({ vcpus: 1 }), clean('eager', { vcpus: 8, auditOk: false, auditProblems: ['a', 'b'], dataErrors: 4 })]);
+    const text = formatComparison([
+      lazyRun({ vcpus: 1 }),
+      clean('eager', { vcpus: 8, auditOk: false, auditProblems: ['a', 'b'], dataErrors: 4 }),
+    ]);
     const lines = text.split('\n');
-    expect(lines[0]).toBe('Unmap strategies compared: workload xfs-dir, seed 42, pae paging, parallel scheduler, 12,000 ops per run');
+    expect(lines[0]).toBe(
+      'Unmap strategies compared: workload xfs-dir, seed 42, pae paging, parallel scheduler, 12,000 ops per run',
+    );
     expect(lines[2]!.split(/\s{2,}/).slice(0, 3)).toEqual(['strategy', 'vCPUs', 'refused pins']);
     expect(lines[4]!.split(/\s{2,}/).slice(0, 2)).toEqual(['lazy', '1']);
     expect(lines[5]!.split(/\s{2,}/).at(-1)).toBe('FAILED (2)');
     expect(text).toContain('AUDIT FAILED for: eager.');
     expect(text).toContain('Data checksum errors with: eager (4).');
-    expect(formatComparison([clean('eager')])).toContain('Stray-mapping bug did not show up with any strategy (eager).');
+    expect(formatComparison([clean('eager')])).toContain(
+      'Stray-mapping bug did not show up with any strategy (eager).',
+    );
     expect(formatComparison([clean('eager', { pinsAttempted: 0 })])).toContain('not exercised');
   });
 

@@ -38,7 +38,8 @@ function assertShape(file: TraceFile): void {
     if (ev.ph === 'X' && !(typeof ev.dur === 'number' && ev.dur >= 0 && Number.isFinite(ev.dur))) bad('dur');
     if (ev.ph === 'i' && !['t', 'p', 'g'].includes(ev.s!)) bad('s');
     if (ev.ph === 'C' && !Object.values(ev.args ?? {}).every((v) => typeof v === 'number')) bad('counter args');
-    if (ev.ph === 'M' && (ev.args === undefined || !('name' in ev.args || 'sort_index' in ev.args))) bad('metadata args');
+    if (ev.ph === 'M' && (ev.args === undefined || !('name' in ev.args || 'sort_index' in ev.args)))
+      bad('metadata args');
   });
   expect(problems).toEqual([]);
   // Survives a JSON round trip unchanged (no NaN/undefined turning into null).
@@ -171,7 +172,9 @@ describe('TraceBuffer', () => {
     buf.event(EV_COUNTER, TN.vmap, 1, 0, Number.NaN);
     expect(() => new TraceWriter().addBuffer(buf)).toThrow(/counter value/);
     expect(() => TraceBuffer.bytesFor(0)).toThrow(/integer from 1/);
-    expect(() => new TraceBuffer({ pid: 1, tid: 0, capacity: 100, buffer: new ArrayBuffer(64) })).toThrow(/bytesFor\(100\)/);
+    expect(() => new TraceBuffer({ pid: 1, tid: 0, capacity: 100, buffer: new ArrayBuffer(64) })).toThrow(
+      /bytesFor\(100\)/,
+    );
     expect(() => new TraceBuffer({ pid: 1.5, tid: 0 })).toThrow(/pid/);
     expect(() => new NameTable({ names: ['not-well-known'], argNames: ['arg'] })).toThrow(/well-known/);
   });

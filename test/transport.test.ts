@@ -37,13 +37,7 @@ import {
   slotBase,
   transportBytes,
 } from '../src/layout.js';
-import {
-  MMU_UPDATE_BATCH,
-  MulticallBatch,
-  mmuUpdate,
-  mmuextOp,
-  updateVaMapping,
-} from '../guest/arch/xen/hypercall.js';
+import { MMU_UPDATE_BATCH, MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../guest/arch/xen/hypercall.js';
 import { Vcpu } from '../guest/vcpu.js';
 import { pteHi, pteLo } from '../src/pte.js';
 import { Machine, type VcpuHandle } from '../src/machine.js';
@@ -110,7 +104,12 @@ describe('slot encoders', () => {
     const k = calls();
     expect(mmuUpdate(cpu, reqs, 3)).toEqual({ rc: 0, done: 3 });
     expect(word(k, S_OP)).toBe(__HYPERVISOR_mmu_update);
-    expect([arg(k, 0), arg(k, 1), arg(k, 2), arg(k, 3)]).toEqual([[0, 0], [3, 0], [12, 0], [DOMID_SELF, 0]]);
+    expect([arg(k, 0), arg(k, 1), arg(k, 2), arg(k, 3)]).toEqual([
+      [0, 0],
+      [3, 0],
+      [12, 0],
+      [DOMID_SELF, 0],
+    ]);
     for (let i = 0; i < 12; i++) expect(data(k, i)).toBe(reqs[i]);
   });
 
@@ -138,7 +137,10 @@ describe('slot encoders', () => {
     const k = calls();
     expect(updateVaMapping(cpu, 0x880000001000, 0x7067, 0x8, UVMF_INVLPG | UVMF_ALL, 0x3, 0)).toBe(0);
     expect(word(k, S_OP)).toBe(__HYPERVISOR_update_va_mapping);
-    expect([arg(k, 0), arg(k, 1)]).toEqual([[0x00001000, 0xffff8800], [0x7067, 0x8]]); // canonical
+    expect([arg(k, 0), arg(k, 1)]).toEqual([
+      [0x00001000, 0xffff8800],
+      [0x7067, 0x8],
+    ]); // canonical
     const flags = arg(k, 2)[0]!;
     expect(flags & 3).toBe(UVMF_INVLPG);
     expect(flags & ~3).toBe(8);
@@ -170,7 +172,11 @@ describe('slot encoders', () => {
     const h = data(k, MC_ARGS);
     expect(h).toBeGreaterThanOrEqual(32 * MC_ENTRY_WORDS);
     expect([data(k, h), data(k, h + 2)]).toEqual([0x5008, 0x7063]);
-    expect([data(k, MC_ARGS + 2), data(k, MC_ARGS + 4), data(k, MC_ARGS + 6)]).toEqual([1, GUEST_HANDLE_NULL, DOMID_SELF]);
+    expect([data(k, MC_ARGS + 2), data(k, MC_ARGS + 4), data(k, MC_ARGS + 6)]).toEqual([
+      1,
+      GUEST_HANDLE_NULL,
+      DOMID_SELF,
+    ]);
     const e1 = MC_ENTRY_WORDS;
     const flags = data(k, e1 + MC_ARGS + 4);
     expect(flags & 3).toBe(UVMF_INVLPG);
@@ -215,10 +221,12 @@ describe('Machine', () => {
       ns.push(r.nsPerCall);
     }
     ns.sort((a, b) => a - b);
-    console.log(`null hypercall round trip: median ${ns[2]!.toFixed(0)} ns, best ${ns[0]!.toFixed(0)} ns (5 x 5000 sched_op yields)`);
+    console.log(
+      `null hypercall round trip: median ${ns[2]!.toFixed(0)} ns, best ${ns[0]!.toFixed(0)} ns (5 x 5000 sched_op yields)`,
+    );
     expect(ns[0]).toBeGreaterThan(0);
     const s = await machine.stats();
-    expect(s.hypercalls['sched_op']).toBeGreaterThanOrEqual(27000);
+    expect(s.hypercalls.sched_op).toBeGreaterThanOrEqual(27000);
   });
 
   it('a flush posted to a RUNNING vCPU is acknowledged while the poster waits', async () => {
@@ -324,7 +332,9 @@ describe('Machine options and misuse', () => {
   it('refuses domains and programs it cannot run, and shuts down once', async () => {
     const m = await Machine.create({ paging: 'x86_64', memoryBytes: 16 * 1024 * 1024, maxVcpus: 2 });
     await expect(m.createDomain({ name: 'huge', frames: 1 << 20, vcpus: 1 })).rejects.toThrow(RangeError);
-    await expect(m.createDomain({ name: 'x', frames: 512, vcpus: 0 })).rejects.toThrow(/vcpus must be an integer in 1\.\.64/);
+    await expect(m.createDomain({ name: 'x', frames: 512, vcpus: 0 })).rejects.toThrow(
+      /vcpus must be an integer in 1\.\.64/,
+    );
     const d = await m.createDomain({ name: 'x', frames: 512, vcpus: 1 });
     await expect(m.startVcpu(d, 0, 'doom', {})).rejects.toThrow(/unknown program "doom"; registered: (.*, )?ping\b/);
     await expect(m.startVcpu(d, 1, 'ping', {})).rejects.toThrow(/vcpu must be from 0 to 0/);
@@ -336,7 +346,10 @@ describe('Machine options and misuse', () => {
     expect(await h.request({ op: 'translate', va, write: true })).toEqual({ mfn });
     const ro = { op: 'update-va-mapping', va, valLo: pteLo(mfn, _PAGE_PRESENT | _PAGE_ACCESSED), valHi: pteHi(mfn) };
     expect(await h.request({ ...ro, flags: UVMF_INVLPG })).toBe(0);
-    expect(await h.request({ op: 'translate', va, write: true })).toMatchObject({ mfn: -1, fault: { level: 1, reason: 'protection' } });
+    expect(await h.request({ op: 'translate', va, write: true })).toMatchObject({
+      mfn: -1,
+      fault: { level: 1, reason: 'protection' },
+    });
     expect(await h.request({ op: 'translate', va, write: false })).toEqual({ mfn });
     await Promise.all([m.shutdown(), m.shutdown()]);
     expect(h.alive).toBe(false);

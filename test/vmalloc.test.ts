@@ -49,7 +49,10 @@ class FakePages implements PageRefs, PageAllocator {
     },
   };
 
-  constructor(readonly nr: number, readonly kpt: KernelPageTablesRef | null = null) {
+  constructor(
+    readonly nr: number,
+    readonly kpt: KernelPageTablesRef | null = null,
+  ) {
     this.count = new Int32Array(nr);
     for (let pfn = nr - 1; pfn >= 0; pfn--) this.free.push(pfn);
   }
@@ -208,7 +211,9 @@ describe('lazy_max_pages', () => {
     expect(vm.vunmap(va)).toBe(0);
     for (let i = 0; i < 4; i++) expect(kpt.lookup(va + i * PAGE_SIZE)?.mfn).toBe(kpt.pfnToMfn(pfns[i]!));
     expect(kpt.kernelRangeFlushes).toBe(0);
-    expect(vm.lazyAliasesOf(102)).toEqual([{ va: va + 2 * PAGE_SIZE, areaStart: va, areaEnd: va + 5 * PAGE_SIZE, kind: 'lazy' }]);
+    expect(vm.lazyAliasesOf(102)).toEqual([
+      { va: va + 2 * PAGE_SIZE, areaStart: va, areaEnd: va + 5 * PAGE_SIZE, kind: 'lazy' },
+    ]);
     expect(vm.lazyAliasesOfMfn(kpt.pfnToMfn(102))).toHaveLength(1);
     expect(kpt.writableAliasesOfPfn(102)).toEqual([va + 2 * PAGE_SIZE]);
 
@@ -444,7 +449,11 @@ describe('vmapPages / vunmapPages', () => {
       { numRuns: FUZZ_RUNS },
     );
     // The XFS 2007 pattern with plain vmap does free pages that are still mapped.
-    const bad = run(false, [{ op: 'map', n: 4 }, { op: 'touch', pick: 0 }, { op: 'unmap', pick: 0 }]);
+    const bad = run(false, [
+      { op: 'map', n: 4 },
+      { op: 'touch', pick: 0 },
+      { op: 'unmap', pick: 0 },
+    ]);
     expect(bad.freedWhileMapped).toHaveLength(4);
   });
 });
@@ -472,7 +481,9 @@ describe('vmUnmapAliases', () => {
     vm.vmUnmapRam(big, 70);
     const unmapped = [1, 2, 3, ...bp, ...cp, 40, 41, 42, 43, 44, 45, ...range(70, 200)];
     expect(aliasesLeft(kpt, unmapped).length).toBeGreaterThan(0);
-    expect(vm.lazyAliasesOf(41)).toEqual([{ va: r1 + PAGE_SIZE, areaStart: expect.any(Number), areaEnd: expect.any(Number), kind: 'vmap-block-dirty' }]);
+    expect(vm.lazyAliasesOf(41)).toEqual([
+      { va: r1 + PAGE_SIZE, areaStart: expect.any(Number), areaEnd: expect.any(Number), kind: 'vmap-block-dirty' },
+    ]);
     kpt.resetCounters();
     vm.vmUnmapAliases();
     expect(aliasesLeft(kpt, unmapped)).toEqual([]);
@@ -511,7 +522,7 @@ describe('vmUnmapAliases', () => {
   it('never flushes with PTE updates still queued (batched page tables)', () => {
     const { vm, kpt } = setup({ lazyMaxPages: 8, vmapBlockPages: 16 }, { batched: true });
     for (let i = 0; i < 20; i++) {
-      const va = vm.vmap(range(i % 5 + 1), i % 5 + 1);
+      const va = vm.vmap(range((i % 5) + 1), (i % 5) + 1);
       expect(kpt.pendingUpdates).toBe(0);
       vm.vunmap(va);
       const r = vm.vmMapRam([1, 2], 2);
@@ -581,7 +592,12 @@ describe('vmMapRam / vmUnmapRam (per-CPU vmap blocks)', () => {
     const a = vm.vmMapRam(range(8), 8);
     const b = vm.vmMapRam(range(4), 4);
     const c = vm.vmMapRam(range(2), 2);
-    for (const [va, n] of [[a, 8], [b, 4], [c, 2]] as const) vm.vmUnmapRam(va, n);
+    for (const [va, n] of [
+      [a, 8],
+      [b, 4],
+      [c, 2],
+    ] as const)
+      vm.vmUnmapRam(va, n);
     expect(vm.stats().blocksFreed).toBe(0); // 14 dirty + 2 free: never fully dirty
     const d = vm.vmMapRam(range(4), 4); // cannot fit: this CPU's fragmented block goes
     expect(Math.floor(d / (16 * PAGE_SIZE))).not.toBe(Math.floor(a / (16 * PAGE_SIZE)));
@@ -696,7 +712,12 @@ class RefVmapAllocator {
   areas: RArea[] = [];
   lazyNr = 0;
   eager = false;
-  constructor(readonly start: number, readonly end: number, readonly lazyMax: number, readonly maxAreas: number) {}
+  constructor(
+    readonly start: number,
+    readonly end: number,
+    readonly lazyMax: number,
+    readonly maxAreas: number,
+  ) {}
 
   #firstFit(size: number, align: number): number {
     if (this.areas.length >= this.maxAreas) return -1;
@@ -841,7 +862,11 @@ describe('vmap area allocator vs. its slow reference twin', () => {
     const opArb2 = fc.oneof(
       fc.record({ op: fc.constant('vmap' as const), n: fc.integer({ min: 1, max: 5 }), refs: fc.boolean() }),
       fc.record({ op: fc.constant('vmalloc' as const), n: fc.integer({ min: 1, max: 5 }) }),
-      fc.record({ op: fc.constant('ram' as const), n: fc.integer({ min: 1, max: 9 }), cpu: fc.integer({ min: 0, max: 1 }) }),
+      fc.record({
+        op: fc.constant('ram' as const),
+        n: fc.integer({ min: 1, max: 9 }),
+        cpu: fc.integer({ min: 0, max: 1 }),
+      }),
       fc.record({ op: fc.constant('unmap' as const), pick: fc.nat() }),
       fc.record({ op: fc.constant('aliases' as const) }),
       fc.record({ op: fc.constant('eager' as const), on: fc.boolean() }),
@@ -850,7 +875,13 @@ describe('vmap area allocator vs. its slow reference twin', () => {
     fc.assert(
       fc.property(fc.integer({ min: 1, max: 40 }), fc.array(opArb2, { maxLength: 120 }), (lazyMax, ops) => {
         const { vm, kpt, pages } = setup(
-          { numOnlineCpus: 2, vmallocStart: WIN_START, vmallocEnd: WIN_START + 96 * PAGE_SIZE, lazyMaxPages: lazyMax, vmapBlockPages: 8 },
+          {
+            numOnlineCpus: 2,
+            vmallocStart: WIN_START,
+            vmallocEnd: WIN_START + 96 * PAGE_SIZE,
+            lazyMaxPages: lazyMax,
+            vmapBlockPages: 8,
+          },
           { nrPages: 256 },
         );
         type Live = { va: number; n: number; kind: 'vmap' | 'refs' | 'vmalloc' | 'ram'; pfns: number[] };
@@ -858,7 +889,9 @@ describe('vmap area allocator vs. its slow reference twin', () => {
         const everUnmapped = new Set<number>();
         for (const o of ops) {
           if (o.op === 'vmap') {
-            const pfns = range(o.n).map(() => pages.allocPage()).filter((p) => p >= 0);
+            const pfns = range(o.n)
+              .map(() => pages.allocPage())
+              .filter((p) => p >= 0);
             if (pfns.length === 0) continue;
             const va = o.refs ? vm.vmapPages(pfns, pfns.length) : vm.vmap(pfns, pfns.length);
             if (o.refs) pfns.forEach((p) => pages.freePage(p)); // the mapping's refs keep them
@@ -874,10 +907,13 @@ describe('vmap area allocator vs. its slow reference twin', () => {
           } else if (o.op === 'unmap' && live.length > 0) {
             const [m] = live.splice(o.pick % live.length, 1);
             const rc =
-              m!.kind === 'vmalloc' ? vm.vfree(m!.va)
-              : m!.kind === 'refs' ? vm.vunmapPages(m!.va)
-              : m!.kind === 'ram' ? vm.vmUnmapRam(m!.va, m!.n)
-              : vm.vunmap(m!.va);
+              m!.kind === 'vmalloc'
+                ? vm.vfree(m!.va)
+                : m!.kind === 'refs'
+                  ? vm.vunmapPages(m!.va)
+                  : m!.kind === 'ram'
+                    ? vm.vmUnmapRam(m!.va, m!.n)
+                    : vm.vunmap(m!.va);
             expect(rc).toBe(0);
             if (m!.kind === 'vmap') m!.pfns.forEach((p) => pages.freePage(p));
             m!.pfns.forEach((p) => everUnmapped.add(p));

@@ -35,9 +35,11 @@ describe('lazy (XFS in 2.6.23): the bug', () => {
   it('Xen refuses page-table pins with "Bad type" (writable != page table), -EINVAL', async () => {
     const { summary: s, xenLog } = await run('lazy');
     expect(s.rejected.total).toBeGreaterThan(0);
-    expect(s.rejected.byReason['bad_type']).toBe(s.rejected.total);
-    expect(s.workloadStats!['pinFailures']).toBeGreaterThan(0);
-    expect(xenLog.some((l) => /Bad type \(saw e4000000000000\d\d != exp [246]000000000000000\)/.test(l.line))).toBe(true);
+    expect(s.rejected.byReason.bad_type).toBe(s.rejected.total);
+    expect(s.workloadStats!.pinFailures).toBeGreaterThan(0);
+    expect(xenLog.some((l) => /Bad type \(saw e4000000000000\d\d != exp [246]000000000000000\)/.test(l.line))).toBe(
+      true,
+    );
     expect(xenLog.some((l) => /Error -22 while pinning mfn|Error while validating mfn/.test(l.line))).toBe(true);
     clean(s);
   });
@@ -45,11 +47,13 @@ describe('lazy (XFS in 2.6.23): the bug', () => {
   it('every refused pin is traced to a page an XFS lazy vmap still maps writable', async () => {
     const { summary: s } = await run('lazy');
     const w = s.workloadStats!;
-    expect(w['pinsTraced']).toBe(w['pinFailures']);
+    expect(w.pinsTraced).toBe(w.pinFailures);
     const reports = s.guestReports.join('\n');
-    expect(reports).toMatch(/xen_pgd_pin: page-table pfn \d+ \(mfn [0-9a-f]+\): (XFS a_list entry [0-9a-f]+ \(block \d+\) still maps it writable|live vmap area [0-9a-f]+-[0-9a-f]+ maps it writable)/);
+    expect(reports).toMatch(
+      /xen_pgd_pin: page-table pfn \d+ \(mfn [0-9a-f]+\): (XFS a_list entry [0-9a-f]+ \(block \d+\) still maps it writable|live vmap area [0-9a-f]+-[0-9a-f]+ maps it writable)/,
+    );
     // and the allocator did hand out such pages as page tables:
-    expect(w['ptPagesAliased']).toBeGreaterThan(0);
+    expect(w.ptPagesAliased).toBeGreaterThan(0);
   });
 });
 
@@ -59,15 +63,15 @@ describe('the fixes: zero refused hypercalls on the same seed and workload', () 
       const { summary: s } = await run(strategy);
       expect(s.pinsAttempted).toBeGreaterThan(50);
       expect(s.rejected.total).toBe(0);
-      expect(s.workloadStats!['pinFailures']).toBe(0);
+      expect(s.workloadStats!.pinFailures).toBe(0);
       clean(s);
     });
   }
 
   it('vmap-pages never lets a lazily mapped page be allocated again', async () => {
     const { summary: s } = await run('vmap-pages');
-    expect(s.workloadStats!['aListPeak']).toBeGreaterThan(0); // the batching is still there
-    expect(s.workloadStats!['ptPagesAliased']).toBe(0);
+    expect(s.workloadStats!.aListPeak).toBeGreaterThan(0); // the batching is still there
+    expect(s.workloadStats!.ptPagesAliased).toBe(0);
     expect(s.lazyPeakPages).toBeGreaterThan(0); // ... and so is the memory it holds
   });
 
@@ -114,21 +118,21 @@ describe('stray-write: a hostile guest uses the stale alias', () => {
   it('enforcing: every aliased page table is refused, nothing is written through it, isolation holds', async () => {
     const { summary: s } = await runOnce(opts({ ...base }));
     const w = s.workloadStats!;
-    expect(w['aliasedPageTables']).toBeGreaterThan(0);
-    expect(w['pinsRefused']).toBe(w['aliasedPageTables']);
-    expect(w['strayWrites']).toBe(0);
-    expect(w['foreignReads']).toBe(0);
+    expect(w.aliasedPageTables).toBeGreaterThan(0);
+    expect(w.pinsRefused).toBe(w.aliasedPageTables);
+    expect(w.strayWrites).toBe(0);
+    expect(w.foreignReads).toBe(0);
     expect(s.isolationViolations).toBe(0);
     clean(s);
   });
 
-  it('unenforced (demonstration only): the guest reaches another domain\'s frame and the isolation check says so', async () => {
+  it("unenforced (demonstration only): the guest reaches another domain's frame and the isolation check says so", async () => {
     const { summary: s } = await runOnce(opts({ ...base, enforce: false }));
     const w = s.workloadStats!;
     expect(s.rejected.total).toBe(0);
-    expect(w['strayWrites']).toBeGreaterThan(0);
-    expect(w['foreignReads']).toBe(w['strayWrites']);
-    expect(s.isolationViolations).toBeGreaterThanOrEqual(w['foreignReads']!);
+    expect(w.strayWrites).toBeGreaterThan(0);
+    expect(w.foreignReads).toBe(w.strayWrites);
+    expect(s.isolationViolations).toBeGreaterThanOrEqual(w.foreignReads!);
     expect(s.auditOk).toBe(false);
   });
 });
@@ -140,9 +144,11 @@ describe('--trace', () => {
     const { join } = await import('node:path');
     const file = join(mkdtempSync(join(tmpdir(), 'pvmmu-')), 'run.trace.json');
     const { summary: s } = await runOnce(opts({ strategy: 'lazy', ops: 600, trace: file }));
-    const t = JSON.parse(readFileSync(file, 'utf8')) as { traceEvents: Array<{ name: string; ph: string; pid: number; tid: number; ts: number; dur?: number }> };
+    const t = JSON.parse(readFileSync(file, 'utf8')) as {
+      traceEvents: Array<{ name: string; ph: string; pid: number; tid: number; ts: number; dur?: number }>;
+    };
     const count = (name: string) => t.traceEvents.filter((e) => e.name === name).length;
-    expect(count('pin refused')).toBe(s.workloadStats!['pinFailures']);
+    expect(count('pin refused')).toBe(s.workloadStats!.pinFailures);
     expect(count('vmap')).toBeGreaterThan(0);
     expect(count('flush_tlb_kernel_range')).toBeGreaterThan(0);
     // Top-level calls only (Xen's count also has every multicall entry).

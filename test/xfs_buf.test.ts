@@ -21,8 +21,15 @@ import { SlabAllocator } from '../guest/mm/slab.js';
 import { VmallocSpace } from '../guest/mm/vmalloc.js';
 import { DirectoryImage, entriesPerBlock } from '../guest/fs/xfs/backing.js';
 import {
-  EFSCORRUPTED, VMALLOC_STRATEGY_FOR, XBF_MAPPED, XFS_BUF_STRATEGIES, XfsBufCache,
-  type XfsBufOptions, type XfsBufStats, type XfsBufStrategy, type XfsDeps,
+  EFSCORRUPTED,
+  VMALLOC_STRATEGY_FOR,
+  XBF_MAPPED,
+  XFS_BUF_STRATEGIES,
+  XfsBufCache,
+  type XfsBufOptions,
+  type XfsBufStats,
+  type XfsBufStrategy,
+  type XfsDeps,
 } from '../guest/fs/xfs/xfs_buf.js';
 import { Xlog } from '../guest/fs/xfs/xfs_log.js';
 
@@ -219,9 +226,11 @@ describe('lazy (2.6.23): free pages keep writable aliases', () => {
     }
     // And pages handed out again while still aliased (other buffers' pages, mid-scan).
     expect(aliasedLive).toBeGreaterThan(0);
-    note(`lazy, 1 scan of 160 x 64 KiB blocks, cache 32: ${strays.length} free pages with a writable alias, ` +
-      `a_list ${s.aListLength} -> ${env.xfs.aListLength} entries (${env.xfs.stats().aListPages} pages), ` +
-      `${aliasedLive} live buffer pages also mapped by a dead mapping, purges ${JSON.stringify(s.purges)}`);
+    note(
+      `lazy, 1 scan of 160 x 64 KiB blocks, cache 32: ${strays.length} free pages with a writable alias, ` +
+        `a_list ${s.aListLength} -> ${env.xfs.aListLength} entries (${env.xfs.stats().aListPages} pages), ` +
+        `${aliasedLive} live buffer pages also mapped by a dead mapping, purges ${JSON.stringify(s.purges)}`,
+    );
 
     // The hot list: the next allocations on this CPU return aliased pages first. Any of
     // them made a page table is what Xen refuses to pin.
@@ -236,7 +245,7 @@ describe('lazy (2.6.23): free pages keep writable aliases', () => {
     expectClean(env);
   });
 
-  it('Dave Chinner\'s loop (repeated finds, dropping caches in between) keeps leaving strays', () => {
+  it("Dave Chinner's loop (repeated finds, dropping caches in between) keeps leaving strays", () => {
     const env = makeEnv('lazy', { xfs: { maxBuffers: 32 } });
     const counts: number[] = [];
     for (let i = 0; i < 3; i++) counts.push(scanAndDrop(env).strays.length);
@@ -277,7 +286,7 @@ describe('lazy (2.6.23): free pages keep writable aliases', () => {
 
 /* ===================================================================== (2) eager */
 
-describe('eager (Jeremy Fitzhardinge\'s CONFIG_XEN workaround)', () => {
+describe("eager (Jeremy Fitzhardinge's CONFIG_XEN workaround)", () => {
   it('never leaves a free page with a writable alias, at any step of the scan', () => {
     const env = makeEnv('eager', { xfs: { maxBuffers: 32 } });
     const { xfs, image } = env;
@@ -306,7 +315,7 @@ describe('eager (Jeremy Fitzhardinge\'s CONFIG_XEN workaround)', () => {
 
 /* ================================================================ (3) vmap-pages */
 
-describe('vmap-pages (Dave Chinner\'s V1-V3)', () => {
+describe("vmap-pages (Dave Chinner's V1-V3)", () => {
   it('an aliased page is never free, and the allocator never returns one while the alias exists', () => {
     const env = makeEnv('vmap-pages', { xfs: { maxBuffers: 32 } });
     const { xfs, kpt, pa } = env;
@@ -327,7 +336,8 @@ describe('vmap-pages (Dave Chinner\'s V1-V3)', () => {
       }
     }
     expect(held.size).toBe(s.aListPages);
-    for (const va of kpt.presentVas()) expect(pa.memMap.pageCount(kpt.mfnToPfn(kpt.lookup(va)!.mfn))).toBeGreaterThan(0);
+    for (const va of kpt.presentVas())
+      expect(pa.memMap.pageCount(kpt.mfnToPfn(kpt.lookup(va)!.mfn))).toBeGreaterThan(0);
 
     // Take every page: reclaim runs the shrinker, xfsbufd purges, the references go after
     // the PTEs -- so the held pages do come back, but never with an alias.
@@ -346,8 +356,10 @@ describe('vmap-pages (Dave Chinner\'s V1-V3)', () => {
     expect(after.purges.shrinker).toBeGreaterThanOrEqual(1);
     expect(returnedHeld).toBe(held.size);
     expect(after.aListLength).toBe(0);
-    note(`vmap-pages: ${held.size} pages held by ${s.aListLength} dead mappings; allocating all ${got} pages ` +
-      `ran the shrinker ${after.shrinkerCalls}x and returned all ${returnedHeld} held pages, none aliased`);
+    note(
+      `vmap-pages: ${held.size} pages held by ${s.aListLength} dead mappings; allocating all ${got} pages ` +
+        `ran the shrinker ${after.shrinkerCalls}x and returned all ${returnedHeld} held pages, none aliased`,
+    );
     for (const pfn of taken) pa.freePage(pfn, 0);
     expectClean(env);
   });
@@ -356,7 +368,7 @@ describe('vmap-pages (Dave Chinner\'s V1-V3)', () => {
 /* ============================================================= (4) unmap-aliases */
 
 describe('unmap-aliases (Nick Piggin, 2.6.28)', () => {
-  it('XFS keeps no list; the vmap layer\'s lazy aliases are gone after vm_unmap_aliases', () => {
+  it("XFS keeps no list; the vmap layer's lazy aliases are gone after vm_unmap_aliases", () => {
     const env = makeEnv('unmap-aliases', { xfs: { maxBuffers: 32 } });
     const { xfs, vm, kpt, deps } = env;
     expect(vm.strategy).toBe('lazy');
@@ -369,7 +381,9 @@ describe('unmap-aliases (Nick Piggin, 2.6.28)', () => {
     for (const { pfn } of strays) expect(vm.lazyAliasesOf(pfn).length).toBeGreaterThan(0);
     expect(s.vmallocLazyPages).toBeGreaterThan(0);
     expect(s.lazyAliasPages).toBe(s.vmallocLazyPages);
-    note(`unmap-aliases: ${strays.length} free pages aliased by lazy vmap areas (${s.vmallocLazyPages} lazy pages) before vm_unmap_aliases`);
+    note(
+      `unmap-aliases: ${strays.length} free pages aliased by lazy vmap areas (${s.vmallocLazyPages} lazy pages) before vm_unmap_aliases`,
+    );
     // What Xen's pin path does before pinning.
     deps.vmUnmapAliases();
     expect(freePagesWithWritableAlias(env)).toEqual([]);
@@ -380,7 +394,8 @@ describe('unmap-aliases (Nick Piggin, 2.6.28)', () => {
     deps.vmUnmapAliases();
     expect(freePagesWithWritableAlias(env)).toEqual([]);
     for (const bp of xfs.liveBuffers()) {
-      for (const [i, pfn] of xfs.bufPfns(bp).entries()) expect(kpt.vasMappingPfn(pfn)).toEqual([xfs.bufAddr(bp) + i * PAGE_SIZE]);
+      for (const [i, pfn] of xfs.bufPfns(bp).entries())
+        expect(kpt.vasMappingPfn(pfn)).toEqual([xfs.bufAddr(bp) + i * PAGE_SIZE]);
     }
     expectClean(env);
   });
@@ -519,7 +534,9 @@ describe('every block is verified through its mapped address', () => {
     expect(deps.writeBytes(deps.pageAddress(pfns[5]!) + 123, garbage, 0, 64)).toBe(0);
     expect(xfs.xfsBufRead(3)).toBe(-EFSCORRUPTED);
     expect(xfs.stats().dataErrors).toBe(1);
-    expect(env.messages.at(-1)).toMatch(/^Filesystem "xvda1": XFS internal error xfs_buf_read\(cached\): block 3 corrupted: checksum/);
+    expect(env.messages.at(-1)).toMatch(
+      /^Filesystem "xvda1": XFS internal error xfs_buf_read\(cached\): block 3 corrupted: checksum/,
+    );
     expect(xfs.xfsIncore(3)).toBe(-1); // discarded, not served again
     bp = xfs.xfsBufRead(3); // read again from the disk
     expect(bp).toBeGreaterThanOrEqual(0);
@@ -540,7 +557,7 @@ describe('every block is verified through its mapped address', () => {
     expect(xfs.stats().vmaps).toBe(0);
   });
 
-  it('a write through a stray alias lands in the page\'s new owner, and is caught', () => {
+  it("a write through a stray alias lands in the page's new owner, and is caught", () => {
     const env = makeEnv('lazy', { files: PER_64K * 40, xfs: { maxBuffers: 8 } });
     const { xfs, deps } = env;
     expect(xfs.xfsDirScan(env.image).errors).toBe(0);
@@ -575,7 +592,8 @@ describe('every block is verified through its mapped address', () => {
 describe('xfs_log: recovery vmaps at mount, iclogs stay mapped until unmount', () => {
   const iclogPagesAliased = (env: Env, log: Xlog): number => {
     let n = 0;
-    for (const bp of log.iclogBuffers()) for (const pfn of env.xfs.bufPfns(bp)) if (env.xfs.strayAliasesOf(pfn).length) n++;
+    for (const bp of log.iclogBuffers())
+      for (const pfn of env.xfs.bufPfns(bp)) if (env.xfs.strayAliasesOf(pfn).length) n++;
     return n;
   };
 
@@ -606,7 +624,8 @@ describe('xfs_log: recovery vmaps at mount, iclogs stay mapped until unmount', (
     expect(iclogPagesAliased(env, log)).toBe(0);
     expect(kpt.size).toBe(64); // only the iclogs
     for (const bp of log.iclogBuffers()) {
-      for (const [i, pfn] of xfs.bufPfns(bp).entries()) expect(kpt.vasMappingPfn(pfn)).toEqual([xfs.bufAddr(bp) + i * PAGE_SIZE]);
+      for (const [i, pfn] of xfs.bufPfns(bp).entries())
+        expect(kpt.vasMappingPfn(pfn)).toEqual([xfs.bufAddr(bp) + i * PAGE_SIZE]);
     }
 
     expect(log.xfsLogUnmount()).toBe(0);
@@ -642,7 +661,12 @@ describe('xfs_log: recovery vmaps at mount, iclogs stay mapped until unmount', (
   it('finds the head for any seed and geometry', () => {
     for (let seed = 1; seed <= 20; seed++) {
       const env = makeEnv('lazy', { files: 10 });
-      const log = new Xlog(env.xfs, { seed, logBlocks: 1000 + seed * 977, records: 1 + (seed % 5), recordSize: 512 * (8 + seed) });
+      const log = new Xlog(env.xfs, {
+        seed,
+        logBlocks: 1000 + seed * 977,
+        records: 1 + (seed % 5),
+        recordSize: 512 * (8 + seed),
+      });
       expect(log.xlogRecover()).toBe(0);
       expect(log.stats().headBlock).toBe(log.headBlock);
       expect(log.stats().errors).toBe(0);

@@ -32,7 +32,8 @@ export class FlatKernelPageTables implements KernelPageTables {
 
   setPte(va: number, mfnOrMinus1: number, _flags: number): void {
     const i = (va - this.#start) / PAGE_SIZE;
-    if (!(i >= 0 && i < this.#mfn.length)) throw new RangeError(`FlatKernelPageTables: va 0x${va.toString(16)} outside the window`);
+    if (!(i >= 0 && i < this.#mfn.length))
+      throw new RangeError(`FlatKernelPageTables: va 0x${va.toString(16)} outside the window`);
     this.#mfn[i] = mfnOrMinus1;
   }
 

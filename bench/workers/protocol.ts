@@ -31,12 +31,14 @@ export const VMALLOC_TESTS: readonly VmallocTestDesc[] = [
   {
     name: 'fix_align_alloc_test',
     bit: 16,
-    deviation: 'area only: VmallocSpace has no __vmalloc_node(size, align), so alloc_vmap_area(5+1 pages, 32 KiB) + free_vmap_area',
+    deviation:
+      'area only: VmallocSpace has no __vmalloc_node(size, align), so alloc_vmap_area(5+1 pages, 32 KiB) + free_vmap_area',
   },
   {
     name: 'random_size_align_alloc_test',
     bit: 32,
-    deviation: 'area only (as fix_align_alloc_test): alloc_vmap_area(1..10 +1 pages, align 2^(rnd%23) >= 4 KiB) + free_vmap_area',
+    deviation:
+      'area only (as fix_align_alloc_test): alloc_vmap_area(1..10 +1 pages, align 2^(rnd%23) >= 4 KiB) + free_vmap_area',
   },
   { name: 'vm_map_ram_test', bit: 1024 },
 ];

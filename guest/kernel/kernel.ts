@@ -7,9 +7,7 @@
  * kernel page tables for vmalloc space, the pkmap window and the kmap_atomic fixmap
  * slots, and hands the buffers to the controller; the other vCPUs attach to them.
  */
-import {
-  UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName,
-} from '../../src/abi.js';
+import { UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName } from '../../src/abi.js';
 import { type VirtualLayout, layoutFor, vaIndex } from '../../src/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
 import { type MulticallBatch, mmuUpdate, updateVaMapping } from '../arch/xen/hypercall.js';
@@ -37,7 +35,10 @@ export interface KernelShared {
   vmallocEnd: number;
 }
 
-const P = _PAGE_PRESENT, RW = _PAGE_RW, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
+const P = _PAGE_PRESENT,
+  RW = _PAGE_RW,
+  A = _PAGE_ACCESSED,
+  D = _PAGE_DIRTY;
 const ZERO_PAGE = new Uint8Array(4096);
 /** Trace records kept per vCPU (the oldest are overwritten beyond). */
 const TRACE_RECORDS = 1 << 18;
@@ -87,7 +88,8 @@ export class Kernel {
     this.slab = new SlabAllocator(shared.slab, this.pa, {
       pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * 4096,
       zeroObject: (addr, bytes) => {
-        if (cpu.mmu.writeBytes(addr, ZERO_PAGE, 0, bytes) < 0) this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
+        if (cpu.mmu.writeBytes(addr, ZERO_PAGE, 0, bytes) < 0)
+          this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
       },
       comm: () => this.comm,
     });
@@ -98,14 +100,22 @@ export class Kernel {
       },
       freePage: (pfn: number) => this.pa.freePages(pfn, 0, this.id),
     };
-    const refs = { getPage: (pfn: number) => this.pa.getPage(pfn), putPage: (pfn: number) => this.pa.putPage(pfn, this.id) };
+    const refs = {
+      getPage: (pfn: number) => this.pa.getPage(pfn),
+      putPage: (pfn: number) => this.pa.putPage(pfn, this.id),
+    };
     this.vmalloc = VmallocSpace.attach(shared.vmalloc, { cpu: this.id, onSpin, kpt, refs, allocator, report });
     this.highmem = shared.highmem ? Highmem.attach(shared.highmem, { cpu: this.id, onSpin, kpt, report }) : null;
     this.state = new KernState(shared.kern);
     kpt.onError = (line) => this.printk(line);
     if (cfg.trace) {
       this.traceBuffer = new SharedArrayBuffer(TraceBuffer.bytesFor(TRACE_RECORDS));
-      this.trace = new TraceBuffer({ pid: cpu.info.domid, tid: this.id, capacity: TRACE_RECORDS, buffer: this.traceBuffer });
+      this.trace = new TraceBuffer({
+        pid: cpu.info.domid,
+        tid: this.id,
+        capacity: TRACE_RECORDS,
+        buffer: this.traceBuffer,
+      });
       cpu.trace = this.trace;
       kpt.trace = this.trace;
     } else {
@@ -135,20 +145,45 @@ export class Kernel {
     const none = () => {
       throw new Error('boot: the kernel is not up yet');
     };
-    const deps = { cpu: 0, kpt, refs: { getPage: none, putPage: none }, allocator: { allocPage: none, freePage: none } };
+    const deps = {
+      cpu: 0,
+      kpt,
+      refs: { getPage: none, putPage: none },
+      allocator: { allocPage: none, freePage: none },
+    };
     const vmalloc = VmallocSpace.create(
       // 2.6.23's vunmap unmaps and flushes at once; Nick Piggin's 2.6.28 layer is lazy.
-      { layout, numOnlineCpus: cfg.vcpus, strategy: VMALLOC_STRATEGY_FOR[cfg.strategy], vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd },
+      {
+        layout,
+        numOnlineCpus: cfg.vcpus,
+        strategy: VMALLOC_STRATEGY_FOR[cfg.strategy],
+        vmallocStart: kptFrames.vmallocStart,
+        vmallocEnd: kptFrames.vmallocEnd,
+      },
       deps,
     ).sab;
-    const highmem = layout.lastPkmap > 0
-      ? Highmem.create({ layout, numCpus: cfg.vcpus, debugHighmem: true, highmemStartPfn: info.lowmemPages }, { cpu: 0, kpt }).sab
-      : null;
+    const highmem =
+      layout.lastPkmap > 0
+        ? Highmem.create(
+            { layout, numCpus: cfg.vcpus, debugHighmem: true, highmemStartPfn: info.lowmemPages },
+            { cpu: 0, kpt },
+          ).sab
+        : null;
     const kern = KernState.create(cfg);
-    const shared: KernelShared = { pages, slab, vmalloc, highmem, kern, vmallocStart: kptFrames.vmallocStart, vmallocEnd: kptFrames.vmallocEnd };
+    const shared: KernelShared = {
+      pages,
+      slab,
+      vmalloc,
+      highmem,
+      kern,
+      vmallocStart: kptFrames.vmallocStart,
+      vmallocEnd: kptFrames.vmallocEnd,
+    };
     const k = new Kernel(cpu, cfg, shared, kpt);
-    k.printk(`Linux version 2.6.24-pvmmu (Xen PV, ${info.paging}): ${info.nrPages} pages, ${info.lowmemPages} lowmem, ` +
-      `vmalloc ${kptFrames.vmallocStart.toString(16)}-${kptFrames.vmallocEnd.toString(16)} (${kptFrames.frames} kernel page-table frames)`);
+    k.printk(
+      `Linux version 2.6.24-pvmmu (Xen PV, ${info.paging}): ${info.nrPages} pages, ${info.lowmemPages} lowmem, ` +
+        `vmalloc ${kptFrames.vmallocStart.toString(16)}-${kptFrames.vmallocEnd.toString(16)} (${kptFrames.frames} kernel page-table frames)`,
+    );
     return k;
   }
 
@@ -175,7 +210,9 @@ export class Kernel {
     // What the (shared) vmalloc layer knows, from any vCPU: a mapping of a page that is
     // being made a page table is stray whether its area is live or lazily freed.
     for (const a of this.vmalloc.vmapAliasesOf(pfn)) {
-      out.push(`${a.kind} vmap area ${a.areaStart.toString(16)}-${a.areaEnd.toString(16)} maps it writable at ${a.va.toString(16)}`);
+      out.push(
+        `${a.kind} vmap area ${a.areaStart.toString(16)}-${a.areaEnd.toString(16)} maps it writable at ${a.va.toString(16)}`,
+      );
     }
     for (const a of this.highmem?.strayAliasesOf(pfn) ?? []) out.push(`${a.kind} alias at ${a.va.toString(16)}`);
     return out;
@@ -225,22 +262,26 @@ export class Kernel {
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
-      if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0) this.printk(`BUG: fault writing lowmem page ${pfn}`);
+      if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0)
+        this.printk(`BUG: fault writing lowmem page ${pfn}`);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
-    if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, 4096) < 0) this.printk(`BUG: fault writing highmem page ${pfn}`);
+    if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, 4096) < 0)
+      this.printk(`BUG: fault writing highmem page ${pfn}`);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 
   /** Read 4 KiB of page `pfn` through the MMU. */
   readPage(pfn: number, dst: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
-      if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, 4096) < 0) this.printk(`BUG: fault reading lowmem page ${pfn}`);
+      if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, 4096) < 0)
+        this.printk(`BUG: fault reading lowmem page ${pfn}`);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
-    if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, 4096) < 0) this.printk(`BUG: fault reading highmem page ${pfn}`);
+    if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, 4096) < 0)
+      this.printk(`BUG: fault reading highmem page ${pfn}`);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 
@@ -252,7 +293,8 @@ export class Kernel {
     if (batch) batch.updateVaMapping(this.lowmemVa(pfn), lo, hi, flush);
     else {
       const rc = updateVaMapping(this.cpu, this.lowmemVa(pfn), lo, hi, flush);
-      if (rc < 0) this.printk(`make_lowmem_page_${writable ? 'readwrite' : 'readonly'}: pfn ${pfn}: ${rc} (${rcName(rc)})`);
+      if (rc < 0)
+        this.printk(`make_lowmem_page_${writable ? 'readwrite' : 'readonly'}: pfn ${pfn}: ${rc} (${rcName(rc)})`);
     }
   }
 }
@@ -263,7 +305,10 @@ export class Kernel {
  * here, never later, so every pgd's copy of the kernel part stays identical.
  */
 function buildKernelPageTables(
-  cpu: Vcpu, pa: PageAllocator, layout: VirtualLayout, cfg: KernelConfig,
+  cpu: Vcpu,
+  pa: PageAllocator,
+  layout: VirtualLayout,
+  cfg: KernelConfig,
 ): { vmallocStart: number; vmallocEnd: number; frames: number } {
   const info = cpu.info;
   const mem32 = cpu.mmu.mem32;
@@ -277,7 +322,8 @@ function buildKernelPageTables(
     vmallocStart = 0xc90000000000;
   }
   const vmallocEnd = Math.min(vmallocStart + cfg.vmallocBytes, layout.paging === 'pae' ? layout.vmallocEnd : Infinity);
-  if (vmallocEnd - vmallocStart < 4 * 2 ** 20) throw new RangeError('boot: less than 4 MiB of vmalloc space; give the domain less lowmem');
+  if (vmallocEnd - vmallocStart < 4 * 2 ** 20)
+    throw new RangeError('boot: less than 4 MiB of vmalloc space; give the domain less lowmem');
   regions.push([vmallocStart, vmallocEnd]);
   if (layout.pkmapBase) regions.push([layout.pkmapBase, layout.pkmapBase + layout.lastPkmap * 4096]);
   if (layout.fixaddrTop) regions.push([layout.fixaddrTop - KM_TYPE_NR * cfg.vcpus * 4096, layout.fixaddrTop + 4096]);
@@ -298,7 +344,11 @@ function buildKernelPageTables(
     return lo & P ? (lo >>> 12) + (mem32[table * 1024 + 2 * i + 1]! & 0xfffff) * 0x100000 : -1;
   };
   const link = (table: number, i: number, child: number): void => {
-    const r = mmuUpdate(cpu, Uint32Array.of(entryMaddrLo(table, i), entryMaddrHi(table), pteLo(child, P | RW | A), pteHi(child)), 1);
+    const r = mmuUpdate(
+      cpu,
+      Uint32Array.of(entryMaddrLo(table, i), entryMaddrHi(table), pteLo(child, P | RW | A), pteHi(child)),
+      1,
+    );
     if (r.rc < 0) throw new Error(`boot: linking a kernel page table failed: ${r.rc} (${rcName(r.rc)})`);
   };
   for (const [start, end] of regions) {

@@ -24,8 +24,20 @@ export const C_PIN_TRACED = 12;
 export const C_PT_ALIASED = 13;
 export const NR_COUNTERS = 16;
 export const COUNTER_NAMES = [
-  'pins', 'pinFailures', 'forks', 'exits', 'faults', 'tasksKilled', 'multicallFailures',
-  'contextSwitches', 'dataErrors', 'ops', 'ptPages', 'updateFailures', 'pinsTraced', 'ptPagesAliased',
+  'pins',
+  'pinFailures',
+  'forks',
+  'exits',
+  'faults',
+  'tasksKilled',
+  'multicallFailures',
+  'contextSwitches',
+  'dataErrors',
+  'ops',
+  'ptPages',
+  'updateFailures',
+  'pinsTraced',
+  'ptPagesAliased',
 ] as const;
 
 /* Header words. */

@@ -59,9 +59,19 @@ export const KM_SOFTIRQ1 = 12;
 export const KM_TYPE_NR = 13;
 
 export const KM_TYPE_NAMES: readonly string[] = [
-  'KM_BOUNCE_READ', 'KM_SKB_SUNRPC_DATA', 'KM_SKB_DATA_SOFTIRQ', 'KM_USER0', 'KM_USER1',
-  'KM_BIO_SRC_IRQ', 'KM_BIO_DST_IRQ', 'KM_PTE0', 'KM_PTE1', 'KM_IRQ0', 'KM_IRQ1',
-  'KM_SOFTIRQ0', 'KM_SOFTIRQ1',
+  'KM_BOUNCE_READ',
+  'KM_SKB_SUNRPC_DATA',
+  'KM_SKB_DATA_SOFTIRQ',
+  'KM_USER0',
+  'KM_USER1',
+  'KM_BIO_SRC_IRQ',
+  'KM_BIO_DST_IRQ',
+  'KM_PTE0',
+  'KM_PTE1',
+  'KM_IRQ0',
+  'KM_IRQ1',
+  'KM_SOFTIRQ0',
+  'KM_SOFTIRQ1',
 ];
 
 /** page_address_htable: 1 << PA_HASH_ORDER buckets. */
@@ -174,8 +184,17 @@ function offsets(lastPkmap: number, numCpus: number) {
   const atomicPfn = take(nAtomic * 4);
   const atomicInUse = take(nAtomic * 4);
   return {
-    hdr, f64, atomicReturned, pkmapCount, pkmapPfn, slotNext, hashHead, atomicPfn, atomicInUse,
-    total: off, nAtomic,
+    hdr,
+    f64,
+    atomicReturned,
+    pkmapCount,
+    pkmapPfn,
+    slotNext,
+    hashHead,
+    atomicPfn,
+    atomicInUse,
+    total: off,
+    nAtomic,
   };
 }
 

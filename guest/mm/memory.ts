@@ -9,7 +9,13 @@
  * once pinned, every change is a hypercall, as a PV guest must.
  */
 import {
-  _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, MMUEXT_NEW_BASEPTR, rcName,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  _PAGE_USER,
+  MMUEXT_NEW_BASEPTR,
+  rcName,
 } from '../../src/abi.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST, vaIndex } from '../../src/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
@@ -17,14 +23,34 @@ import { mmuUpdate, mmuextOne } from '../arch/xen/hypercall.js';
 import { xenAllocPtpage, xenPgdPin, xenPgdUnpin, xenReleasePtpage } from '../arch/xen/pgtable.js';
 import type { Kernel } from '../kernel/kernel.js';
 import {
-  C_CTX_SWITCHES, C_DATA_ERRORS, C_EXITS, C_FAULTS, C_FORKS, C_PT_ALIASED, C_PT_PAGES, C_TASKS_KILLED, C_UPDATE_FAILURES,
-  MAX_USER_PAGES, T_NPAGES, T_PAGES, T_PGD, T_PMD, T_PTE, T_STATE, TASK_NEW, TASK_PINNED,
+  C_CTX_SWITCHES,
+  C_DATA_ERRORS,
+  C_EXITS,
+  C_FAULTS,
+  C_FORKS,
+  C_PT_ALIASED,
+  C_PT_PAGES,
+  C_TASKS_KILLED,
+  C_UPDATE_FAILURES,
+  MAX_USER_PAGES,
+  T_NPAGES,
+  T_PAGES,
+  T_PGD,
+  T_PMD,
+  T_PTE,
+  T_STATE,
+  TASK_NEW,
+  TASK_PINNED,
 } from '../kernel/state.js';
 import { KM_PTE0 } from './highmem.js';
 import { GFP_HIGHUSER, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 
 export const USER_BASE = 0x10000000;
-const P = _PAGE_PRESENT, RW = _PAGE_RW, US = _PAGE_USER, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
+const P = _PAGE_PRESENT,
+  RW = _PAGE_RW,
+  US = _PAGE_USER,
+  A = _PAGE_ACCESSED,
+  D = _PAGE_DIRTY;
 const PAGE_TABLE = P | RW | US | A | D;
 const page = new Uint8Array(4096);
 const req = new Uint32Array(4);
@@ -165,7 +191,7 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
     return false;
   }
   w[k.state.t(t, T_PAGES + i)] = pfn;
-  w[k.state.t(t, T_NPAGES)]++;
+  w[k.state.t(t, T_NPAGES)]!++;
   k.state.count(C_FAULTS);
   return true;
 }
@@ -257,7 +283,7 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
     const mfn = cpu.mmu.translate(va, true, true);
     if (mfn < 0 || mem32[mfn * 1024] !== signature(t, i)) {
       k.state.count(C_DATA_ERRORS);
-      k.printk(`task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : 'holds someone else\'s data'}`);
+      k.printk(`task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`);
       continue;
     }
     mem32[mfn * 1024 + 1] = (mem32[mfn * 1024 + 1]! + 1) >>> 0;

@@ -68,12 +68,26 @@ export const PG_tail = 20;
 export const PG_pcp = 21;
 
 export const PG_NAMES: Readonly<Record<number, string>> = {
-  [PG_locked]: 'locked', [PG_error]: 'error', [PG_referenced]: 'referenced',
-  [PG_uptodate]: 'uptodate', [PG_dirty]: 'dirty', [PG_lru]: 'lru', [PG_active]: 'active',
-  [PG_slab]: 'slab', [PG_owner_priv_1]: 'owner_priv_1/pinned', [PG_arch_1]: 'arch_1',
-  [PG_reserved]: 'reserved', [PG_private]: 'private', [PG_writeback]: 'writeback',
-  [PG_compound]: 'head', [PG_swapcache]: 'swapcache', [PG_mappedtodisk]: 'mappedtodisk',
-  [PG_reclaim]: 'reclaim', [PG_buddy]: 'buddy', [PG_tail]: 'tail', [PG_pcp]: 'pcp',
+  [PG_locked]: 'locked',
+  [PG_error]: 'error',
+  [PG_referenced]: 'referenced',
+  [PG_uptodate]: 'uptodate',
+  [PG_dirty]: 'dirty',
+  [PG_lru]: 'lru',
+  [PG_active]: 'active',
+  [PG_slab]: 'slab',
+  [PG_owner_priv_1]: 'owner_priv_1/pinned',
+  [PG_arch_1]: 'arch_1',
+  [PG_reserved]: 'reserved',
+  [PG_private]: 'private',
+  [PG_writeback]: 'writeback',
+  [PG_compound]: 'head',
+  [PG_swapcache]: 'swapcache',
+  [PG_mappedtodisk]: 'mappedtodisk',
+  [PG_reclaim]: 'reclaim',
+  [PG_buddy]: 'buddy',
+  [PG_tail]: 'tail',
+  [PG_pcp]: 'pcp',
 };
 
 /** "referenced|dirty|reserved" for a flags word (zone bits left out). */
@@ -136,15 +150,14 @@ export function pagePointer(pfn: number, paging: PagingMode): string {
   if (paging === 'pae') {
     return (MEM_MAP_BASE_PAE + pfn * STRUCT_PAGE_SIZE_PAE).toString(16).padStart(8, '0');
   }
-  return 'ffffe2' + (pfn * STRUCT_PAGE_SIZE_X86_64).toString(16).padStart(10, '0');
+  return `ffffe2${(pfn * STRUCT_PAGE_SIZE_X86_64).toString(16).padStart(10, '0')}`;
 }
 
 /** %0*lx of page->flags: 8 digits in pae, 16 in x86_64 (zone bits then sit at 62-63). */
 export function formatPageFlags(flags: number, paging: PagingMode): string {
   if (paging === 'pae') return (flags >>> 0).toString(16).padStart(8, '0');
   const hi = (flags >>> ZONES_PGSHIFT) << ZONES_PGSHIFT;
-  return (hi >>> 0).toString(16).padStart(8, '0') +
-    ((flags & PAGE_FLAGS_MASK) >>> 0).toString(16).padStart(8, '0');
+  return (hi >>> 0).toString(16).padStart(8, '0') + ((flags & PAGE_FLAGS_MASK) >>> 0).toString(16).padStart(8, '0');
 }
 
 /** %p of a handle (page->mapping). */
@@ -155,8 +168,16 @@ export function formatPointer(value: number, paging: PagingMode): string {
 /* ------------------------------------------------------------------- layout */
 
 export const MEM_MAP_COLUMNS = [
-  'flags', 'count', 'mapcount', 'mapping', 'private', 'index',
-  'lruNext', 'lruPrev', 'firstPage', 'order',
+  'flags',
+  'count',
+  'mapcount',
+  'mapping',
+  'private',
+  'index',
+  'lruNext',
+  'lruPrev',
+  'firstPage',
+  'order',
 ] as const;
 export type MemMapColumn = (typeof MEM_MAP_COLUMNS)[number];
 
@@ -182,7 +203,9 @@ export function memMapLayout(nrPages: number, byteOffset = 0): MemMapLayout {
     throw new RangeError(`memMapLayout: nrPages must be an integer in 1..${2 ** 26}, got ${nrPages}`);
   }
   if (!Number.isInteger(byteOffset) || byteOffset < 0 || byteOffset % COLUMN_ALIGN !== 0) {
-    throw new RangeError(`memMapLayout: byteOffset must be a non-negative multiple of ${COLUMN_ALIGN}, got ${byteOffset}`);
+    throw new RangeError(
+      `memMapLayout: byteOffset must be a non-negative multiple of ${COLUMN_ALIGN}, got ${byteOffset}`,
+    );
   }
   const colBytes = alignUp(nrPages * 4, COLUMN_ALIGN);
   const columns = {} as Record<MemMapColumn, number>;
@@ -312,7 +335,7 @@ export class MemMap {
   /* ---------------------------------------------------------- flag helpers */
 
   testPageFlag(pfn: number, bit: number): boolean {
-    return ((this.flags[pfn] >>> bit) & 1) !== 0;
+    return ((this.flags[pfn]! >>> bit) & 1) !== 0;
   }
   /** set_bit: atomic. */
   setPageFlag(pfn: number, bit: number): void {
@@ -332,81 +355,179 @@ export class MemMap {
   }
   /** __set_bit: for a page the caller owns alone. */
   __setPageFlag(pfn: number, bit: number): void {
-    this.flags[pfn] = (this.flags[pfn] | (1 << bit)) >>> 0;
+    this.flags[pfn] = (this.flags[pfn]! | (1 << bit)) >>> 0;
   }
   /** __clear_bit: for a page the caller owns alone. */
   __clearPageFlag(pfn: number, bit: number): void {
-    this.flags[pfn] = (this.flags[pfn] & ~(1 << bit)) >>> 0;
+    this.flags[pfn] = (this.flags[pfn]! & ~(1 << bit)) >>> 0;
   }
 
-  PageLocked(pfn: number): boolean { return this.testPageFlag(pfn, PG_locked); }
-  SetPageLocked(pfn: number): void { this.setPageFlag(pfn, PG_locked); }
-  ClearPageLocked(pfn: number): void { this.clearPageFlag(pfn, PG_locked); }
+  PageLocked(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_locked);
+  }
+  SetPageLocked(pfn: number): void {
+    this.setPageFlag(pfn, PG_locked);
+  }
+  ClearPageLocked(pfn: number): void {
+    this.clearPageFlag(pfn, PG_locked);
+  }
   /** TestSetPageLocked: true when it was already locked (lock_page's trylock). */
-  TestSetPageLocked(pfn: number): boolean { return this.testSetPageFlag(pfn, PG_locked); }
-  PageError(pfn: number): boolean { return this.testPageFlag(pfn, PG_error); }
-  SetPageError(pfn: number): void { this.setPageFlag(pfn, PG_error); }
-  ClearPageError(pfn: number): void { this.clearPageFlag(pfn, PG_error); }
-  PageReferenced(pfn: number): boolean { return this.testPageFlag(pfn, PG_referenced); }
-  SetPageReferenced(pfn: number): void { this.setPageFlag(pfn, PG_referenced); }
-  ClearPageReferenced(pfn: number): void { this.clearPageFlag(pfn, PG_referenced); }
-  PageUptodate(pfn: number): boolean { return this.testPageFlag(pfn, PG_uptodate); }
-  SetPageUptodate(pfn: number): void { this.setPageFlag(pfn, PG_uptodate); }
-  ClearPageUptodate(pfn: number): void { this.clearPageFlag(pfn, PG_uptodate); }
-  PageDirty(pfn: number): boolean { return this.testPageFlag(pfn, PG_dirty); }
-  SetPageDirty(pfn: number): void { this.setPageFlag(pfn, PG_dirty); }
-  ClearPageDirty(pfn: number): void { this.clearPageFlag(pfn, PG_dirty); }
-  TestClearPageDirty(pfn: number): boolean { return this.testClearPageFlag(pfn, PG_dirty); }
-  PageLRU(pfn: number): boolean { return this.testPageFlag(pfn, PG_lru); }
-  SetPageLRU(pfn: number): void { this.setPageFlag(pfn, PG_lru); }
-  ClearPageLRU(pfn: number): void { this.clearPageFlag(pfn, PG_lru); }
-  PageActive(pfn: number): boolean { return this.testPageFlag(pfn, PG_active); }
-  SetPageActive(pfn: number): void { this.setPageFlag(pfn, PG_active); }
-  ClearPageActive(pfn: number): void { this.clearPageFlag(pfn, PG_active); }
-  PageSlab(pfn: number): boolean { return this.testPageFlag(pfn, PG_slab); }
-  __SetPageSlab(pfn: number): void { this.__setPageFlag(pfn, PG_slab); }
-  __ClearPageSlab(pfn: number): void { this.__clearPageFlag(pfn, PG_slab); }
-  PagePinned(pfn: number): boolean { return this.testPageFlag(pfn, PG_pinned); }
-  SetPagePinned(pfn: number): void { this.setPageFlag(pfn, PG_pinned); }
-  ClearPagePinned(pfn: number): void { this.clearPageFlag(pfn, PG_pinned); }
-  PageChecked(pfn: number): boolean { return this.testPageFlag(pfn, PG_checked); }
-  PageReserved(pfn: number): boolean { return this.testPageFlag(pfn, PG_reserved); }
-  SetPageReserved(pfn: number): void { this.setPageFlag(pfn, PG_reserved); }
-  ClearPageReserved(pfn: number): void { this.clearPageFlag(pfn, PG_reserved); }
-  PagePrivate(pfn: number): boolean { return this.testPageFlag(pfn, PG_private); }
-  SetPagePrivate(pfn: number): void { this.setPageFlag(pfn, PG_private); }
-  ClearPagePrivate(pfn: number): void { this.clearPageFlag(pfn, PG_private); }
-  PageWriteback(pfn: number): boolean { return this.testPageFlag(pfn, PG_writeback); }
-  SetPageWriteback(pfn: number): void { this.setPageFlag(pfn, PG_writeback); }
-  ClearPageWriteback(pfn: number): void { this.clearPageFlag(pfn, PG_writeback); }
-  PageSwapCache(pfn: number): boolean { return this.testPageFlag(pfn, PG_swapcache); }
-  SetPageSwapCache(pfn: number): void { this.setPageFlag(pfn, PG_swapcache); }
-  ClearPageSwapCache(pfn: number): void { this.clearPageFlag(pfn, PG_swapcache); }
-  PageMappedToDisk(pfn: number): boolean { return this.testPageFlag(pfn, PG_mappedtodisk); }
-  PageReclaim(pfn: number): boolean { return this.testPageFlag(pfn, PG_reclaim); }
-  SetPageReclaim(pfn: number): void { this.setPageFlag(pfn, PG_reclaim); }
-  ClearPageReclaim(pfn: number): void { this.clearPageFlag(pfn, PG_reclaim); }
-  PageBuddy(pfn: number): boolean { return this.testPageFlag(pfn, PG_buddy); }
-  PageHead(pfn: number): boolean { return this.testPageFlag(pfn, PG_head); }
-  PageTail(pfn: number): boolean { return this.testPageFlag(pfn, PG_tail); }
+  TestSetPageLocked(pfn: number): boolean {
+    return this.testSetPageFlag(pfn, PG_locked);
+  }
+  PageError(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_error);
+  }
+  SetPageError(pfn: number): void {
+    this.setPageFlag(pfn, PG_error);
+  }
+  ClearPageError(pfn: number): void {
+    this.clearPageFlag(pfn, PG_error);
+  }
+  PageReferenced(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_referenced);
+  }
+  SetPageReferenced(pfn: number): void {
+    this.setPageFlag(pfn, PG_referenced);
+  }
+  ClearPageReferenced(pfn: number): void {
+    this.clearPageFlag(pfn, PG_referenced);
+  }
+  PageUptodate(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_uptodate);
+  }
+  SetPageUptodate(pfn: number): void {
+    this.setPageFlag(pfn, PG_uptodate);
+  }
+  ClearPageUptodate(pfn: number): void {
+    this.clearPageFlag(pfn, PG_uptodate);
+  }
+  PageDirty(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_dirty);
+  }
+  SetPageDirty(pfn: number): void {
+    this.setPageFlag(pfn, PG_dirty);
+  }
+  ClearPageDirty(pfn: number): void {
+    this.clearPageFlag(pfn, PG_dirty);
+  }
+  TestClearPageDirty(pfn: number): boolean {
+    return this.testClearPageFlag(pfn, PG_dirty);
+  }
+  PageLRU(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_lru);
+  }
+  SetPageLRU(pfn: number): void {
+    this.setPageFlag(pfn, PG_lru);
+  }
+  ClearPageLRU(pfn: number): void {
+    this.clearPageFlag(pfn, PG_lru);
+  }
+  PageActive(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_active);
+  }
+  SetPageActive(pfn: number): void {
+    this.setPageFlag(pfn, PG_active);
+  }
+  ClearPageActive(pfn: number): void {
+    this.clearPageFlag(pfn, PG_active);
+  }
+  PageSlab(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_slab);
+  }
+  __SetPageSlab(pfn: number): void {
+    this.__setPageFlag(pfn, PG_slab);
+  }
+  __ClearPageSlab(pfn: number): void {
+    this.__clearPageFlag(pfn, PG_slab);
+  }
+  PagePinned(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_pinned);
+  }
+  SetPagePinned(pfn: number): void {
+    this.setPageFlag(pfn, PG_pinned);
+  }
+  ClearPagePinned(pfn: number): void {
+    this.clearPageFlag(pfn, PG_pinned);
+  }
+  PageChecked(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_checked);
+  }
+  PageReserved(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_reserved);
+  }
+  SetPageReserved(pfn: number): void {
+    this.setPageFlag(pfn, PG_reserved);
+  }
+  ClearPageReserved(pfn: number): void {
+    this.clearPageFlag(pfn, PG_reserved);
+  }
+  PagePrivate(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_private);
+  }
+  SetPagePrivate(pfn: number): void {
+    this.setPageFlag(pfn, PG_private);
+  }
+  ClearPagePrivate(pfn: number): void {
+    this.clearPageFlag(pfn, PG_private);
+  }
+  PageWriteback(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_writeback);
+  }
+  SetPageWriteback(pfn: number): void {
+    this.setPageFlag(pfn, PG_writeback);
+  }
+  ClearPageWriteback(pfn: number): void {
+    this.clearPageFlag(pfn, PG_writeback);
+  }
+  PageSwapCache(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_swapcache);
+  }
+  SetPageSwapCache(pfn: number): void {
+    this.setPageFlag(pfn, PG_swapcache);
+  }
+  ClearPageSwapCache(pfn: number): void {
+    this.clearPageFlag(pfn, PG_swapcache);
+  }
+  PageMappedToDisk(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_mappedtodisk);
+  }
+  PageReclaim(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_reclaim);
+  }
+  SetPageReclaim(pfn: number): void {
+    this.setPageFlag(pfn, PG_reclaim);
+  }
+  ClearPageReclaim(pfn: number): void {
+    this.clearPageFlag(pfn, PG_reclaim);
+  }
+  PageBuddy(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_buddy);
+  }
+  PageHead(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_head);
+  }
+  PageTail(pfn: number): boolean {
+    return this.testPageFlag(pfn, PG_tail);
+  }
   /** Head or tail of a compound page. */
   PageCompound(pfn: number): boolean {
-    return (this.flags[pfn] & ((1 << PG_head) | (1 << PG_tail))) !== 0;
+    return (this.flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0;
   }
   /** PageHighMem: derived from the zone, as in 2.6 (there is no PG_highmem bit since 2.5). */
   PageHighMem(pfn: number): boolean {
-    return this.flags[pfn] >>> ZONES_PGSHIFT === ZONE_HIGHMEM;
+    return this.flags[pfn]! >>> ZONES_PGSHIFT === ZONE_HIGHMEM;
   }
   /** PageAnon: page->mapping holds an anon_vma. */
   PageAnon(pfn: number): boolean {
-    return (this.mapping[pfn] & PAGE_MAPPING_ANON) !== 0;
+    return (this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0;
   }
 
   /* ------------------------------------------------------------- accessors */
 
   /** page_zonenum. */
   pageZonenum(pfn: number): number {
-    return this.flags[pfn] >>> ZONES_PGSHIFT;
+    return this.flags[pfn]! >>> ZONES_PGSHIFT;
   }
   /** page_count: the head's count for any page of a compound page. */
   pageCount(pfn: number): number {
@@ -422,18 +543,18 @@ export class MemMap {
   }
   /** page_private. */
   pagePrivate(pfn: number): number {
-    return this.private[pfn];
+    return this.private[pfn]!;
   }
   setPagePrivate(pfn: number, v: number): void {
     this.private[pfn] = v;
   }
   /** compound_head: the head of a compound page, or the page itself. */
   compoundHead(pfn: number): number {
-    return (this.flags[pfn] & (1 << PG_tail)) !== 0 ? this.firstPage[pfn] : pfn;
+    return (this.flags[pfn]! & (1 << PG_tail)) !== 0 ? this.firstPage[pfn]! : pfn;
   }
   /** compound_order: 0 for a page that is not a compound head. */
   compoundOrder(pfn: number): number {
-    return (this.flags[pfn] & (1 << PG_head)) !== 0 ? this.order[pfn] : 0;
+    return (this.flags[pfn]! & (1 << PG_head)) !== 0 ? this.order[pfn]! : 0;
   }
 
   /**
@@ -442,10 +563,10 @@ export class MemMap {
    * the slab cache (the SLUB fix of 2.6.22; see other-seed-bugs.md).
    */
   pageMapping(pfn: number): number {
-    const flags = this.flags[pfn];
+    const flags = this.flags[pfn]!;
     if (this.slubPageMappingFix && (flags & (1 << PG_slab)) !== 0) return 0;
     if ((flags & (1 << PG_swapcache)) !== 0) return SWAPPER_SPACE;
-    const m = this.mapping[pfn];
+    const m = this.mapping[pfn]!;
     return (m & PAGE_MAPPING_ANON) !== 0 ? 0 : m;
   }
 
@@ -485,7 +606,7 @@ export class MemMap {
    * head with its order for a compound page, to this CPU's hot list for an order-0 page.
    */
   putPage(pfn: number, cpu: number): void {
-    if ((this.flags[pfn] & ((1 << PG_head) | (1 << PG_tail))) !== 0) {
+    if ((this.flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0) {
       const head = this.compoundHead(pfn);
       if (this.putPageTestzero(head, 'put_page', cpu)) {
         this.#requireFreer('put_page').freeCompoundPage(head, this.compoundOrder(head), cpu);
@@ -533,9 +654,11 @@ export class MemMap {
 
   /** One line describing page `pfn` (for messages and debugging). */
   describe(pfn: number): string {
-    const f = this.flags[pfn];
-    return `pfn ${pfn} (${ZONE_NAMES[f >>> ZONES_PGSHIFT]}) flags:0x${formatPageFlags(f, this.paging)}` +
-      ` [${pageFlagNames(f)}] count:${this.count[pfn]} mapcount:${this.mapcount[pfn] + 1}` +
-      ` mapping:${formatPointer(this.mapping[pfn], this.paging)}`;
+    const f = this.flags[pfn]!;
+    return (
+      `pfn ${pfn} (${ZONE_NAMES[f >>> ZONES_PGSHIFT]}) flags:0x${formatPageFlags(f, this.paging)}` +
+      ` [${pageFlagNames(f)}] count:${this.count[pfn]} mapcount:${this.mapcount[pfn]! + 1}` +
+      ` mapping:${formatPointer(this.mapping[pfn]!, this.paging)}`
+    );
   }
 }

@@ -44,11 +44,40 @@ import type { PagingMode } from '../../src/abi.js';
 import { PAGE_SIZE } from '../../src/abi.js';
 import { layoutFor } from '../../src/layout.js';
 import {
-  MAX_NR_ZONES, MemMap, PAGE_MAPPING_ANON, PG_active, PG_arch_1, PG_buddy,
-  PG_checked, PG_dirty, PG_error, PG_head, PG_locked, PG_lru, PG_mappedtodisk, PG_pcp, PG_pinned,
-  PG_private, PG_reclaim, PG_referenced, PG_reserved, PG_slab, PG_swapcache, PG_tail,
-  PG_uptodate, PG_writeback, ZONES_PGSHIFT, ZONE_DMA, ZONE_HIGHMEM, ZONE_NAMES, ZONE_NORMAL,
-  formatPageFlags, formatPointer, memMapLayout, pagePointer, type PageFreer,
+  MAX_NR_ZONES,
+  MemMap,
+  PAGE_MAPPING_ANON,
+  PG_active,
+  PG_arch_1,
+  PG_buddy,
+  PG_checked,
+  PG_dirty,
+  PG_error,
+  PG_head,
+  PG_locked,
+  PG_lru,
+  PG_mappedtodisk,
+  PG_pcp,
+  PG_pinned,
+  PG_private,
+  PG_reclaim,
+  PG_referenced,
+  PG_reserved,
+  PG_slab,
+  PG_swapcache,
+  PG_tail,
+  PG_uptodate,
+  PG_writeback,
+  ZONES_PGSHIFT,
+  ZONE_DMA,
+  ZONE_HIGHMEM,
+  ZONE_NAMES,
+  ZONE_NORMAL,
+  formatPageFlags,
+  formatPointer,
+  memMapLayout,
+  pagePointer,
+  type PageFreer,
 } from './page.js';
 import { spinLock, spinUnlock } from './spinlock.js';
 
@@ -87,19 +116,36 @@ export const GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE;
 export const GFP_DMA = __GFP_DMA;
 
 const GFP_BIT_NAMES: readonly [number, string][] = [
-  [__GFP_DMA, '__GFP_DMA'], [__GFP_HIGHMEM, '__GFP_HIGHMEM'], [__GFP_WAIT, '__GFP_WAIT'],
-  [__GFP_HIGH, '__GFP_HIGH'], [__GFP_IO, '__GFP_IO'], [__GFP_FS, '__GFP_FS'],
-  [__GFP_COLD, '__GFP_COLD'], [__GFP_NOWARN, '__GFP_NOWARN'], [__GFP_REPEAT, '__GFP_REPEAT'],
-  [__GFP_NOFAIL, '__GFP_NOFAIL'], [__GFP_NORETRY, '__GFP_NORETRY'], [__GFP_NO_GROW, '__GFP_NO_GROW'],
-  [__GFP_COMP, '__GFP_COMP'], [__GFP_ZERO, '__GFP_ZERO'], [__GFP_NOMEMALLOC, '__GFP_NOMEMALLOC'],
-  [__GFP_HARDWALL, '__GFP_HARDWALL'], [__GFP_THISNODE, '__GFP_THISNODE'], [__GFP_MOVABLE, '__GFP_MOVABLE'],
+  [__GFP_DMA, '__GFP_DMA'],
+  [__GFP_HIGHMEM, '__GFP_HIGHMEM'],
+  [__GFP_WAIT, '__GFP_WAIT'],
+  [__GFP_HIGH, '__GFP_HIGH'],
+  [__GFP_IO, '__GFP_IO'],
+  [__GFP_FS, '__GFP_FS'],
+  [__GFP_COLD, '__GFP_COLD'],
+  [__GFP_NOWARN, '__GFP_NOWARN'],
+  [__GFP_REPEAT, '__GFP_REPEAT'],
+  [__GFP_NOFAIL, '__GFP_NOFAIL'],
+  [__GFP_NORETRY, '__GFP_NORETRY'],
+  [__GFP_NO_GROW, '__GFP_NO_GROW'],
+  [__GFP_COMP, '__GFP_COMP'],
+  [__GFP_ZERO, '__GFP_ZERO'],
+  [__GFP_NOMEMALLOC, '__GFP_NOMEMALLOC'],
+  [__GFP_HARDWALL, '__GFP_HARDWALL'],
+  [__GFP_THISNODE, '__GFP_THISNODE'],
+  [__GFP_MOVABLE, '__GFP_MOVABLE'],
 ];
 
 /** "GFP_KERNEL|__GFP_ZERO"-style name of a mask (the composite names first). */
 export function gfpName(gfp: number): string {
   const out: string[] = [];
   let rest = gfp;
-  for (const [v, n] of [[GFP_HIGHUSER, 'GFP_HIGHUSER'], [GFP_USER, 'GFP_USER'], [GFP_KERNEL, 'GFP_KERNEL'], [GFP_NOFS, 'GFP_NOFS']] as const) {
+  for (const [v, n] of [
+    [GFP_HIGHUSER, 'GFP_HIGHUSER'],
+    [GFP_USER, 'GFP_USER'],
+    [GFP_KERNEL, 'GFP_KERNEL'],
+    [GFP_NOFS, 'GFP_NOFS'],
+  ] as const) {
     if ((rest & v) === v) {
       out.push(n);
       rest &= ~v;
@@ -150,27 +196,43 @@ const bit = (b: number): number => 1 << b;
 
 /** What free_pages_check refuses (2.6.2x's list, plus pvmmu's below). */
 export const PAGE_FLAGS_CHECK_AT_FREE =
-  bit(PG_lru) | bit(PG_private) | bit(PG_locked) | bit(PG_active) | bit(PG_reclaim) |
-  bit(PG_slab) | bit(PG_swapcache) | bit(PG_writeback) | bit(PG_reserved) | bit(PG_buddy) |
+  bit(PG_lru) |
+  bit(PG_private) |
+  bit(PG_locked) |
+  bit(PG_active) |
+  bit(PG_reclaim) |
+  bit(PG_slab) |
+  bit(PG_swapcache) |
+  bit(PG_writeback) |
+  bit(PG_reserved) |
+  bit(PG_buddy) |
   /*
    * Xen: a page-table page still pinned when freed would come back as an ordinary page
    * that Xen still types as a page table. Linux leaves this to the pte_free paths.
    */
   bit(PG_pinned) |
   /* A compound mark at an order-0 free: part of a live compound page, or its head. */
-  bit(PG_head) | bit(PG_tail);
+  bit(PG_head) |
+  bit(PG_tail);
 /** What prep_new_page refuses: as at free, plus PG_dirty. */
 export const PAGE_FLAGS_CHECK_AT_PREP = PAGE_FLAGS_CHECK_AT_FREE | bit(PG_dirty);
 /** What bad_page clears ("fixes up"): 2.6.15's list (not PG_reserved), plus PG_pinned. */
 export const PAGE_FLAGS_FIXUP =
-  bit(PG_lru) | bit(PG_private) | bit(PG_locked) | bit(PG_active) | bit(PG_dirty) |
-  bit(PG_reclaim) | bit(PG_slab) | bit(PG_swapcache) | bit(PG_writeback) | bit(PG_pinned);
+  bit(PG_lru) |
+  bit(PG_private) |
+  bit(PG_locked) |
+  bit(PG_active) |
+  bit(PG_dirty) |
+  bit(PG_reclaim) |
+  bit(PG_slab) |
+  bit(PG_swapcache) |
+  bit(PG_writeback) |
+  bit(PG_pinned);
 /** Flags that keep a page from being freed after the report (2.6.15 leaked PG_reserved pages). */
 export const PAGE_FLAGS_KEEP_AT_FREE = bit(PG_reserved) | bit(PG_head) | bit(PG_tail);
 /** What prep_new_page clears on a page it hands out. */
 export const PAGE_FLAGS_CLEAR_AT_PREP =
-  bit(PG_uptodate) | bit(PG_error) | bit(PG_referenced) | bit(PG_arch_1) | bit(PG_checked) |
-  bit(PG_mappedtodisk);
+  bit(PG_uptodate) | bit(PG_error) | bit(PG_referenced) | bit(PG_arch_1) | bit(PG_checked) | bit(PG_mappedtodisk);
 
 /* ------------------------------------------------------------------ reports */
 
@@ -332,7 +394,9 @@ export function resolvePageAllocConfig(cfg: PageAllocConfig): ResolvedConfig {
   let lowmemPages: number;
   if (paging === 'x86_64') {
     if (cfg.lowmemPages !== undefined && cfg.lowmemPages !== nrPages) {
-      throw new RangeError(`PageAllocConfig.lowmemPages: x86_64 has no highmem, so it must be nrPages (${nrPages}) or unset, got ${cfg.lowmemPages}`);
+      throw new RangeError(
+        `PageAllocConfig.lowmemPages: x86_64 has no highmem, so it must be nrPages (${nrPages}) or unset, got ${cfg.lowmemPages}`,
+      );
     }
     lowmemPages = nrPages;
   } else {
@@ -528,12 +592,14 @@ export class PageAllocator implements PageFreer {
 
   /** Opens a formatted buffer (in any worker). */
   constructor(sab: SharedArrayBuffer, hooks: PageAllocHooks) {
-    if (sab.byteLength < HEADER_BYTES) throw new RangeError('PageAllocator: the SAB is too small to hold a page allocator');
+    if (sab.byteLength < HEADER_BYTES)
+      throw new RangeError('PageAllocator: the SAB is too small to hold a page allocator');
     const hdr = new Int32Array(sab, 0, HEADER_BYTES / 4);
     if (hdr[H_MAGIC] !== MAGIC || hdr[H_VERSION] !== VERSION) {
       throw new Error('PageAllocator: this SAB is not a pvmmu page allocator buffer (bad magic or version)');
     }
-    if (Atomics.load(hdr, H_READY) !== 1) throw new Error('PageAllocator: this SAB has not been formatted (call PageAllocator.format first)');
+    if (Atomics.load(hdr, H_READY) !== 1)
+      throw new Error('PageAllocator: this SAB has not been formatted (call PageAllocator.format first)');
     if (typeof hooks?.zeroPage !== 'function') throw new TypeError('PageAllocator: hooks.zeroPage(pfn) is required');
     this.sab = sab;
     this.hdr = hdr;
@@ -650,7 +716,7 @@ export class PageAllocator implements PageFreer {
       const pfn = z[zb + Z_FREE_HEAD + cur]!;
       if (pfn === -1) continue;
       this.delFromFreeArea(zb, cur, pfn);
-      z[zb + Z_FREE_PAGES] -= 1 << order;
+      z[zb + Z_FREE_PAGES]! -= 1 << order;
       // expand: keep the low half, give the high halves back, largest first.
       for (let high = cur; high > order; ) {
         high--;
@@ -666,7 +732,7 @@ export class PageAllocator implements PageFreer {
     const z = this.z;
     const start = z[zb + Z_START]!;
     const end = z[zb + Z_END]!;
-    z[zb + Z_FREE_PAGES] += 1 << order;
+    z[zb + Z_FREE_PAGES]! += 1 << order;
     while (order < MAX_ORDER - 1) {
       const buddy = pfn ^ (1 << order);
       if (buddy < start || buddy >= end) break;
@@ -695,7 +761,7 @@ export class PageAllocator implements PageFreer {
       z[pb + P_TAIL] = pfn;
     }
     this.unlockZone(zb, cpu);
-    z[pb + P_COUNT] += i;
+    z[pb + P_COUNT]! += i;
     return i;
   }
 
@@ -716,7 +782,7 @@ export class PageAllocator implements PageFreer {
       this.__freeOnePage(zb, pfn, 0);
     }
     this.unlockZone(zb, cpu);
-    z[pb + P_COUNT] -= i;
+    z[pb + P_COUNT]! -= i;
   }
 
   /* ---------------------------------------------------------- allocation */
@@ -747,8 +813,12 @@ export class PageAllocator implements PageFreer {
       const zone = zl[i]!;
       const zb = zone * ZONE_WORDS;
       if ((allocFlags & ALLOC_NO_WATERMARKS) === 0) {
-        const mark = allocFlags & ALLOC_WMARK_MIN ? this.z[zb + Z_MIN]!
-          : allocFlags & ALLOC_WMARK_LOW ? this.z[zb + Z_LOW]! : this.z[zb + Z_HIGH]!;
+        const mark =
+          allocFlags & ALLOC_WMARK_MIN
+            ? this.z[zb + Z_MIN]!
+            : allocFlags & ALLOC_WMARK_LOW
+              ? this.z[zb + Z_LOW]!
+              : this.z[zb + Z_HIGH]!;
         if (!this.zoneWatermarkOk(zb, order, mark, allocFlags)) continue;
       }
       const pfn = this.bufferedRmqueue(zone, order, gfp, cpu);
@@ -802,8 +872,12 @@ export class PageAllocator implements PageFreer {
     const n = 1 << order;
     let ok = true;
     for (let p = pfn; p < pfn + n; p++) {
-      if (this.mapcount[p] !== -1 || this.mapping[p] !== 0 || this.count[p] !== 0 ||
-          (this.flags[p]! & PAGE_FLAGS_CHECK_AT_PREP) !== 0) {
+      if (
+        this.mapcount[p] !== -1 ||
+        this.mapping[p] !== 0 ||
+        this.count[p] !== 0 ||
+        (this.flags[p]! & PAGE_FLAGS_CHECK_AT_PREP) !== 0
+      ) {
         this.badPage(p, 'prep_new_page', 'bad_state', cpu);
         ok = false;
       }
@@ -848,7 +922,7 @@ export class PageAllocator implements PageFreer {
     if (order !== (order & 15) || order >= MAX_ORDER) this.checkOrder(order, 'alloc_pages');
     if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, 'alloc_pages');
     const zl = this.zonelists[gfp & 3]!;
-    let pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
+    const pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
     if (pfn !== -1) return pfn;
     return this.allocPagesSlowpath(gfp, order, cpu, zl);
   }
@@ -891,7 +965,11 @@ export class PageAllocator implements PageFreer {
     if ((gfp & __GFP_NOWARN) === 0) {
       const comm = this.comm(cpu);
       this.report({
-        kind: 'page_allocation_failure', comm, cpu, order, gfpMask: gfp,
+        kind: 'page_allocation_failure',
+        comm,
+        cpu,
+        order,
+        gfpMask: gfp,
         lines: [`${comm}: page allocation failure. order:${order}, mode:0x${gfp.toString(16)}`],
       });
     }
@@ -926,7 +1004,8 @@ export class PageAllocator implements PageFreer {
 
   /** register_shrinker (on this opener: shrinkers are JS callbacks, local to a worker). */
   registerShrinker(s: Shrinker): void {
-    if (typeof s?.shrink !== 'function') throw new TypeError('registerShrinker: a shrinker needs a shrink(nrToScan, gfpMask, cpu) function');
+    if (typeof s?.shrink !== 'function')
+      throw new TypeError('registerShrinker: a shrinker needs a shrink(nrToScan, gfpMask, cpu) function');
     if (this.shrinkers.includes(s)) throw new Error(`registerShrinker: '${s.name}' is already registered`);
     this.shrinkers.push(s);
   }
@@ -1079,8 +1158,12 @@ export class PageAllocator implements PageFreer {
       this.badPage(pfn, fn, 'double_free', cpu);
       return 1;
     }
-    if (this.mapcount[pfn] !== -1 || this.mapping[pfn] !== 0 || this.count[pfn] !== 0 ||
-        (f & PAGE_FLAGS_CHECK_AT_FREE) !== 0) {
+    if (
+      this.mapcount[pfn] !== -1 ||
+      this.mapping[pfn] !== 0 ||
+      this.count[pfn] !== 0 ||
+      (f & PAGE_FLAGS_CHECK_AT_FREE) !== 0
+    ) {
       this.badPage(pfn, fn, 'bad_state', cpu);
       f = this.flags[pfn]! | 0;
     }
@@ -1101,8 +1184,13 @@ export class PageAllocator implements PageFreer {
     for (let o = 1; o < MAX_ORDER; o++) {
       const head = pfn & ~((1 << o) - 1);
       if (head < start) return false;
-      if ((flags[head]! & (1 << PG_buddy)) !== 0 && head !== pfn && order[head]! >= o &&
-          (Atomics.load(this.flagsI32, head) & (1 << PG_buddy)) !== 0 && order[head]! >= o) {
+      if (
+        (flags[head]! & (1 << PG_buddy)) !== 0 &&
+        head !== pfn &&
+        order[head]! >= o &&
+        (Atomics.load(this.flagsI32, head) & (1 << PG_buddy)) !== 0 &&
+        order[head]! >= o
+      ) {
         return true;
       }
     }
@@ -1122,7 +1210,17 @@ export class PageAllocator implements PageFreer {
     const page = pagePointer(pfn, this.paging);
     Atomics.add(this.hdr, H_NR_BAD_PAGES, 1);
     this.report({
-      kind: 'bad_page', reason, function: fn, comm, cpu, pfn, page, flags, mapping, mapcount, count,
+      kind: 'bad_page',
+      reason,
+      function: fn,
+      comm,
+      cpu,
+      pfn,
+      page,
+      flags,
+      mapping,
+      mapcount,
+      count,
       lines: [
         `Bad page state at ${fn} (in process '${comm}', page ${page})`,
         `flags:0x${formatPageFlags(flags, this.paging)} mapping:${formatPointer(mapping, this.paging)} mapcount:${mapcount} count:${count}`,
@@ -1228,8 +1326,16 @@ export class PageAllocator implements PageFreer {
 
   /** /proc/zoneinfo, roughly. */
   zoneInfo(zone: number): {
-    name: string; start: number; end: number; present: number; free: number;
-    min: number; low: number; high: number; nrFree: number[]; pcp: { count: number; high: number; batch: number }[];
+    name: string;
+    start: number;
+    end: number;
+    present: number;
+    free: number;
+    min: number;
+    low: number;
+    high: number;
+    nrFree: number[];
+    pcp: { count: number; high: number; batch: number }[];
   } {
     const z = this.z;
     const zb = zone * ZONE_WORDS;
@@ -1241,22 +1347,36 @@ export class PageAllocator implements PageFreer {
       pcp.push({ count: z[pb + P_COUNT]!, high: z[pb + P_HIGH]!, batch: z[pb + P_BATCH]! });
     }
     return {
-      name: ZONE_NAMES[zone]!, start: z[zb + Z_START]!, end: z[zb + Z_END]!, present: z[zb + Z_PRESENT]!,
-      free: z[zb + Z_FREE_PAGES]!, min: z[zb + Z_MIN]!, low: z[zb + Z_LOW]!, high: z[zb + Z_HIGH]!, nrFree, pcp,
+      name: ZONE_NAMES[zone]!,
+      start: z[zb + Z_START]!,
+      end: z[zb + Z_END]!,
+      present: z[zb + Z_PRESENT]!,
+      free: z[zb + Z_FREE_PAGES]!,
+      min: z[zb + Z_MIN]!,
+      low: z[zb + Z_LOW]!,
+      high: z[zb + Z_HIGH]!,
+      nrFree,
+      pcp,
     };
   }
 
   /** The per-CPU list of (zone, cpu), hot end first. */
   pcpList(zone: number, cpu: number): number[] {
     const out: number[] = [];
-    for (let p = this.z[this.pcpBase(zone, cpu) + P_HEAD]!; p !== -1 && out.length <= this.nrPages; p = this.next[p]!) out.push(p);
+    for (let p = this.z[this.pcpBase(zone, cpu) + P_HEAD]!; p !== -1 && out.length <= this.nrPages; p = this.next[p]!)
+      out.push(p);
     return out;
   }
 
   /** free_area[order] of `zone`, list head first. */
   freeAreaList(zone: number, order: number): number[] {
     const out: number[] = [];
-    for (let p = this.z[zone * ZONE_WORDS + Z_FREE_HEAD + order]!; p !== -1 && out.length <= this.nrPages; p = this.next[p]!) out.push(p);
+    for (
+      let p = this.z[zone * ZONE_WORDS + Z_FREE_HEAD + order]!;
+      p !== -1 && out.length <= this.nrPages;
+      p = this.next[p]!
+    )
+      out.push(p);
     return out;
   }
 
@@ -1279,38 +1399,61 @@ export class PageAllocator implements PageFreer {
         let n = 0;
         let prev = -1;
         for (let p = z[zb + Z_FREE_HEAD + o]!; p !== -1; p = this.next[p]!) {
-          if (p < start || p + (1 << o) > end) { problems.push(`${ZONE_NAMES[zone]} order ${o}: block ${p} outside the zone`); break; }
-          if (this.prev[p] !== prev) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-          if ((this.flags[p]! & (1 << PG_buddy)) === 0) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} lacks PG_buddy`);
+          if (p < start || p + (1 << o) > end) {
+            problems.push(`${ZONE_NAMES[zone]} order ${o}: block ${p} outside the zone`);
+            break;
+          }
+          if (this.prev[p] !== prev)
+            problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
+          if ((this.flags[p]! & (1 << PG_buddy)) === 0)
+            problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} lacks PG_buddy`);
           if (this.order[p] !== o) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} has order ${this.order[p]}`);
           if (p % (1 << o) !== 0) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} misaligned`);
           for (let q = p; q < p + (1 << o); q++) {
-            if (owner[q] !== -1) { problems.push(`pfn ${q} is on two free lists`); break; }
+            if (owner[q] !== -1) {
+              problems.push(`pfn ${q} is on two free lists`);
+              break;
+            }
             owner[q] = listId;
             if (this.count[q] !== 0) problems.push(`free pfn ${q} has count ${this.count[q]}`);
           }
           prev = p;
-          if (++n > this.nrPages) { problems.push(`${ZONE_NAMES[zone]} order ${o}: cycle`); break; }
+          if (++n > this.nrPages) {
+            problems.push(`${ZONE_NAMES[zone]} order ${o}: cycle`);
+            break;
+          }
         }
-        if (n !== z[zb + Z_NR_FREE + o]) problems.push(`${ZONE_NAMES[zone]} order ${o}: nr_free ${z[zb + Z_NR_FREE + o]} but ${n} on the list`);
+        if (n !== z[zb + Z_NR_FREE + o])
+          problems.push(`${ZONE_NAMES[zone]} order ${o}: nr_free ${z[zb + Z_NR_FREE + o]} but ${n} on the list`);
         free += n << o;
       }
-      if (free !== z[zb + Z_FREE_PAGES]) problems.push(`${ZONE_NAMES[zone]}: free_pages ${z[zb + Z_FREE_PAGES]} but ${free} in free_area`);
+      if (free !== z[zb + Z_FREE_PAGES])
+        problems.push(`${ZONE_NAMES[zone]}: free_pages ${z[zb + Z_FREE_PAGES]} but ${free} in free_area`);
       for (let cpu = 0; cpu < this.nrCpus; cpu++, listId++) {
         const pb = this.pcpBase(zone, cpu);
         let n = 0;
         let prev = -1;
         for (let p = z[pb + P_HEAD]!; p !== -1; p = this.next[p]!) {
-          if (p < start || p >= end) { problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} outside the zone`); break; }
-          if (this.prev[p] !== prev) problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-          if ((this.flags[p]! & (1 << PG_pcp)) === 0) problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} lacks PG_pcp`);
+          if (p < start || p >= end) {
+            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} outside the zone`);
+            break;
+          }
+          if (this.prev[p] !== prev)
+            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
+          if ((this.flags[p]! & (1 << PG_pcp)) === 0)
+            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} lacks PG_pcp`);
           if (owner[p] !== -1) problems.push(`pfn ${p} is on two free lists`);
           owner[p] = listId;
           prev = p;
-          if (++n > this.nrPages) { problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: cycle`); break; }
+          if (++n > this.nrPages) {
+            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: cycle`);
+            break;
+          }
         }
-        if (z[pb + P_TAIL] !== prev) problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: tail ${z[pb + P_TAIL]} != last ${prev}`);
-        if (n !== z[pb + P_COUNT]) problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: count ${z[pb + P_COUNT]} but ${n} on the list`);
+        if (z[pb + P_TAIL] !== prev)
+          problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: tail ${z[pb + P_TAIL]} != last ${prev}`);
+        if (n !== z[pb + P_COUNT])
+          problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: count ${z[pb + P_COUNT]} but ${n} on the list`);
       }
     }
     for (let p = 0; p < this.nrPages; p++) {

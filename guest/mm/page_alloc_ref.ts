@@ -14,16 +14,53 @@
  */
 import type { PagingMode } from '../../src/abi.js';
 import {
-  ALLOC_HARDER, ALLOC_HIGH, ALLOC_NO_WATERMARKS, ALLOC_WMARK_LOW, ALLOC_WMARK_MIN, MAX_ORDER,
-  MAX_RECLAIM_ROUNDS, PAGE_FLAGS_CHECK_AT_FREE, PAGE_FLAGS_CHECK_AT_PREP, PAGE_FLAGS_CLEAR_AT_PREP,
-  PAGE_FLAGS_FIXUP, PAGE_FLAGS_KEEP_AT_FREE, SHRINK_BATCH, __GFP_COLD, __GFP_COMP, __GFP_HIGH,
-  __GFP_NORETRY, __GFP_NOWARN, __GFP_WAIT, __GFP_ZERO, checkGfp, resolvePageAllocConfig,
-  zoneBatchsize, zoneSpans, zoneWatermarks,
-  type BadPageReport, type MmReport, type PageAllocConfig, type PageAllocHooks, type Shrinker,
+  ALLOC_HARDER,
+  ALLOC_HIGH,
+  ALLOC_NO_WATERMARKS,
+  ALLOC_WMARK_LOW,
+  ALLOC_WMARK_MIN,
+  MAX_ORDER,
+  MAX_RECLAIM_ROUNDS,
+  PAGE_FLAGS_CHECK_AT_FREE,
+  PAGE_FLAGS_CHECK_AT_PREP,
+  PAGE_FLAGS_CLEAR_AT_PREP,
+  PAGE_FLAGS_FIXUP,
+  PAGE_FLAGS_KEEP_AT_FREE,
+  SHRINK_BATCH,
+  __GFP_COLD,
+  __GFP_COMP,
+  __GFP_HIGH,
+  __GFP_NORETRY,
+  __GFP_NOWARN,
+  __GFP_WAIT,
+  __GFP_ZERO,
+  checkGfp,
+  resolvePageAllocConfig,
+  zoneBatchsize,
+  zoneSpans,
+  zoneWatermarks,
+  type BadPageReport,
+  type MmReport,
+  type PageAllocConfig,
+  type PageAllocHooks,
+  type Shrinker,
 } from './page_alloc.js';
 import {
-  MAX_NR_ZONES, PAGE_MAPPING_ANON, PG_buddy, PG_dirty, PG_head, PG_pcp, PG_reserved, PG_tail,
-  ZONES_PGSHIFT, ZONE_DMA, ZONE_HIGHMEM, ZONE_NORMAL, formatPageFlags, formatPointer, pagePointer,
+  MAX_NR_ZONES,
+  PAGE_MAPPING_ANON,
+  PG_buddy,
+  PG_dirty,
+  PG_head,
+  PG_pcp,
+  PG_reserved,
+  PG_tail,
+  ZONES_PGSHIFT,
+  ZONE_DMA,
+  ZONE_HIGHMEM,
+  ZONE_NORMAL,
+  formatPageFlags,
+  formatPointer,
+  pagePointer,
 } from './page.js';
 
 interface RefZone {
@@ -77,8 +114,16 @@ export class PageAllocatorRef {
       const [start, end] = spans[z]!;
       const batch = r.pcpBatch ?? zoneBatchsize(end - start);
       const zone: RefZone = {
-        start, end, free: 0, min: marks[z]![0], low: marks[z]![1], high: marks[z]![2],
-        freeArea: [], pcp: [], pcpBatch: batch, pcpHigh: r.pcpHigh ?? Math.max(batch, 6 * batch),
+        start,
+        end,
+        free: 0,
+        min: marks[z]![0],
+        low: marks[z]![1],
+        high: marks[z]![2],
+        freeArea: [],
+        pcp: [],
+        pcpBatch: batch,
+        pcpHigh: r.pcpHigh ?? Math.max(batch, 6 * batch),
       };
       for (let o = 0; o < MAX_ORDER; o++) zone.freeArea.push([]);
       for (let c = 0; c < r.nrCpus; c++) zone.pcp.push([]);
@@ -184,8 +229,10 @@ export class PageAllocatorRef {
 
   allocPages(gfp: number, order: number, cpu: number): number {
     checkGfp(gfp, 'alloc_pages');
-    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER) throw new RangeError(`alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`);
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus) throw new RangeError(`alloc_pages: cpu ${cpu} is not a vCPU of this allocator`);
+    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER)
+      throw new RangeError(`alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`);
+    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus)
+      throw new RangeError(`alloc_pages: cpu ${cpu} is not a vCPU of this allocator`);
     const zl = this.zonelist(gfp);
     let pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
     if (pfn !== -1) return pfn;
@@ -215,7 +262,11 @@ export class PageAllocatorRef {
     if (!(gfp & __GFP_NOWARN)) {
       const comm = this.comm(cpu);
       this.report({
-        kind: 'page_allocation_failure', comm, cpu, order, gfpMask: gfp,
+        kind: 'page_allocation_failure',
+        comm,
+        cpu,
+        order,
+        gfpMask: gfp,
         lines: [`${comm}: page allocation failure. order:${order}, mode:0x${gfp.toString(16)}`],
       });
     }
@@ -279,7 +330,12 @@ export class PageAllocatorRef {
   private prepNew(pfn: number, order: number, gfp: number, cpu: number): boolean {
     let ok = true;
     for (let p = pfn; p < pfn + 2 ** order; p++) {
-      if (this.mapcount[p] !== -1 || this.mapping[p] !== 0 || this.count[p] !== 0 || (this.flags[p]! & PAGE_FLAGS_CHECK_AT_PREP)) {
+      if (
+        this.mapcount[p] !== -1 ||
+        this.mapping[p] !== 0 ||
+        this.count[p] !== 0 ||
+        this.flags[p]! & PAGE_FLAGS_CHECK_AT_PREP
+      ) {
         this.badPage(p, 'prep_new_page', 'bad_state', cpu);
         ok = false;
       }
@@ -409,7 +465,8 @@ export class PageAllocatorRef {
       this.clearFlag(pfn, PG_tail);
       this.compoundOrder.delete(pfn);
       for (let p = pfn + 1; p < pfn + 2 ** order; p++) {
-        if (!this.hasFlag(p, PG_tail) || this.firstPage[p] !== pfn) this.badPage(p, 'destroy_compound_page', 'compound', cpu);
+        if (!this.hasFlag(p, PG_tail) || this.firstPage[p] !== pfn)
+          this.badPage(p, 'destroy_compound_page', 'compound', cpu);
         this.clearFlag(p, PG_head);
         this.clearFlag(p, PG_tail);
         this.firstPage[p] = -1;
@@ -430,8 +487,12 @@ export class PageAllocatorRef {
       this.badPage(pfn, fn, 'double_free', cpu);
       return 1;
     }
-    if (this.mapcount[pfn] !== -1 || this.mapping[pfn] !== 0 || this.count[pfn] !== 0 ||
-        this.flags[pfn]! & PAGE_FLAGS_CHECK_AT_FREE) {
+    if (
+      this.mapcount[pfn] !== -1 ||
+      this.mapping[pfn] !== 0 ||
+      this.count[pfn] !== 0 ||
+      this.flags[pfn]! & PAGE_FLAGS_CHECK_AT_FREE
+    ) {
       this.badPage(pfn, fn, 'bad_state', cpu);
     }
     this.clearFlag(pfn, PG_dirty);
@@ -455,7 +516,17 @@ export class PageAllocatorRef {
     const page = pagePointer(pfn, this.paging);
     this.badPages++;
     this.report({
-      kind: 'bad_page', reason, function: fn, comm, cpu, pfn, page, flags, mapping, mapcount, count,
+      kind: 'bad_page',
+      reason,
+      function: fn,
+      comm,
+      cpu,
+      pfn,
+      page,
+      flags,
+      mapping,
+      mapcount,
+      count,
       lines: [
         `Bad page state at ${fn} (in process '${comm}', page ${page})`,
         `flags:0x${formatPageFlags(flags, this.paging)} mapping:${formatPointer(mapping, this.paging)} mapcount:${mapcount} count:${count}`,

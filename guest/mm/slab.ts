@@ -136,7 +136,7 @@ export class SlabAllocator {
   private readonly slotBase: number;
   private readonly hooks: SlabHooks;
   private readonly kaddrToPfn: (addr: number) => number;
-  private failslab: Required<Omit<FailslabAttr, 'filter'>> & { filter?: FailslabAttr['filter'] } | undefined;
+  private failslab: (Required<Omit<FailslabAttr, 'filter'>> & { filter?: FailslabAttr['filter'] }) | undefined;
   private failCalls = 0;
   private failDone = 0;
   private rng = 1;
@@ -164,13 +164,15 @@ export class SlabAllocator {
     if (w[H_MAGIC] !== MAGIC || Atomics.load(w, H_READY) !== 1) {
       throw new Error('SlabAllocator: this SAB was not made by SlabAllocator.create');
     }
-    if (typeof hooks?.pfnToKaddr !== 'function') throw new TypeError('SlabAllocator: hooks.pfnToKaddr(pfn) is required');
+    if (typeof hooks?.pfnToKaddr !== 'function')
+      throw new TypeError('SlabAllocator: hooks.pfnToKaddr(pfn) is required');
     this.sab = sab;
     this.pa = pa;
     this.w = w;
     this.hooks = hooks;
     this.maxSlabs = w[H_MAX_SLABS]!;
-    if (sab.byteLength < slabBytes(this.maxSlabs)) throw new RangeError('SlabAllocator: the SAB is smaller than its header says');
+    if (sab.byteLength < slabBytes(this.maxSlabs))
+      throw new RangeError('SlabAllocator: the SAB is smaller than its header says');
     this.slotBase = HEADER_WORDS + KMALLOC_SIZES.length * CACHE_WORDS;
     if (hooks.kaddrToPfn !== undefined) {
       this.kaddrToPfn = hooks.kaddrToPfn;
@@ -190,11 +192,17 @@ export class SlabAllocator {
     }
     const interval = attr.interval ?? 1;
     const probability = attr.probability ?? 100;
-    if (!Number.isInteger(interval) || interval < 1) throw new RangeError(`setFailslab: interval must be an integer >= 1, got ${interval}`);
-    if (!(probability >= 0 && probability <= 100)) throw new RangeError(`setFailslab: probability is a percentage 0..100, got ${probability}`);
+    if (!Number.isInteger(interval) || interval < 1)
+      throw new RangeError(`setFailslab: interval must be an integer >= 1, got ${interval}`);
+    if (!(probability >= 0 && probability <= 100))
+      throw new RangeError(`setFailslab: probability is a percentage 0..100, got ${probability}`);
     this.failslab = {
-      interval, probability, seed: attr.seed ?? 1, times: attr.times ?? -1,
-      ignoreGfpWait: attr.ignoreGfpWait ?? true, filter: attr.filter,
+      interval,
+      probability,
+      seed: attr.seed ?? 1,
+      times: attr.times ?? -1,
+      ignoreGfpWait: attr.ignoreGfpWait ?? true,
+      filter: attr.filter,
     };
     this.failCalls = 0;
     this.failDone = 0;
@@ -293,13 +301,18 @@ export class SlabAllocator {
    * (or fault injection) refuses. kmalloc(0) returns ZERO_SIZE_PTR.
    */
   kmalloc(size: number, gfp: number, cpu: number): number {
-    if (!Number.isInteger(size) || size < 0) throw new RangeError(`kmalloc: size must be a non-negative integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 0)
+      throw new RangeError(`kmalloc: size must be a non-negative integer, got ${size}`);
     if (size === 0) return ZERO_SIZE_PTR;
     if (size > KMALLOC_MAX_SIZE) {
-      throw new RangeError(`kmalloc: ${size} bytes is above KMALLOC_MAX_SIZE (${KMALLOC_MAX_SIZE}); use allocPages for larger blocks`);
+      throw new RangeError(
+        `kmalloc: ${size} bytes is above KMALLOC_MAX_SIZE (${KMALLOC_MAX_SIZE}); use allocPages for larger blocks`,
+      );
     }
     if ((gfp & __GFP_HIGHMEM) !== 0) {
-      throw new RangeError(`kmalloc: __GFP_HIGHMEM in mode 0x${gfp.toString(16)}: slab objects must live in the direct map`);
+      throw new RangeError(
+        `kmalloc: __GFP_HIGHMEM in mode 0x${gfp.toString(16)}: slab objects must live in the direct map`,
+      );
     }
     checkGfp(gfp, 'kmalloc');
     if (this.failslab !== undefined && this.shouldFailslab(size, gfp, cpu)) return 0;
@@ -348,7 +361,8 @@ export class SlabAllocator {
   private finish(pfn: number, obj: number, objSize: number, gfp: number): number {
     const addr = this.hooks.pfnToKaddr(pfn) + obj * objSize;
     if ((gfp & __GFP_ZERO) !== 0) {
-      if (this.hooks.zeroObject === undefined) throw new Error('kmalloc(__GFP_ZERO): this SlabAllocator has no zeroObject hook');
+      if (this.hooks.zeroObject === undefined)
+        throw new Error('kmalloc(__GFP_ZERO): this SlabAllocator has no zeroObject hook');
       this.hooks.zeroObject(addr, objSize);
     }
     return addr;
@@ -368,20 +382,40 @@ export class SlabAllocator {
     const mm = this.pa.memMap;
     const pfn = this.kaddrToPfn(addr);
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mm.nrPages || (mm.flags[pfn]! & (1 << PG_slab)) === 0) {
-      this.slabError('not_slab', '?', addr, pfn, cpu, `kfree: 0x${addr.toString(16)} is not in a slab page (pfn ${pfn})`);
+      this.slabError(
+        'not_slab',
+        '?',
+        addr,
+        pfn,
+        cpu,
+        `kfree: 0x${addr.toString(16)} is not in a slab page (pfn ${pfn})`,
+      );
       return;
     }
     const ci = (mm.mapping[pfn]! - KMALLOC_CACHE_ID_BASE) / 2;
     if (!Number.isInteger(ci) || ci < 0 || ci >= KMALLOC_SIZES.length) {
-      this.slabError('not_slab', '?', addr, pfn, cpu, `kfree: slab page pfn ${pfn} has no kmalloc cache (mapping 0x${mm.mapping[pfn]!.toString(16)})`);
+      this.slabError(
+        'not_slab',
+        '?',
+        addr,
+        pfn,
+        cpu,
+        `kfree: slab page pfn ${pfn} has no kmalloc cache (mapping 0x${mm.mapping[pfn]!.toString(16)})`,
+      );
       return;
     }
     const objSize = KMALLOC_SIZES[ci]!;
     const name = `kmalloc-${objSize}`;
     const off = addr - this.hooks.pfnToKaddr(pfn);
     if (off % objSize !== 0) {
-      this.slabError('invalid_pointer', name, addr, pfn, cpu,
-        `kfree: 0x${addr.toString(16)} is not the start of an object in ${name} (offset ${off} in a slab of ${objSize}-byte objects)`);
+      this.slabError(
+        'invalid_pointer',
+        name,
+        addr,
+        pfn,
+        cpu,
+        `kfree: 0x${addr.toString(16)} is not the start of an object in ${name} (offset ${off} in a slab of ${objSize}-byte objects)`,
+      );
       return;
     }
     const obj = off / objSize;
@@ -393,8 +427,14 @@ export class SlabAllocator {
     const bitWord = sb + S_BITMAP + (obj >> 5);
     if ((w[bitWord]! & (1 << (obj & 31))) === 0) {
       spinUnlock(w, cb + C_LOCK, cpu);
-      this.slabError('double_free', name, addr, pfn, cpu,
-        `kfree: double free of 0x${addr.toString(16)} in ${name} (slab page pfn ${pfn}, object ${obj})`);
+      this.slabError(
+        'double_free',
+        name,
+        addr,
+        pfn,
+        cpu,
+        `kfree: double free of 0x${addr.toString(16)} in ${name} (slab page pfn ${pfn}, object ${obj})`,
+      );
       return;
     }
     w[bitWord]! &= ~(1 << (obj & 31));
@@ -422,7 +462,14 @@ export class SlabAllocator {
     }
   }
 
-  private slabError(reason: 'double_free' | 'invalid_pointer' | 'not_slab', cache: string, addr: number, pfn: number, cpu: number, line: string): void {
+  private slabError(
+    reason: 'double_free' | 'invalid_pointer' | 'not_slab',
+    cache: string,
+    addr: number,
+    pfn: number,
+    cpu: number,
+    line: string,
+  ): void {
     Atomics.add(this.w, H_ERRORS, 1);
     const comm = this.hooks.comm?.(cpu) ?? 'swapper';
     this.pa.report({ kind: 'slab_error', reason, comm, cpu, cache, addr, pfn, lines: [line] });
@@ -480,9 +527,14 @@ export class SlabAllocator {
     return KMALLOC_SIZES.map((size, ci) => {
       const cb = HEADER_WORDS + ci * CACHE_WORDS;
       return {
-        name: `kmalloc-${size}`, size, id: kmallocCacheId(ci),
-        nrSlabs: w[cb + C_NR_SLABS]!, nrPartial: w[cb + C_NR_PARTIAL]!, inuse: w[cb + C_INUSE]!,
-        allocs: w[cb + C_ALLOCS]!, frees: w[cb + C_FREES]!,
+        name: `kmalloc-${size}`,
+        size,
+        id: kmallocCacheId(ci),
+        nrSlabs: w[cb + C_NR_SLABS]!,
+        nrPartial: w[cb + C_NR_PARTIAL]!,
+        inuse: w[cb + C_INUSE]!,
+        allocs: w[cb + C_ALLOCS]!,
+        frees: w[cb + C_FREES]!,
       };
     });
   }
@@ -516,21 +568,30 @@ export class SlabAllocator {
       const nobj = PAGE_SIZE / KMALLOC_SIZES[ci]!;
       let n = 0;
       for (let pfn = w[cb + C_PARTIAL]!; pfn !== -1; pfn = mm.lruNext[pfn]!) {
-        if (++n > this.maxSlabs) { problems.push(`${name}: partial list cycle`); break; }
+        if (++n > this.maxSlabs) {
+          problems.push(`${name}: partial list cycle`);
+          break;
+        }
         if (!mm.PageSlab(pfn)) problems.push(`${name}: partial pfn ${pfn} is not PageSlab`);
-        if (mm.mapping[pfn] !== kmallocCacheId(ci)) problems.push(`${name}: partial pfn ${pfn} has mapping 0x${mm.mapping[pfn]!.toString(16)}`);
+        if (mm.mapping[pfn] !== kmallocCacheId(ci))
+          problems.push(`${name}: partial pfn ${pfn} has mapping 0x${mm.mapping[pfn]!.toString(16)}`);
         const sb = this.slotBase + mm.private[pfn]! * SLOT_WORDS;
         if (w[sb + S_PFN] !== pfn) problems.push(`${name}: slot of pfn ${pfn} names pfn ${w[sb + S_PFN]}`);
         let free = 0;
         const seen = new Set<number>();
         for (let o = w[sb + S_FREELIST]!; o !== -1; o = w[sb + S_NEXT + o]!) {
-          if (o < 0 || o >= nobj || seen.has(o)) { problems.push(`${name}: pfn ${pfn} free list broken at object ${o}`); break; }
+          if (o < 0 || o >= nobj || seen.has(o)) {
+            problems.push(`${name}: pfn ${pfn} free list broken at object ${o}`);
+            break;
+          }
           seen.add(o);
-          if (w[sb + S_BITMAP + (o >> 5)]! & (1 << (o & 31))) problems.push(`${name}: pfn ${pfn} object ${o} free but marked allocated`);
+          if (w[sb + S_BITMAP + (o >> 5)]! & (1 << (o & 31)))
+            problems.push(`${name}: pfn ${pfn} object ${o} free but marked allocated`);
           free++;
         }
         if (free === 0) problems.push(`${name}: full slab ${pfn} on the partial list`);
-        if (free + w[sb + S_INUSE]! !== nobj) problems.push(`${name}: pfn ${pfn} has ${free} free + ${w[sb + S_INUSE]} in use != ${nobj}`);
+        if (free + w[sb + S_INUSE]! !== nobj)
+          problems.push(`${name}: pfn ${pfn} has ${free} free + ${w[sb + S_INUSE]} in use != ${nobj}`);
       }
       if (n !== w[cb + C_NR_PARTIAL]) problems.push(`${name}: nr_partial ${w[cb + C_NR_PARTIAL]} but ${n} on the list`);
     }

@@ -68,7 +68,7 @@ export class FileMapping {
     const k = this.#k;
     const pte = k.state.w[k.state.t(t, T_PTE)]!;
     if (pte < 0 || k.isHighmem(pte)) return -1;
-    const w = (k.kpt.pfnToMfn(pte) * 1024) + 2 * (FILE_SLOT0 + i);
+    const w = k.kpt.pfnToMfn(pte) * 1024 + 2 * (FILE_SLOT0 + i);
     const lo = k.mem32[w]!;
     if ((lo & _PAGE_PRESENT) === 0) return -1;
     return k.mfnToPfn((lo >>> 12) + (k.mem32[w + 1]! & 0xfffff) * 0x100000);
@@ -133,7 +133,14 @@ export class FileMapping {
     }
     mm.mapcount[pfn]!++;
     const mfn = k.kpt.pfnToMfn(pfn);
-    setEntry(k, t, pte, FILE_SLOT0 + i, pteLo(mfn, _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY), pteHi(mfn));
+    setEntry(
+      k,
+      t,
+      pte,
+      FILE_SLOT0 + i,
+      pteLo(mfn, _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED | _PAGE_DIRTY),
+      pteHi(mfn),
+    );
     this.counts.faults++;
     return true;
   }
@@ -171,7 +178,9 @@ export class FileMapping {
       }
       if (mm.mapcount[pfn]! >= 0) {
         this.counts.mappedAtRemoval++;
-        k.printk(`kernel BUG at mm/filemap.c:127! __remove_from_page_cache: page ${pfn} (index ${i}) is still mapped (mapcount ${mm.mapcount[pfn]! + 1})`);
+        k.printk(
+          `kernel BUG at mm/filemap.c:127! __remove_from_page_cache: page ${pfn} (index ${i}) is still mapped (mapcount ${mm.mapcount[pfn]! + 1})`,
+        );
       }
       w[F_CACHE + i] = 0;
       mm.mapping[pfn] = 0;

@@ -331,9 +331,33 @@ function columnOffsets(g: Geometry) {
   const vbqLock = take(g.numCpus * 4);
   const regionMap = take(g.nrBlocks * g.blockPages); // Uint8: last, no alignment needed
   return {
-    f64, aStart, aEnd, hdr, aFlags, aVmFlags, aNrPages, aProt, aNext, aPrev, aLazyNext, pool, areaAt,
-    vbState, vbCpu, vbFree, vbDirty, vbNext, vbPrev, vbOnList, vbLock, allocMap, dirtyMap,
-    vbqHead, vbqLock, regionMap, total: off,
+    f64,
+    aStart,
+    aEnd,
+    hdr,
+    aFlags,
+    aVmFlags,
+    aNrPages,
+    aProt,
+    aNext,
+    aPrev,
+    aLazyNext,
+    pool,
+    areaAt,
+    vbState,
+    vbCpu,
+    vbFree,
+    vbDirty,
+    vbNext,
+    vbPrev,
+    vbOnList,
+    vbLock,
+    allocMap,
+    dirtyMap,
+    vbqHead,
+    vbqLock,
+    regionMap,
+    total: off,
   };
 }
 
@@ -461,15 +485,16 @@ export class VmallocSpace {
     const end =
       config.vmallocEnd ??
       (layout.paging === 'pae' ? layout.vmallocEnd : Math.min(layout.vmallocEnd, start + X86_64_VMALLOC_WINDOW));
-    for (const [name, v] of [['vmallocStart', start], ['vmallocEnd', end]] as const) {
+    for (const [name, v] of [
+      ['vmallocStart', start],
+      ['vmallocEnd', end],
+    ] as const) {
       if (!Number.isSafeInteger(v) || v < 0 || v % PAGE_SIZE !== 0) {
         throw new RangeError(`${name} must be a page-aligned address, got ${v}`);
       }
     }
     if (end <= start) {
-      throw new RangeError(
-        `vmallocEnd (${end.toString(16)}) must be above vmallocStart (${start.toString(16)})`,
-      );
+      throw new RangeError(`vmallocEnd (${end.toString(16)}) must be above vmallocStart (${start.toString(16)})`);
     }
     const poolPages = (end - start) / PAGE_SIZE;
     if (poolPages > MAX_POOL_PAGES) {
@@ -497,7 +522,11 @@ export class VmallocSpace {
     const blockIdxBase = Math.floor(start / blockSize);
     const nrBlocks = Math.floor((end - 1) / blockSize) - blockIdxBase + 1;
     return {
-      start, end, lazyMax, blockPages, blockIdxBase,
+      start,
+      end,
+      lazyMax,
+      blockPages,
+      blockIdxBase,
       geometry: { maxAreas, poolPages, nrBlocks, blockPages, blockWords: Math.ceil(blockPages / 32), numCpus: cpus },
     };
   }
@@ -601,8 +630,11 @@ export class VmallocSpace {
    */
   allocVmapArea(size: number, align = PAGE_SIZE, vstart = this.vmallocStart, vend = this.vmallocEnd): number {
     if (
-      !Number.isSafeInteger(size) || size <= 0 || size % PAGE_SIZE !== 0 ||
-      !isPow2(align) || align < PAGE_SIZE ||
+      !Number.isSafeInteger(size) ||
+      size <= 0 ||
+      size % PAGE_SIZE !== 0 ||
+      !isPow2(align) ||
+      align < PAGE_SIZE ||
       !(vstart >= this.vmallocStart && vend <= this.vmallocEnd && vstart < vend)
     ) {
       return this.#misuse(
@@ -1014,7 +1046,8 @@ export class VmallocSpace {
       }
       const where = `block ${this.#fmt(bva)}`;
       const free = this.#vbFreeCount[b]!;
-      if (free !== this.vmapBlockPages - alloc) bad.push(`${where} free count ${free} != ${this.vmapBlockPages - alloc}`);
+      if (free !== this.vmapBlockPages - alloc)
+        bad.push(`${where} free count ${free} != ${this.vmapBlockPages - alloc}`);
       if (this.#vbDirtyCount[b] !== dirty) bad.push(`${where} dirty count ${this.#vbDirtyCount[b]} != ${dirty}`);
       if (free > 0 !== (this.#vbOnList[b] === 1)) bad.push(`${where} free-list membership wrong`);
       const bs = this.#slotAt(bva);

@@ -11,8 +11,14 @@
  *   pin-tree {l1s, iterations} PIN_L2 / UNPIN of an L2 over `l1s` full L1s (read-only entries)
  */
 import {
-  MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_UNPIN_TABLE, UVMF_INVLPG,
-  _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW,
+  MMUEXT_PIN_L1_TABLE,
+  MMUEXT_PIN_L2_TABLE,
+  MMUEXT_UNPIN_TABLE,
+  UVMF_INVLPG,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
 } from '../../src/abi.js';
 import { layoutFor } from '../../src/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
@@ -20,7 +26,10 @@ import { mmuUpdate, mmuextOne, updateVaMapping } from '../arch/xen/hypercall.js'
 import type { Vcpu } from '../vcpu.js';
 import type { ProgramHandler } from './index.js';
 
-const P = _PAGE_PRESENT, RW = _PAGE_RW, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
+const P = _PAGE_PRESENT,
+  RW = _PAGE_RW,
+  A = _PAGE_ACCESSED,
+  D = _PAGE_DIRTY;
 
 function intParam(req: Record<string, unknown>, key: string, dflt: number, max: number): number {
   const v = req[key] ?? dflt;
@@ -91,7 +100,8 @@ export default function bench(cpu: Vcpu): ProgramHandler {
         const l1 = take();
         const d = take();
         const va = layout.pageOffset + l1.pfn * 4096;
-        for (let i = 0; i < 512; i++) check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | RW | A | D), pteHi(d.mfn)), 'filling the L1');
+        for (let i = 0; i < 512; i++)
+          check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | RW | A | D), pteHi(d.mfn)), 'filling the L1');
         check(updateVaMapping(cpu, va, pteLo(l1.mfn, P | A), pteHi(l1.mfn), UVMF_INVLPG), 'update_va_mapping');
         const ns = time(() => {
           for (let i = 0; i < iterations; i++) {
@@ -112,7 +122,8 @@ export default function bench(cpu: Vcpu): ProgramHandler {
         for (let k = 0; k < l1s; k++) {
           const l1 = take();
           const va = layout.pageOffset + l1.pfn * 4096;
-          for (let i = 0; i < 512; i++) check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | A), pteHi(d.mfn)), 'filling an L1');
+          for (let i = 0; i < 512; i++)
+            check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | A), pteHi(d.mfn)), 'filling an L1');
           check(updateVaMapping(cpu, va, pteLo(l1.mfn, P | A), pteHi(l1.mfn), UVMF_INVLPG), 'update_va_mapping');
           check(cpu.mmu.store64(l2va + k * 8, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)), 'filling the L2');
         }

@@ -120,15 +120,17 @@ export function ping(cpu: Vcpu): ProgramHandler {
         );
       case 'translate': {
         const va = nonNegInt(req, 'va', 0);
-        const mfn = cpu.mmu.translate(va, req['write'] === true);
+        const mfn = cpu.mmu.translate(va, req.write === true);
         return mfn < 0 ? { mfn, fault: cpu.mmu.fault() } : { mfn };
       }
       case 'stats':
         return stats();
       case 'panic':
-        throw new GuestPanic(typeof req['message'] === 'string' ? req['message'] : 'ping: panic requested');
+        throw new GuestPanic(typeof req.message === 'string' ? req.message : 'ping: panic requested');
       default:
-        throw new TypeError(`ping: unknown op "${req.op}"; accepted: hypercall-ping, tlb-flush-all, spin, update-va-mapping, translate, stats, panic`);
+        throw new TypeError(
+          `ping: unknown op "${req.op}"; accepted: hypercall-ping, tlb-flush-all, spin, update-va-mapping, translate, stats, panic`,
+        );
     }
   };
 }

@@ -35,9 +35,9 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
         resetScheduler(k);
         return {};
       case 'run': {
-        const wl = makeWorkload(String(req['workload']), (req['options'] ?? {}) as Record<string, unknown>);
+        const wl = makeWorkload(String(req.workload), (req.options ?? {}) as Record<string, unknown>);
         last = wl;
-        return runWorkload(k, wl, Number(req['ops']), req['sched'] as Sched, Number(req['seed']));
+        return runWorkload(k, wl, Number(req.ops), req.sched as Sched, Number(req.seed));
       }
       case 'stats': {
         const messages = k.log.since(messagesSent);

@@ -23,7 +23,8 @@ function words(req: VcpuRequest, key: string, max: number): number[] {
 
 function num(req: VcpuRequest, key: string): number {
   const v = req[key];
-  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new TypeError(`script: "${key}" must be a non-negative number`);
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0)
+    throw new TypeError(`script: "${key}" must be a non-negative number`);
   return v;
 }
 

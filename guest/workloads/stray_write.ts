@@ -49,7 +49,12 @@ export class StrayWrite implements Workload {
 
   init(k: Kernel): void {
     if (k.id !== 0) return;
-    const m = xfsMount(k, { strategy: 'lazy', seed: this.#o.seed, files: this.#o.files, dirBlockBytes: this.#o.dirBlockBytes });
+    const m = xfsMount(k, {
+      strategy: 'lazy',
+      seed: this.#o.seed,
+      files: this.#o.files,
+      dirBlockBytes: this.#o.dirBlockBytes,
+    });
     this.#cache = m.cache;
     this.#image = m.image;
   }
@@ -77,7 +82,11 @@ export class StrayWrite implements Workload {
     this.#tasks.push(t);
     if (!alias || w[k.state.t(t, T_STATE)] !== TASK_PINNED) return;
     // The attack: a live, pinned L1, written through the stale alias.
-    const rc = k.cpu.mmu.store64(alias.va + EVIL_SLOT * 8, pteLo(this.#o.targetMfn, _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED), pteHi(this.#o.targetMfn));
+    const rc = k.cpu.mmu.store64(
+      alias.va + EVIL_SLOT * 8,
+      pteLo(this.#o.targetMfn, _PAGE_PRESENT | _PAGE_RW | _PAGE_USER | _PAGE_ACCESSED),
+      pteHi(this.#o.targetMfn),
+    );
     if (rc < 0) return;
     this.#n.strayWrites++;
     const pgd = k.kpt.pfnToMfn(w[k.state.t(t, T_PGD)]!);
@@ -87,7 +96,9 @@ export class StrayWrite implements Workload {
     const mfn = k.cpu.mmu.translate(USER_BASE + EVIL_SLOT * 4096, false, true);
     if (mfn === this.#o.targetMfn && k.mem32[mfn * 1024] === this.#o.secret >>> 0) {
       this.#n.foreignReads++;
-      k.printk(`stray-write: read another domain's frame ${mfn.toString(16)} through a page table written via a stale XFS vmap`);
+      k.printk(
+        `stray-write: read another domain's frame ${mfn.toString(16)} through a page table written via a stale XFS vmap`,
+      );
     }
     switchToSwapper(k);
   }

@@ -31,7 +31,13 @@ export class VmapCycle implements Workload {
   }
 
   init(k: Kernel): void {
-    this.#cache = xfsMount(k, { strategy: this.#strategy, seed: 1, files: 64, dirBlockBytes: 4096, maxBuffers: 0 }).cache;
+    this.#cache = xfsMount(k, {
+      strategy: this.#strategy,
+      seed: 1,
+      files: 64,
+      dirBlockBytes: 4096,
+      maxBuffers: 0,
+    }).cache;
     for (let i = 0; i < this.#warmup; i++) this.step(k);
     this.#cycles = 0;
   }

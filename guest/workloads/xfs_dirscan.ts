@@ -46,7 +46,12 @@ export class XfsWorkload implements Workload {
 
   init(k: Kernel): void {
     if (k.id !== 0) return;
-    const { cache, image } = xfsMount(k, { strategy: this.o.strategy, seed: this.o.seed, files: this.o.files, dirBlockBytes: this.o.dirBlockBytes });
+    const { cache, image } = xfsMount(k, {
+      strategy: this.o.strategy,
+      seed: this.o.seed,
+      files: this.o.files,
+      dirBlockBytes: this.o.dirBlockBytes,
+    });
     this.#cache = cache;
     this.#image = image;
     if (this.o.mode !== 'scan') {

@@ -5,11 +5,28 @@
  * exercises exactly the decoder a guest kernel does.
  */
 import {
-  DOMID_SELF, MMU_MACHPHYS_UPDATE, MMU_NORMAL_PT_UPDATE, MMU_PT_UPDATE_PRESERVE_AD,
-  MMUEXT_BY_NAME, UVMF_ALL, UVMF_INVLPG, UVMF_TLB_FLUSH,
-  __HYPERVISOR_mmu_update, __HYPERVISOR_mmuext_op, __HYPERVISOR_multicall, __HYPERVISOR_update_va_mapping,
+  DOMID_SELF,
+  MMU_MACHPHYS_UPDATE,
+  MMU_NORMAL_PT_UPDATE,
+  MMU_PT_UPDATE_PRESERVE_AD,
+  MMUEXT_BY_NAME,
+  UVMF_ALL,
+  UVMF_INVLPG,
+  UVMF_TLB_FLUSH,
+  __HYPERVISOR_mmu_update,
+  __HYPERVISOR_mmuext_op,
+  __HYPERVISOR_multicall,
+  __HYPERVISOR_update_va_mapping,
 } from '../abi.js';
-import { GUEST_HANDLE_NULL, MC_ARGS, MC_ENTRY_WORDS, MC_OP, MC_RESULT, MMU_REQ_WORDS, MMUEXT_OP_WORDS } from '../layout.js';
+import {
+  GUEST_HANDLE_NULL,
+  MC_ARGS,
+  MC_ENTRY_WORDS,
+  MC_OP,
+  MC_RESULT,
+  MMU_REQ_WORDS,
+  MMUEXT_OP_WORDS,
+} from '../layout.js';
 import { entryMaddrHi, entryMaddrLo, fromBigInt, pteHi, pteLo } from '../pte.js';
 import type { Addr, Entry, ExtOp, MmuReq, Step } from './schema.js';
 
@@ -69,7 +86,13 @@ function vcpuMask(vcpus: number[]): [number, number] {
 }
 
 /** Fill `args` (12 words) for a call, placing arrays in `data`; returns readback offsets. */
-function encodeInto(s: Step, r: Resolver, data: DataArea, args: number[], top: boolean): { nr: number; readback: number[] } {
+function encodeInto(
+  s: Step,
+  r: Resolver,
+  data: DataArea,
+  args: number[],
+  top: boolean,
+): { nr: number; readback: number[] } {
   switch (s.op) {
     case 'mmu_update': {
       const at = data.alloc(s.reqs.length * MMU_REQ_WORDS);

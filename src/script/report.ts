@@ -30,9 +30,13 @@ export function formatText(res: ScriptResult): string {
   for (const r of res.steps) out.push(formatStep(r));
   const t = totals(res);
   if (t.auditOk) {
-    out.push(`PASS audit: frame table agrees with the page tables (${res.audit.framesChecked} frames), isolation holds`);
+    out.push(
+      `PASS audit: frame table agrees with the page tables (${res.audit.framesChecked} frames), isolation holds`,
+    );
   } else {
-    out.push(`FAIL audit: ${res.audit.problems.length} disagreement(s), ${res.audit.isolationViolations} isolation violation(s)`);
+    out.push(
+      `FAIL audit: ${res.audit.problems.length} disagreement(s), ${res.audit.isolationViolations} isolation violation(s)`,
+    );
     for (const p of res.audit.problems.slice(0, 10)) out.push(`     mfn ${p.mfn.toString(16)}: ${p.what}`);
   }
   out.push(`${t.passed} passed, ${t.failed} failed`);
@@ -42,6 +46,15 @@ export function formatText(res: ScriptResult): string {
 export function formatJsonLines(res: ScriptResult): string {
   const lines = res.steps.map((r) => JSON.stringify({ type: 'step', ...r }));
   const t = totals(res);
-  lines.push(JSON.stringify({ type: 'summary', name: res.name, passed: t.passed, failed: t.failed, audit: res.audit, stats: res.stats }));
+  lines.push(
+    JSON.stringify({
+      type: 'summary',
+      name: res.name,
+      passed: t.passed,
+      failed: t.failed,
+      audit: res.audit,
+      stats: res.stats,
+    }),
+  );
   return lines.join('\n');
 }

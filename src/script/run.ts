@@ -49,7 +49,7 @@ interface Dom {
 class StepFailure extends Error {}
 
 function addrText(a: Addr): string {
-  return 'raw' in a ? '0x' + a.raw.toString(16) : `&${a.direct}${a.offset ? '+' + a.offset : ''}`;
+  return 'raw' in a ? `0x${a.raw.toString(16)}` : `&${a.direct}${a.offset ? `+${a.offset}` : ''}`;
 }
 
 function describe(s: Step): string {
@@ -59,9 +59,9 @@ function describe(s: Step): string {
     case 'write':
       return `write ${s.frame}[${s.index}]`;
     case 'mmu_update':
-      return `mmu_update ${s.reqs.map((r) => `${r.table}[${r.index}]${r.cmd === 'normal' ? '' : ' ' + r.cmd}`).join(', ')}`;
+      return `mmu_update ${s.reqs.map((r) => `${r.table}[${r.index}]${r.cmd === 'normal' ? '' : ` ${r.cmd}`}`).join(', ')}`;
     case 'mmuext':
-      return `mmuext ${s.ops.map((o) => o.cmd + (o.frame ? ' ' + o.frame : '')).join(', ')}`;
+      return `mmuext ${s.ops.map((o) => o.cmd + (o.frame ? ` ${o.frame}` : '')).join(', ')}`;
     case 'update_va_mapping':
       return `update_va_mapping ${addrText(s.va)}`;
     case 'load':
@@ -83,7 +83,12 @@ export async function runScript(script: Script): Promise<ScriptResult> {
   const doms = new Map<string, Dom>();
   try {
     for (const spec of script.domains) {
-      const info = await machine.createDomain({ name: spec.name, frames: spec.frames, vcpus: spec.vcpus, lowmemFrames: spec.lowmemFrames });
+      const info = await machine.createDomain({
+        name: spec.name,
+        frames: spec.frames,
+        vcpus: spec.vcpus,
+        lowmemFrames: spec.lowmemFrames,
+      });
       doms.set(spec.name, { info, nextPfn: info.firstFreePfn, names: new Map(), vcpus: new Map() });
     }
     await machine.drainLog();
@@ -99,14 +104,17 @@ export async function runScript(script: Script): Promise<ScriptResult> {
       if (name === '@root') pfn = d.info.ptBasePfn;
       else if (name.startsWith('@pt:')) {
         const n = Number(name.slice(4));
-        if (!Number.isInteger(n) || n < 0 || n >= d.info.nrPtFrames) throw new StepFailure(`${at}: ${name}: the domain has ${d.info.nrPtFrames} initial page-table frames`);
+        if (!Number.isInteger(n) || n < 0 || n >= d.info.nrPtFrames)
+          throw new StepFailure(`${at}: ${name}: the domain has ${d.info.nrPtFrames} initial page-table frames`);
         pfn = d.info.ptFirstPfn + n;
       } else if (name.startsWith('@pfn:')) {
         const n = Number(name.slice(5));
-        if (!Number.isInteger(n) || n < 0 || n >= d.info.nrPages) throw new StepFailure(`${at}: ${name}: the domain has ${d.info.nrPages} pfns`);
+        if (!Number.isInteger(n) || n < 0 || n >= d.info.nrPages)
+          throw new StepFailure(`${at}: ${name}: the domain has ${d.info.nrPages} pfns`);
         pfn = n;
       } else pfn = d.names.get(name);
-      if (pfn === undefined) throw new StepFailure(`${at}: no frame "${ref}" (bind it with {"op": "alloc", "name": "${name}"} first)`);
+      if (pfn === undefined)
+        throw new StepFailure(`${at}: no frame "${ref}" (bind it with {"op": "alloc", "name": "${name}"} first)`);
       return [d, pfn];
     };
     const resolverFor = (home: string): Resolver => ({
@@ -117,8 +125,10 @@ export async function runScript(script: Script): Promise<ScriptResult> {
       va: (a: Addr, at) => {
         if ('raw' in a) return canonicalVa(a.raw, layout); // -1 when non-canonical
         const [d, pfn] = pfnOf(a.direct, home, at);
-        if (d.info.name !== home) throw new StepFailure(`${at}: ${a.direct} is not this domain's frame: it has no direct-map address here`);
-        if (pfn >= d.info.lowmemPages) throw new StepFailure(`${at}: ${a.direct} is highmem: it has no direct-map address`);
+        if (d.info.name !== home)
+          throw new StepFailure(`${at}: ${a.direct} is not this domain's frame: it has no direct-map address here`);
+        if (pfn >= d.info.lowmemPages)
+          throw new StepFailure(`${at}: ${a.direct} is highmem: it has no direct-map address`);
         return layout.pageOffset + pfn * 4096 + a.offset;
       },
       vaWords: (a: Addr, at) => {
@@ -142,8 +152,15 @@ export async function runScript(script: Script): Promise<ScriptResult> {
     const results: StepResult[] = [];
     for (const s of script.steps) {
       const r: StepResult = {
-        at: s.at, op: s.op, domain: s.domain, vcpu: s.vcpu, what: describe(s),
-        got: 'ok', expected: s.expect ?? (s.op === 'multicall' ? s.calls.map(() => 'ok') : 'ok'), pass: true, log: [],
+        at: s.at,
+        op: s.op,
+        domain: s.domain,
+        vcpu: s.vcpu,
+        what: describe(s),
+        got: 'ok',
+        expected: s.expect ?? (s.op === 'multicall' ? s.calls.map(() => 'ok') : 'ok'),
+        pass: true,
+        log: [],
       };
       try {
         await runStep(s, r);
@@ -192,9 +209,12 @@ export async function runScript(script: Script): Promise<ScriptResult> {
             r.got = 'fault';
             return;
           }
-          const out = await (await vcpuOf(s)).request<{ fault?: unknown; lo?: number; hi?: number }>({ op: 'load', va });
+          const out = await (await vcpuOf(s)).request<{ fault?: unknown; lo?: number; hi?: number }>({
+            op: 'load',
+            va,
+          });
           r.got = out.fault ? 'fault' : 'ok';
-          if (!out.fault) r.value = '0x' + hex64(out.hi!, out.lo!);
+          if (!out.fault) r.value = `0x${hex64(out.hi!, out.lo!)}`;
           if (!out.fault && s.expectValue !== undefined && toBigInt(out.lo!, out.hi!) !== s.expectValue) {
             r.pass = false;
             r.reason = `loaded ${r.value}, expected 0x${s.expectValue.toString(16).padStart(16, '0')}`;
@@ -204,7 +224,11 @@ export async function runScript(script: Script): Promise<ScriptResult> {
         case 'audit': {
           const a = await machine.audit();
           r.got = a.ok && a.isolationViolations === 0 ? 'ok' : 'fault';
-          if (r.got !== 'ok') r.reason = a.problems.slice(0, 3).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`).join('; ');
+          if (r.got !== 'ok')
+            r.reason = a.problems
+              .slice(0, 3)
+              .map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`)
+              .join('; ');
           return;
         }
         default: {

@@ -25,9 +25,24 @@ export interface StepBase {
   expectValue?: bigint;
 }
 
-export interface MmuReq { table: Ref; index: number; entry: Entry; cmd: 'normal' | 'preserve_ad' | 'machphys' }
-export interface ExtOp { cmd: string; frame?: Ref; src?: Ref; va?: Addr; vcpus?: number[]; entries?: number }
-export interface UvaFlags { flush: 'none' | 'tlb_flush' | 'invlpg'; target: 'local' | 'all' | number[] }
+export interface MmuReq {
+  table: Ref;
+  index: number;
+  entry: Entry;
+  cmd: 'normal' | 'preserve_ad' | 'machphys';
+}
+export interface ExtOp {
+  cmd: string;
+  frame?: Ref;
+  src?: Ref;
+  va?: Addr;
+  vcpus?: number[];
+  entries?: number;
+}
+export interface UvaFlags {
+  flush: 'none' | 'tlb_flush' | 'invlpg';
+  target: 'local' | 'all' | number[];
+}
 
 export type Step = StepBase &
   (
@@ -42,7 +57,12 @@ export type Step = StepBase &
     | { op: 'audit' }
   );
 
-export interface DomainSpec { name: string; frames: number; vcpus: number; lowmemFrames?: number }
+export interface DomainSpec {
+  name: string;
+  frames: number;
+  vcpus: number;
+  lowmemFrames?: number;
+}
 
 export interface Script {
   name: string;
@@ -95,21 +115,28 @@ function str(o: Json, key: string, at: string, dflt?: string): string {
     if (dflt !== undefined) return dflt;
     fail(at, `"${key}" is required (a string)`);
   }
-  if (typeof v !== 'string' || v.length === 0) fail(`${at}.${key}`, `must be a non-empty string, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'string' || v.length === 0)
+    fail(`${at}.${key}`, `must be a non-empty string, got ${JSON.stringify(v)}`);
   return v;
 }
 
 function hex(v: unknown, at: string): bigint {
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return BigInt(v);
   if (typeof v !== 'string' || !/^(0x)?[0-9a-fA-F]{1,16}$/.test(v)) {
-    fail(at, `must be a hex string of up to 16 digits (e.g. "0x8000000000000063") or a non-negative integer, got ${JSON.stringify(v)}`);
+    fail(
+      at,
+      `must be a hex string of up to 16 digits (e.g. "0x8000000000000063") or a non-negative integer, got ${JSON.stringify(v)}`,
+    );
   }
-  return BigInt(v.startsWith('0x') ? v : '0x' + v);
+  return BigInt(v.startsWith('0x') ? v : `0x${v}`);
 }
 
 function ref(v: unknown, at: string): Ref {
   if (typeof v !== 'string' || !/^([A-Za-z0-9_-]+:)?(@?[A-Za-z0-9_:.-]+)$/.test(v)) {
-    fail(at, `must be a frame name bound by "alloc", "B:name" for domain B's frame, or a builtin (@root, @pt:N, @pfn:N), got ${JSON.stringify(v)}`);
+    fail(
+      at,
+      `must be a frame name bound by "alloc", "B:name" for domain B's frame, or a builtin (@root, @pt:N, @pfn:N), got ${JSON.stringify(v)}`,
+    );
   }
   return v;
 }
@@ -175,30 +202,47 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
       return { ...base, op, name: raw.name };
     case 'write':
       checkKeys(raw, at, [...common, 'frame', 'index', 'entry']);
-      return { ...base, op, frame: ref(raw.frame, `${at}.frame`), index: int(raw, 'index', at, 0, 511), entry: entry(raw.entry, `${at}.entry`) };
+      return {
+        ...base,
+        op,
+        frame: ref(raw.frame, `${at}.frame`),
+        index: int(raw, 'index', at, 0, 511),
+        entry: entry(raw.entry, `${at}.entry`),
+      };
     case 'mmu_update': {
       checkKeys(raw, at, [...common, 'reqs']);
-      if (!Array.isArray(raw.reqs) || raw.reqs.length === 0 || raw.reqs.length > 512) fail(`${at}.reqs`, 'must be an array of 1..512 requests');
+      if (!Array.isArray(raw.reqs) || raw.reqs.length === 0 || raw.reqs.length > 512)
+        fail(`${at}.reqs`, 'must be an array of 1..512 requests');
       const reqs = raw.reqs.map((r: unknown, i: number): MmuReq => {
         const a = `${at}.reqs[${i}]`;
         if (!isObj(r)) fail(a, 'must be { "table": REF, "index": I, "entry": ENTRY, "cmd": ... }');
         checkKeys(r, a, ['table', 'index', 'entry', 'cmd']);
         const cmd = r.cmd === undefined ? 'normal' : r.cmd;
-        if (typeof cmd !== 'string' || !MMU_CMDS.includes(cmd)) fail(`${a}.cmd`, `must be one of ${MMU_CMDS.join(', ')}`);
-        return { table: ref(r.table, `${a}.table`), index: int(r, 'index', a, 0, 511), entry: entry(r.entry ?? 0, `${a}.entry`), cmd: cmd as MmuReq['cmd'] };
+        if (typeof cmd !== 'string' || !MMU_CMDS.includes(cmd))
+          fail(`${a}.cmd`, `must be one of ${MMU_CMDS.join(', ')}`);
+        return {
+          table: ref(r.table, `${a}.table`),
+          index: int(r, 'index', a, 0, 511),
+          entry: entry(r.entry ?? 0, `${a}.entry`),
+          cmd: cmd as MmuReq['cmd'],
+        };
       });
       return { ...base, op, reqs };
     }
     case 'mmuext': {
       checkKeys(raw, at, [...common, 'ops']);
-      if (!Array.isArray(raw.ops) || raw.ops.length === 0 || raw.ops.length > 256) fail(`${at}.ops`, 'must be an array of 1..256 operations');
+      if (!Array.isArray(raw.ops) || raw.ops.length === 0 || raw.ops.length > 256)
+        fail(`${at}.ops`, 'must be an array of 1..256 operations');
       const ops = raw.ops.map((o: unknown, i: number): ExtOp => {
         const a = `${at}.ops[${i}]`;
         if (!isObj(o)) fail(a, 'must be { "cmd": ..., "frame": REF, "va": ADDR, "vcpus": [...] }');
         checkKeys(o, a, ['cmd', 'frame', 'src', 'va', 'vcpus', 'entries']);
         const cmd = o.cmd;
         if (typeof cmd !== 'string' || (MMUEXT_BY_NAME[cmd] === undefined && !/^raw:\d+$/.test(cmd))) {
-          fail(`${a}.cmd`, `must be one of ${Object.keys(MMUEXT_BY_NAME).join(', ')} (or "raw:N"), got ${JSON.stringify(cmd)}`);
+          fail(
+            `${a}.cmd`,
+            `must be one of ${Object.keys(MMUEXT_BY_NAME).join(', ')} (or "raw:N"), got ${JSON.stringify(cmd)}`,
+          );
         }
         const out: ExtOp = { cmd };
         if (o.frame !== undefined) out.frame = ref(o.frame, `${a}.frame`);
@@ -206,10 +250,12 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
         if (o.va !== undefined) out.va = addr(o.va, `${a}.va`);
         if (o.entries !== undefined) out.entries = int(o, 'entries', a, 0, 2 ** 31);
         if (o.vcpus !== undefined) {
-          if (!Array.isArray(o.vcpus) || o.vcpus.some((v) => !Number.isInteger(v) || v < 0 || v > 63)) fail(`${a}.vcpus`, 'must be an array of vCPU ids 0..63');
+          if (!Array.isArray(o.vcpus) || o.vcpus.some((v) => !Number.isInteger(v) || v < 0 || v > 63))
+            fail(`${a}.vcpus`, 'must be an array of vCPU ids 0..63');
           out.vcpus = o.vcpus as number[];
         }
-        const needsFrame = /^(pin_|unpin|new_baseptr|new_user_baseptr|clear_page|copy_page|mark_super|unmark_super)/.test(cmd);
+        const needsFrame =
+          /^(pin_|unpin|new_baseptr|new_user_baseptr|clear_page|copy_page|mark_super|unmark_super)/.test(cmd);
         if (needsFrame && out.frame === undefined) fail(a, `"${cmd}" needs "frame"`);
         if (cmd === 'copy_page' && out.src === undefined) fail(a, '"copy_page" needs "src"');
         if (/^(tlb_flush_multi|invlpg_multi)$/.test(cmd) && out.vcpus === undefined) fail(a, `"${cmd}" needs "vcpus"`);
@@ -223,13 +269,17 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
       const text = raw.flags === undefined ? '' : raw.flags;
       if (typeof text !== 'string') fail(`${at}.flags`, 'must be a string such as "invlpg|all"');
       const flags: UvaFlags = { flush: 'none', target: 'local' };
-      for (const w of text.split('|').map((s) => s.trim()).filter(Boolean)) {
+      for (const w of text
+        .split('|')
+        .map((s) => s.trim())
+        .filter(Boolean)) {
         if (w === 'invlpg' || w === 'tlb_flush') flags.flush = w;
         else if (w === 'all' || w === 'local') flags.target = w;
         else fail(`${at}.flags`, `unknown flag "${w}" (accepted: invlpg, tlb_flush, local, all; or "vcpus": [...])`);
       }
       if (raw.vcpus !== undefined) {
-        if (!Array.isArray(raw.vcpus) || raw.vcpus.some((v) => !Number.isInteger(v) || v < 0 || v > 63)) fail(`${at}.vcpus`, 'must be an array of vCPU ids 0..63');
+        if (!Array.isArray(raw.vcpus) || raw.vcpus.some((v) => !Number.isInteger(v) || v < 0 || v > 63))
+          fail(`${at}.vcpus`, 'must be an array of vCPU ids 0..63');
         flags.target = raw.vcpus as number[];
       }
       return { ...base, op, va: addr(raw.va, `${at}.va`), entry: entry(raw.entry ?? 0, `${at}.entry`), flags };
@@ -237,10 +287,12 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
     case 'multicall': {
       checkKeys(raw, at, [...common, 'calls']);
       if (inMulticall) fail(at, 'a multicall cannot contain a multicall');
-      if (!Array.isArray(raw.calls) || raw.calls.length === 0 || raw.calls.length > 32) fail(`${at}.calls`, 'must be an array of 1..32 calls (Linux batches at most 32)');
+      if (!Array.isArray(raw.calls) || raw.calls.length === 0 || raw.calls.length > 32)
+        fail(`${at}.calls`, 'must be an array of 1..32 calls (Linux batches at most 32)');
       const calls = raw.calls.map((c: unknown, i: number) => {
         const s = parseStep(isObj(c) ? { domain, vcpu: base.vcpu, ...c } : c, `${at}.calls[${i}]`, domains, true);
-        if (s.domain !== domain || s.vcpu !== base.vcpu) fail(`${at}.calls[${i}]`, 'a multicall runs on one vCPU: drop "domain"/"vcpu" from its calls');
+        if (s.domain !== domain || s.vcpu !== base.vcpu)
+          fail(`${at}.calls[${i}]`, 'a multicall runs on one vCPU: drop "domain"/"vcpu" from its calls');
         return s;
       });
       if (Array.isArray(base.expect) && base.expect.length !== calls.length) {
@@ -250,7 +302,12 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
     }
     case 'load':
       checkKeys(raw, at, [...common, 'va', 'expect_value']);
-      return { ...base, op, va: addr(raw.va, `${at}.va`), expectValue: raw.expect_value === undefined ? undefined : hex(raw.expect_value, `${at}.expect_value`) };
+      return {
+        ...base,
+        op,
+        va: addr(raw.va, `${at}.va`),
+        expectValue: raw.expect_value === undefined ? undefined : hex(raw.expect_value, `${at}.expect_value`),
+      };
     case 'store':
       checkKeys(raw, at, [...common, 'va', 'value']);
       return { ...base, op, va: addr(raw.va, `${at}.va`), value: hex(raw.value, `${at}.value`) };
@@ -277,14 +334,19 @@ export function parseScript(input: unknown, source = 'script'): Script {
     fail(`${source}.paging`, `must be one of ${PAGING_MODES.join(', ')}, got ${JSON.stringify(paging)}`);
   }
   const rawDomains = raw.domains === undefined ? [{ name: 'A' }] : raw.domains;
-  if (!Array.isArray(rawDomains) || rawDomains.length === 0 || rawDomains.length > 8) fail(`${source}.domains`, 'must be an array of 1..8 domains');
+  if (!Array.isArray(rawDomains) || rawDomains.length === 0 || rawDomains.length > 8)
+    fail(`${source}.domains`, 'must be an array of 1..8 domains');
   const domains = rawDomains.map((d: unknown, i: number): DomainSpec => {
     const at = `${source}.domains[${i}]`;
     if (!isObj(d)) fail(at, 'must be { "name": ..., "frames": N, "vcpus": N }');
     checkKeys(d, at, ['name', 'frames', 'vcpus', 'lowmem_frames']);
     const name = str(d, 'name', at);
     if (!/^[A-Za-z0-9_-]+$/.test(name)) fail(`${at}.name`, 'must be letters, digits, _ and -');
-    const spec: DomainSpec = { name, frames: int(d, 'frames', at, 64, 1 << 19, 256), vcpus: int(d, 'vcpus', at, 1, 64, 1) };
+    const spec: DomainSpec = {
+      name,
+      frames: int(d, 'frames', at, 64, 1 << 19, 256),
+      vcpus: int(d, 'vcpus', at, 1, 64, 1),
+    };
     if (d.lowmem_frames !== undefined) spec.lowmemFrames = int(d, 'lowmem_frames', at, 64, 1 << 19);
     return spec;
   });
@@ -295,7 +357,12 @@ export function parseScript(input: unknown, source = 'script'): Script {
   }
   if (!Array.isArray(raw.steps) || raw.steps.length === 0) fail(`${source}.steps`, 'must be a non-empty array');
   const steps = raw.steps.map((s: unknown, i: number) => parseStep(s, `steps[${i}]`, domains, false));
-  const script: Script = { name: typeof raw.name === 'string' ? raw.name : source, paging: paging as PagingMode, domains, steps };
+  const script: Script = {
+    name: typeof raw.name === 'string' ? raw.name : source,
+    paging: paging as PagingMode,
+    domains,
+    steps,
+  };
   if (raw.memory_mb !== undefined) script.memoryBytes = int(raw, 'memory_mb', source, 16, 2048) * 1024 * 1024;
   return script;
 }

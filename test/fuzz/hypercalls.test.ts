@@ -8,9 +8,22 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
-  MMUEXT_NEW_BASEPTR, MMUEXT_PIN_L1_TABLE, MMUEXT_TLB_FLUSH_ALL, MMUEXT_UNPIN_TABLE,
-  MMUEXT_NEW_USER_BASEPTR, MMUEXT_CLEAR_PAGE, MMUEXT_COPY_PAGE, _PAGE_ACCESSED, _PAGE_DIRTY,
-  _PAGE_GLOBAL, _PAGE_PCD, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, _PAGE_USER, type PagingMode,
+  MMUEXT_NEW_BASEPTR,
+  MMUEXT_PIN_L1_TABLE,
+  MMUEXT_TLB_FLUSH_ALL,
+  MMUEXT_UNPIN_TABLE,
+  MMUEXT_NEW_USER_BASEPTR,
+  MMUEXT_CLEAR_PAGE,
+  MMUEXT_COPY_PAGE,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_GLOBAL,
+  _PAGE_PCD,
+  _PAGE_PRESENT,
+  _PAGE_PSE,
+  _PAGE_RW,
+  _PAGE_USER,
+  type PagingMode,
 } from '../../src/abi.js';
 import { layoutFor } from '../../src/layout.js';
 import { pteHi, pteLo } from '../../src/pte.js';
@@ -20,7 +33,16 @@ const RUNS = Number(process.env.PVMMU_FUZZ_RUNS ?? 40);
 const STEPS = 40;
 const POOL = 4;
 const INDICES = [0, 1, 2, 3, 4, 5, 256, 271, 272, 428, 511];
-const FLAG_BITS = [_PAGE_PRESENT, _PAGE_RW, _PAGE_USER, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PSE, _PAGE_PCD, _PAGE_GLOBAL];
+const FLAG_BITS = [
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  _PAGE_USER,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PSE,
+  _PAGE_PCD,
+  _PAGE_GLOBAL,
+];
 
 interface World {
   box: XenBox;
@@ -78,9 +100,11 @@ function entryFor(w: World, s: Step, di: number): [number, number] {
   }
   // Mostly our own frames; sometimes the other domain's, sometimes a bad mfn.
   const target =
-    s.foreign === 0 ? w.frames[1 - di]![s.b % w.frames[1 - di]!.length]!
-    : s.foreign === 1 ? 5000 + s.b
-    : w.frames[di]![s.b % w.frames[di]!.length]!;
+    s.foreign === 0
+      ? w.frames[1 - di]![s.b % w.frames[1 - di]!.length]!
+      : s.foreign === 1
+        ? 5000 + s.b
+        : w.frames[di]![s.b % w.frames[di]!.length]!;
   return [pteLo(target, flags), pteHi(target)];
 }
 
@@ -92,7 +116,10 @@ function toCall(w: World, s: Step, di: number): Call {
     case 1:
       return { op: 'mmu_update', reqs: [[fr[s.a % fr.length]!, INDICES[s.c % INDICES.length]!, lo, hi]] };
     case 2:
-      return { op: 'mmuext', ops: [{ cmd: MMUEXT_PIN_L1_TABLE + [0, 0, 1, 2, 3][s.c % 5]!, arg1: fr[s.a % fr.length] }] };
+      return {
+        op: 'mmuext',
+        ops: [{ cmd: MMUEXT_PIN_L1_TABLE + [0, 0, 1, 2, 3][s.c % 5]!, arg1: fr[s.a % fr.length] }],
+      };
     default:
       return { op: 'uva', va: w.vas[di]![s.a % w.vas[di]!.length]!, lo, hi, flags: s.c % 8 };
   }
@@ -157,7 +184,12 @@ function run(w: World, s: Step): void {
 function check(w: World, where: string): void {
   const r = w.box.audit();
   if (!r.ok || r.isolationViolations !== 0) {
-    throw new Error(`${where}: audit failed: ${r.problems.slice(0, 5).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`).join('; ')}`);
+    throw new Error(
+      `${where}: audit failed: ${r.problems
+        .slice(0, 5)
+        .map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`)
+        .join('; ')}`,
+    );
   }
 }
 

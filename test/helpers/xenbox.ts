@@ -6,8 +6,18 @@
  */
 import { DOMID_SELF, MMUEXT_PIN_L1_TABLE, _PAGE_ACCESSED, _PAGE_PRESENT, type PagingMode } from '../../src/abi.js';
 import {
-  MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_ARGS, S_HEADER_WORDS, S_OP, S_RESULT, S_STATE, SLOT_IDLE, SLOT_REQUEST,
-  layoutFor, slotBase, transportBytes,
+  MMU_REQ_WORDS,
+  MMUEXT_OP_WORDS,
+  S_ARGS,
+  S_HEADER_WORDS,
+  S_OP,
+  S_RESULT,
+  S_STATE,
+  SLOT_IDLE,
+  SLOT_REQUEST,
+  layoutFor,
+  slotBase,
+  transportBytes,
 } from '../../src/layout.js';
 import { MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../../guest/arch/xen/hypercall.js';
 import type { Vcpu } from '../../guest/vcpu.js';
@@ -16,7 +26,11 @@ import { Xen } from '../../hypervisor/xen.js';
 import type { DomainInfo } from '../../hypervisor/types.js';
 
 export type Req = [mfn: number, index: number, lo: number, hi: number, cmd?: number];
-export interface ExtOp { cmd: number; arg1?: number; arg2?: number }
+export interface ExtOp {
+  cmd: number;
+  arg1?: number;
+  arg2?: number;
+}
 export type Call =
   | { op: 'mmu_update'; reqs: Req[] }
   | { op: 'mmuext'; ops: ExtOp[] }
@@ -40,7 +54,12 @@ export class XenBox {
   }
 
   domain(name: string, opts: { frames?: number; vcpus?: number; lowmemFrames?: number } = {}): Dom {
-    const info = this.xen.createDomain({ name, frames: opts.frames ?? 1024, vcpus: opts.vcpus ?? 1, lowmemFrames: opts.lowmemFrames });
+    const info = this.xen.createDomain({
+      name,
+      frames: opts.frames ?? 1024,
+      vcpus: opts.vcpus ?? 1,
+      lowmemFrames: opts.lowmemFrames,
+    });
     return new Dom(this, info);
   }
 
@@ -177,7 +196,12 @@ export class Dom {
 
   /** Linux's way to make a frame a page table: remap its direct-map alias read-only. */
   makeReadOnly(pfn: number): number {
-    return this.uva(this.directVa(pfn), pteLo(this.info.p2m[pfn]!, _PAGE_PRESENT | _PAGE_ACCESSED), pteHi(this.info.p2m[pfn]!), 0);
+    return this.uva(
+      this.directVa(pfn),
+      pteLo(this.info.p2m[pfn]!, _PAGE_PRESENT | _PAGE_ACCESSED),
+      pteHi(this.info.p2m[pfn]!),
+      0,
+    );
   }
 
   pin(level: number, mfn: number): number {
@@ -186,8 +210,11 @@ export class Dom {
 }
 
 function mask(vcpus: number[]): [number, number] {
-  let m0 = 0, m1 = 0;
-  for (const v of vcpus) if (v < 32) m0 |= 1 << v; else m1 |= 1 << (v - 32);
+  let m0 = 0,
+    m1 = 0;
+  for (const v of vcpus)
+    if (v < 32) m0 |= 1 << v;
+    else m1 |= 1 << (v - 32);
   return [m0 >>> 0, m1 >>> 0];
 }
 

@@ -5,18 +5,47 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
-  DOMID_SELF, EACCES, EBUSY, EFAULT, EINVAL, ENOSYS, EOPNOTSUPP, EPERM, ESRCH,
-  MMUEXT_CLEAR_PAGE, MMUEXT_FLUSH_CACHE, MMUEXT_MARK_SUPER, MMUEXT_NEW_BASEPTR,
-  MMUEXT_PIN_L1_TABLE, MMUEXT_PIN_L2_TABLE, MMUEXT_PIN_L4_TABLE, MMUEXT_TLB_FLUSH_ALL,
-  MMUEXT_UNPIN_TABLE, MMUEXT_SET_LDT, MMU_MACHPHYS_UPDATE, MMU_PT_UPDATE_PRESERVE_AD,
-  UVMF_ALL, UVMF_INVLPG, UVMF_TLB_FLUSH, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PCD, _PAGE_PRESENT,
-  _PAGE_PSE, _PAGE_RW, _PAGE_USER, __HYPERVISOR_mmu_update,
+  DOMID_SELF,
+  EACCES,
+  EBUSY,
+  EFAULT,
+  EINVAL,
+  ENOSYS,
+  EOPNOTSUPP,
+  EPERM,
+  ESRCH,
+  MMUEXT_CLEAR_PAGE,
+  MMUEXT_FLUSH_CACHE,
+  MMUEXT_MARK_SUPER,
+  MMUEXT_NEW_BASEPTR,
+  MMUEXT_PIN_L1_TABLE,
+  MMUEXT_PIN_L2_TABLE,
+  MMUEXT_PIN_L4_TABLE,
+  MMUEXT_TLB_FLUSH_ALL,
+  MMUEXT_UNPIN_TABLE,
+  MMUEXT_SET_LDT,
+  MMU_MACHPHYS_UPDATE,
+  MMU_PT_UPDATE_PRESERVE_AD,
+  UVMF_ALL,
+  UVMF_INVLPG,
+  UVMF_TLB_FLUSH,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PCD,
+  _PAGE_PRESENT,
+  _PAGE_PSE,
+  _PAGE_RW,
+  _PAGE_USER,
+  __HYPERVISOR_mmu_update,
 } from '../../src/abi.js';
 import { RS_FLUSH_PENDING, S_RUNSTATE, slotBase, vaIndex, layoutFor, PAE_XEN_L2_FIRST } from '../../src/layout.js';
 import { pteHi, pteLo } from '../../src/pte.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 
-const P = _PAGE_PRESENT, RW = _PAGE_RW, A = _PAGE_ACCESSED, D = _PAGE_DIRTY;
+const P = _PAGE_PRESENT,
+  RW = _PAGE_RW,
+  A = _PAGE_ACCESSED,
+  D = _PAGE_DIRTY;
 const hx = (n: number) => n.toString(16);
 
 function kernelL2(dom: Dom): number {
@@ -76,7 +105,7 @@ describe('domain builder', () => {
 });
 
 describe('PGT_writable_page vs page-table types (the rule that catches the XFS alias)', () => {
-  it('refuses to pin an L1 that still has a writable mapping, with Xen\'s log lines', () => {
+  it("refuses to pin an L1 that still has a writable mapping, with Xen's log lines", () => {
     const box = new XenBox();
     const a = box.domain('A');
     const f = a.alloc();
@@ -87,7 +116,9 @@ describe('PGT_writable_page vs page-table types (the rule that catches the XFS a
     expect(log[0]).toBe(
       `(XEN) mm.c:2891:d${a.domid}v0 Bad type (saw e400000000000001 != exp 2000000000000000) for mfn ${hx(f.mfn)} (pfn ${hx(f.pfn)})`,
     );
-    expect(log[1]).toMatch(new RegExp(`^\\(XEN\\) mm\\.c:\\d+:d${a.domid}v0 Error -22 while pinning mfn ${hx(f.mfn)}$`));
+    expect(log[1]).toMatch(
+      new RegExp(`^\\(XEN\\) mm\\.c:\\d+:d${a.domid}v0 Error -22 while pinning mfn ${hx(f.mfn)}$`),
+    );
     expect(box.xen.stats().byReason).toMatchObject({ bad_type: 1 });
     expect(box.audit().ok).toBe(true);
     // Remove the alias as Linux does, and the pin succeeds.
@@ -107,7 +138,9 @@ describe('PGT_writable_page vs page-table types (the rule that catches the XFS a
     expect(r).toEqual({ rc: -EBUSY, done: 0 });
     const log = box.log().join('\n');
     expect(log).toContain('Could not get page type PGT_writable_page');
-    expect(log).toMatch(/Error getting mfn [0-9a-f]+ \(pfn [0-9a-f]+\) from L1 entry [0-9a-f]{16} for l1e_owner d1, pg_owner d1/);
+    expect(log).toMatch(
+      /Error getting mfn [0-9a-f]+ \(pfn [0-9a-f]+\) from L1 entry [0-9a-f]{16} for l1e_owner d1, pg_owner d1/,
+    );
     expect(a.mmuUpdate([[l1, 0, pteLo(l1, P | A), pteHi(l1)]]).rc).toBe(0);
     expect(box.audit().ok).toBe(true);
   });
@@ -162,7 +195,7 @@ describe('pinning', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it('another domain\'s frame can be neither pinned nor mapped', () => {
+  it("another domain's frame can be neither pinned nor mapped", () => {
     const box = new XenBox();
     const a = box.domain('A');
     const b = box.domain('B');
@@ -266,7 +299,9 @@ describe('linear page tables', () => {
       expect(a.pin(2, t.mfn)).toBe(0);
       return t.mfn;
     };
-    const x = mk(), y = mk(), z = mk();
+    const x = mk(),
+      y = mk(),
+      z = mk();
     expect(a.mmuUpdate([[x, 0, pteLo(y, P | A), pteHi(y)]]).rc).toBe(0); // x -> y
     expect(box.audit().ok).toBe(true);
     // y is a linear target, so it may not contain linear entries: y -> z refused.
@@ -287,7 +322,7 @@ describe('linear page tables', () => {
 });
 
 describe('Xen-reserved slots', () => {
-  it('x86_64: L4 slots 256..271 are Xen\'s', () => {
+  it("x86_64: L4 slots 256..271 are Xen's", () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const root = a.info.p2m[a.info.ptBasePfn]!;
@@ -300,7 +335,7 @@ describe('Xen-reserved slots', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it('pae: Xen\'s part of the slot-3 L2 is -EPERM, L3 slot 3 is immutable, and that L2 cannot be shared', () => {
+  it("pae: Xen's part of the slot-3 L2 is -EPERM, L3 slot 3 is immutable, and that L2 cannot be shared", () => {
     const box = new XenBox();
     const a = box.domain('A');
     const l2 = kernelL2(a);
@@ -477,7 +512,7 @@ describe('domain destruction', () => {
 });
 
 describe('the auditor', () => {
-  it('notices a page table changed behind the hypervisor\'s back', () => {
+  it("notices a page table changed behind the hypervisor's back", () => {
     const box = new XenBox();
     const a = box.domain('A');
     const l1 = hookL1(a, VMALLOC);
@@ -502,7 +537,7 @@ describe('the unenforced demonstration mode', () => {
   });
 });
 
-describe('pae: Xen\'s L2 belongs to one L3', () => {
+describe("pae: Xen's L2 belongs to one L3", () => {
   it('a second L3 using the same slot-3 L2 is refused ("PAE L3 3rd slot is shared")', () => {
     const box = new XenBox();
     const a = box.domain('A');

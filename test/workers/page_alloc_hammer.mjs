@@ -3,7 +3,13 @@
 // token in page->private; a token found changed means another CPU was handed the same page.
 import { parentPort, workerData } from 'node:worker_threads';
 import {
-  PageAllocator, GFP_KERNEL, GFP_ATOMIC, GFP_HIGHUSER, __GFP_COLD, __GFP_COMP, __GFP_NOWARN,
+  PageAllocator,
+  GFP_KERNEL,
+  GFP_ATOMIC,
+  GFP_HIGHUSER,
+  __GFP_COLD,
+  __GFP_COMP,
+  __GFP_NOWARN,
 } from '../../dist/guest/mm/page_alloc.js';
 
 const { sab, cpu, iterations, seed } = workerData;
@@ -11,7 +17,10 @@ const pa = new PageAllocator(sab, { zeroPage: () => {} });
 const mm = pa.memMap;
 let x = seed >>> 0 || 1;
 const rnd = (n) => {
-  x ^= x << 13; x ^= x >>> 17; x ^= x << 5; x >>>= 0;
+  x ^= x << 13;
+  x ^= x >>> 17;
+  x ^= x << 5;
+  x >>>= 0;
   return x % n;
 };
 const GFPS = [GFP_KERNEL, GFP_ATOMIC, GFP_HIGHUSER, GFP_KERNEL | __GFP_COLD, GFP_KERNEL | __GFP_COMP];
@@ -45,9 +54,12 @@ for (let it = 0; it < iterations; it++) {
     const gfp = GFPS[rnd(GFPS.length)] | __GFP_NOWARN;
     const r = rnd(10);
     let order = r < 7 ? 0 : r < 9 ? 1 + rnd(2) : 3;
-    if ((gfp & __GFP_COMP) && order === 0) order = 1;
+    if (gfp & __GFP_COMP && order === 0) order = 1;
     const pfn = pa.allocPages(gfp, order, cpu);
-    if (pfn === -1) { failures++; continue; }
+    if (pfn === -1) {
+      failures++;
+      continue;
+    }
     allocs++;
     const token = ((cpu + 1) << 24) | (tokenSeq++ & 0xffffff);
     for (let p = pfn; p < pfn + (1 << order); p++) {

@@ -70,7 +70,12 @@ export const FAULT_BAD_MFN = 5; /** an entry points outside machine memory */
 export const FAULT_NO_BASEPTR = 6; /** no page tables loaded */
 
 export const FAULT_NAMES: Readonly<Record<number, string>> = {
-  0: 'none', 1: 'not_present', 2: 'protection', 3: 'user', 4: 'reserved', 5: 'bad_mfn',
+  0: 'none',
+  1: 'not_present',
+  2: 'protection',
+  3: 'user',
+  4: 'reserved',
+  5: 'bad_mfn',
   6: 'no_baseptr',
 };
 
@@ -131,7 +136,7 @@ export class Mmu {
     this.mem32 = new Uint32Array(mem);
     this.mem8 = new Uint8Array(mem);
     this.frames = Math.floor(mem.byteLength / PAGE_SIZE);
-    this.#check = opts.tlbCheck ?? process.env['PVMMU_TLB_CHECK'] === '1';
+    this.#check = opts.tlbCheck ?? process.env.PVMMU_TLB_CHECK === '1';
     let base = 0;
     if (opts.mailbox !== undefined) {
       this.#mailbox = opts.mailbox;
@@ -230,7 +235,7 @@ export class Mmu {
   writeBytes(va: number, src: Uint8Array, off = 0, len = src.length - off): number {
     const end = va + len;
     for (let p = va - (va & 0xfff); p < end; p += PAGE_SIZE) {
-      if (this.translate(p < va ? va : p, true) < 0) return -1;
+      if (this.translate(Math.max(p, va), true) < 0) return -1;
     }
     while (len > 0) {
       const mfn = this.translate(va, true);
@@ -373,7 +378,9 @@ export class Mmu {
     const w = this.walk(va, TLB_VALID); // records a fault only when it throws below
     const where = `va ${va.toString(16)}`;
     if (w < 0) {
-      throw new Error(`TLB check: ${where} hits mfn ${(v >>> TLB_MFN_SHIFT).toString(16)} but the page tables no longer map it`);
+      throw new Error(
+        `TLB check: ${where} hits mfn ${(v >>> TLB_MFN_SHIFT).toString(16)} but the page tables no longer map it`,
+      );
     }
     if (w >>> TLB_MFN_SHIFT !== v >>> TLB_MFN_SHIFT) {
       throw new Error(

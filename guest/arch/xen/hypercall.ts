@@ -107,7 +107,14 @@ export function mmuUpdate(cpu: Vcpu, reqs: Uint32Array, count: number, foreigndo
  * Lay `count` mmuext ops at data word `at`, their vCPU bitmaps after them; returns the
  * first word past what was written. For *_MULTI ops, arg2 in `ops` is the bitmap itself.
  */
-function placeMmuextOps(u32: Uint32Array, data: number, at: number, ops: Uint32Array, from: number, count: number): number {
+function placeMmuextOps(
+  u32: Uint32Array,
+  data: number,
+  at: number,
+  ops: Uint32Array,
+  from: number,
+  count: number,
+): number {
   let mask = at + count * MMUEXT_OP_WORDS;
   mask += mask & 1; // bitmaps 8-byte aligned
   for (let k = 0; k < count; k++) {
@@ -326,7 +333,9 @@ export class MulticallBatch {
   /** Stage index of a new entry, issuing first if the batch or its data area is full. */
   #reserve(nestedWords: number): number {
     if (nestedWords + 1 > S_DATA_WORDS - MC_ENTRIES_WORDS) {
-      throw new RangeError(`multicall entry: ${nestedWords} words of arrays, at most ${S_DATA_WORDS - MC_ENTRIES_WORDS - 1}`);
+      throw new RangeError(
+        `multicall entry: ${nestedWords} words of arrays, at most ${S_DATA_WORDS - MC_ENTRIES_WORDS - 1}`,
+      );
     }
     if (this.#nr === MC_BATCH_MAX || this.#top + nestedWords + 1 > S_DATA_WORDS) this.#issue();
     return this.#nr++ * MC_ENTRY_WORDS;

@@ -6,9 +6,7 @@
  * are mmuext ops: flush_tlb_kernel_range is a flush of every vCPU of the domain -- the
  * shootdown whose cost the benchmarks measure -- and a local invlpg stays local.
  */
-import {
-  MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, _PAGE_PRESENT, rcName,
-} from '../../../src/abi.js';
+import { MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, _PAGE_PRESENT, rcName } from '../../../src/abi.js';
 import { type VirtualLayout, layoutFor, vaHiWord, vaIndex } from '../../../src/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../../src/pte.js';
 import type { KernelPageTables } from '../../mm/kernel_pt.js';
@@ -102,7 +100,8 @@ export class XenKernelPageTables implements KernelPageTables {
     this.stats.shootdowns++;
     const t0 = this.trace === null ? 0 : traceNowUs();
     const rc = mmuextOne(this.#cpu, MMUEXT_TLB_FLUSH_ALL);
-    if (this.trace !== null) this.trace.complete(TN.flush_tlb_kernel_range, t0, traceNowUs() - t0, (end - start) / 4096);
+    if (this.trace !== null)
+      this.trace.complete(TN.flush_tlb_kernel_range, t0, traceNowUs() - t0, (end - start) / 4096);
     if (rc < 0) this.onError(`flush_tlb_kernel_range: MMUEXT_TLB_FLUSH_ALL failed: ${rc}`);
   }
 

@@ -11,7 +11,10 @@
  * kmapFlush is on); the October 2008 path also calls vm_unmap_aliases() first.
  */
 import {
-  HYPERCALL_NAMES, MMUEXT_PIN_L1_TABLE, MMUEXT_UNPIN_TABLE, UVMF_TLB_FLUSH,
+  HYPERCALL_NAMES,
+  MMUEXT_PIN_L1_TABLE,
+  MMUEXT_UNPIN_TABLE,
+  UVMF_TLB_FLUSH,
   __HYPERVISOR_mmuext_op,
 } from '../../../src/abi.js';
 import type { Kernel } from '../../kernel/kernel.js';
@@ -52,7 +55,9 @@ export function reportMulticall(k: Kernel, res: MulticallResult, queued: Queued[
     const r = res.results[i]!;
     if (r >= 0) continue;
     const q = queued[i]!;
-    k.printk(`  call ${String(i + 1).padStart(2)}: op=${q.op} (${HYPERCALL_NAMES[q.op] ?? '?'}) arg=[${q.arg.toString(16)}] result=${r}`);
+    k.printk(
+      `  call ${String(i + 1).padStart(2)}: op=${q.op} (${HYPERCALL_NAMES[q.op] ?? '?'}) arg=[${q.arg.toString(16)}] result=${r}`,
+    );
   }
   return failed;
 }

@@ -170,7 +170,7 @@ export function wr32(b: Uint8Array, o: number, v: number): void {
 }
 
 function hex32(v: number): string {
-  return '0x' + (v >>> 0).toString(16).padStart(8, '0');
+  return `0x${(v >>> 0).toString(16).padStart(8, '0')}`;
 }
 
 function checkBlockSize(blockSize: unknown, what: string): number {
@@ -202,12 +202,7 @@ function checkBytes(bytes: unknown, off: number, len: number, what: string): ass
  * checksum and layout passes); DirectoryImage.verifyBlock also checks the block belongs
  * where it was read from.
  */
-export function verifyBlock(
-  bytes: Uint8Array,
-  off: number,
-  blockSize: number,
-  expectedBlockNo: number,
-): true | string {
+export function verifyBlock(bytes: Uint8Array, off: number, blockSize: number, expectedBlockNo: number): true | string {
   checkBlockSize(blockSize, 'verifyBlock');
   checkBytes(bytes, off, blockSize, 'verifyBlock');
   const magic = rd32(bytes, off);
@@ -267,7 +262,9 @@ export class DirectoryImage {
       throw new TypeError(`new DirectoryImage: seed must be a safe integer, got ${String(seed)}`);
     }
     if (typeof files !== 'number' || !Number.isInteger(files) || files < 1 || files > DIR_MAX_FILES) {
-      throw new RangeError(`new DirectoryImage: files must be an integer from 1 to ${DIR_MAX_FILES}, got ${String(files)}`);
+      throw new RangeError(
+        `new DirectoryImage: files must be an integer from 1 to ${DIR_MAX_FILES}, got ${String(files)}`,
+      );
     }
     this.dirBlockSize = checkBlockSize(dirBlockSize, 'new DirectoryImage');
     this.seed = seed;
@@ -301,7 +298,9 @@ export class DirectoryImage {
   /** The directory block holding directory index `index`. */
   blockOfEntry(index: number): number {
     if (!Number.isInteger(index) || index < 0 || index >= this.files) {
-      throw new RangeError(`DirectoryImage.blockOfEntry: index must be an integer from 0 to ${this.files - 1}, got ${index}`);
+      throw new RangeError(
+        `DirectoryImage.blockOfEntry: index must be an integer from 0 to ${this.files - 1}, got ${index}`,
+      );
     }
     return Math.floor(index / this.entriesPerBlock);
   }

@@ -1,9 +1,3 @@
-/*
- * An XFS mount inside the guest kernel: the XfsDeps of fs/xfs/xfs_buf.ts implemented on
- * this vCPU's kernel (page allocator, slab, the vmalloc layer, the MMU), a directory
- * image on the "disk", and the shrinker registration. One vCPU owns a mount.
- */
-import { GFP_NOFS } from '../../mm/page_alloc.js';
 import type { Kernel } from '../../kernel/kernel.js';
 import { C_OPS, COUNTERS_BASE } from '../../kernel/state.js';
 import { STEPS_PER_TICK } from '../../workloads/driver.js';
@@ -25,12 +19,14 @@ export function xfsDeps(k: Kernel): XfsDeps {
   const vm = k.vmalloc;
   const tr = k.trace;
   const traced = <T extends unknown[]>(name: number, fn: (...a: T) => number, pages: (...a: T) => number) =>
-    tr === null ? fn : (...a: T): number => {
-      const t0 = traceNowUs();
-      const r = fn(...a);
-      tr.complete(name, t0, traceNowUs() - t0, pages(...a));
-      return r;
-    };
+    tr === null
+      ? fn
+      : (...a: T): number => {
+          const t0 = traceNowUs();
+          const r = fn(...a);
+          tr.complete(name, t0, traceNowUs() - t0, pages(...a));
+          return r;
+        };
   return {
     cpu: k.id,
     allocPage: (gfp) => k.pa.allocPages(gfp, 0, k.id),
@@ -39,26 +35,42 @@ export function xfsDeps(k: Kernel): XfsDeps {
     putPage: (pfn) => k.pa.putPage(pfn, k.id),
     kmalloc: (size, gfp) => k.slab.kmalloc(size, gfp, k.id),
     kfree: (addr) => k.slab.kfree(addr, k.id),
-    vmap: traced(TN.vmap, (pfns: Int32Array, count: number) => {
-      const va = vm.vmap(pfns, count);
-      kpt.flushPending();
-      return va;
-    }, (_p, count) => count),
-    vunmap: traced(TN.vunmap, (va: number) => {
-      vm.vunmap(va);
-      kpt.flushPending();
-      return 0;
-    }, () => 0),
-    vmapPages: traced(TN.vmap, (pfns: Int32Array, count: number) => {
-      const va = vm.vmapPages(pfns, count);
-      kpt.flushPending();
-      return va;
-    }, (_p, count) => count),
-    vunmapPages: traced(TN.vunmap, (va: number) => {
-      vm.vunmapPages(va);
-      kpt.flushPending();
-      return 0;
-    }, () => 0),
+    vmap: traced(
+      TN.vmap,
+      (pfns: Int32Array, count: number) => {
+        const va = vm.vmap(pfns, count);
+        kpt.flushPending();
+        return va;
+      },
+      (_p, count) => count,
+    ),
+    vunmap: traced(
+      TN.vunmap,
+      (va: number) => {
+        vm.vunmap(va);
+        kpt.flushPending();
+        return 0;
+      },
+      () => 0,
+    ),
+    vmapPages: traced(
+      TN.vmap,
+      (pfns: Int32Array, count: number) => {
+        const va = vm.vmapPages(pfns, count);
+        kpt.flushPending();
+        return va;
+      },
+      (_p, count) => count,
+    ),
+    vunmapPages: traced(
+      TN.vunmap,
+      (va: number) => {
+        vm.vunmapPages(va);
+        kpt.flushPending();
+        return 0;
+      },
+      () => 0,
+    ),
     vmUnmapAliases: () => vm.vmUnmapAliases(),
     pageAddress: (pfn) => k.lowmemVa(pfn),
     writeBytes: (va, src, off, len) => k.cpu.mmu.writeBytes(va, src, off, len),
@@ -80,13 +92,20 @@ export function xfsMount(k: Kernel, o: XfsMountOptions): { cache: XfsBufCache; i
   });
   k.addAliasProbe((pfn) => {
     const a = cache.strayAliasesOf(pfn);
-    return a.length === 0 ? null : `XFS a_list entry ${a[0]!.areaVa.toString(16)} (block ${a[0]!.bn}) still maps it writable at ${a[0]!.va.toString(16)}`;
+    return a.length === 0
+      ? null
+      : `XFS a_list entry ${a[0]!.areaVa.toString(16)} (block ${a[0]!.bn}) still maps it writable at ${a[0]!.va.toString(16)}`;
   });
   return { cache, image };
 }
 
 /** Reading unit for the scan: XFS_DIR2 getdents works block by block. */
-export function scanBlocks(cache: XfsBufCache, image: DirectoryImage, from: number, n: number): { next: number; errors: number; wrapped: boolean } {
+export function scanBlocks(
+  cache: XfsBufCache,
+  image: DirectoryImage,
+  from: number,
+  n: number,
+): { next: number; errors: number; wrapped: boolean } {
   let errors = 0;
   let b = from;
   let wrapped = false;

@@ -69,23 +69,24 @@ import type { DirectoryImage } from './backing.js';
  * allocator, slab and vmalloc layer on a KernelPageTablesRef.
  */
 export interface XfsDeps {
-  cpu: number;                                        // this vCPU
-  allocPage(gfp: number): number;                     // pfn or -1 (GFP_NOFS buffer pages, lowmem)
-  freePage(pfn: number): void;                        // __free_page -> free_hot_cold_page (HOT end)
-  getPage(pfn: number): void; putPage(pfn: number): void;
-  kmalloc(size: number, gfp: number): number;         // 0 = NULL (GFP_NOWAIT may fail)
+  cpu: number; // this vCPU
+  allocPage(gfp: number): number; // pfn or -1 (GFP_NOFS buffer pages, lowmem)
+  freePage(pfn: number): void; // __free_page -> free_hot_cold_page (HOT end)
+  getPage(pfn: number): void;
+  putPage(pfn: number): void;
+  kmalloc(size: number, gfp: number): number; // 0 = NULL (GFP_NOWAIT may fail)
   kfree(addr: number): void;
-  vmap(pfns: Int32Array, count: number): number;      // va or negative errno
+  vmap(pfns: Int32Array, count: number): number; // va or negative errno
   vunmap(va: number): void;
   vmapPages(pfns: Int32Array, count: number): number; // Dave Chinner's: takes a ref on every page
-  vunmapPages(va: number): void;                      // refs dropped after the PTEs are really gone
+  vunmapPages(va: number): void; // refs dropped after the PTEs are really gone
   vmUnmapAliases(): void;
-  pageAddress(pfn: number): number;                   // direct-map kernel VA of a lowmem page
-  writeBytes(va: number, src: Uint8Array, off: number, len: number): number;   // through the MMU; 0 or -1 fault
+  pageAddress(pfn: number): number; // direct-map kernel VA of a lowmem page
+  writeBytes(va: number, src: Uint8Array, off: number, len: number): number; // through the MMU; 0 or -1 fault
   readBytes(va: number, dst: Uint8Array, off: number, len: number): number;
-  now(): number;                                      // virtual time in ticks (HZ = 100)
+  now(): number; // virtual time in ticks (HZ = 100)
   registerShrinker(fn: (nr: number) => number): void;
-  report(line: string): void;                         // kernel-style message (printk)
+  report(line: string): void; // kernel-style message (printk)
   trace?(name: string, arg: number): void;
 }
 
@@ -284,7 +285,7 @@ function intOption(v: unknown, lo: number, hi: number, what: string, fallback: n
   return v;
 }
 
-const hex = (v: number): string => (v < 0 ? String(v) : '0x' + v.toString(16));
+const hex = (v: number): string => (v < 0 ? String(v) : `0x${v.toString(16)}`);
 
 export class XfsBufCache {
   readonly strategy: XfsBufStrategy;
@@ -375,31 +376,71 @@ export class XfsBufCache {
   constructor(deps: XfsDeps, opts: XfsBufOptions = {}) {
     if (deps === null || typeof deps !== 'object') throw new TypeError('XfsBufCache: deps must be an XfsDeps object');
     for (const fn of [
-      'allocPage', 'freePage', 'getPage', 'putPage', 'kmalloc', 'kfree', 'vmap', 'vunmap', 'vmapPages',
-      'vunmapPages', 'vmUnmapAliases', 'pageAddress', 'writeBytes', 'readBytes', 'now', 'registerShrinker', 'report',
+      'allocPage',
+      'freePage',
+      'getPage',
+      'putPage',
+      'kmalloc',
+      'kfree',
+      'vmap',
+      'vunmap',
+      'vmapPages',
+      'vunmapPages',
+      'vmUnmapAliases',
+      'pageAddress',
+      'writeBytes',
+      'readBytes',
+      'now',
+      'registerShrinker',
+      'report',
     ] as const) {
       if (typeof deps[fn] !== 'function') throw new TypeError(`XfsBufCache: deps.${fn} must be a function`);
     }
-    if (!Number.isInteger(deps.cpu) || deps.cpu < 0) throw new RangeError(`XfsBufCache: deps.cpu must be a vCPU number, got ${deps.cpu}`);
+    if (!Number.isInteger(deps.cpu) || deps.cpu < 0)
+      throw new RangeError(`XfsBufCache: deps.cpu must be a vCPU number, got ${deps.cpu}`);
     const strategy = opts.strategy ?? 'lazy';
     if (!XFS_BUF_STRATEGIES.includes(strategy)) {
-      throw new TypeError(`XfsBufCache: strategy must be one of ${XFS_BUF_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${String(strategy)}`);
+      throw new TypeError(
+        `XfsBufCache: strategy must be one of ${XFS_BUF_STRATEGIES.map((s) => `'${s}'`).join(', ')}, got ${String(strategy)}`,
+      );
     }
     const image = opts.image ?? null;
     if (image !== null && image.pagesPerBlock > MAXP) {
-      throw new RangeError(`XfsBufCache: directory blocks of ${image.pagesPerBlock} pages exceed XFS_BUF_MAX_PAGES (${MAXP})`);
+      throw new RangeError(
+        `XfsBufCache: directory blocks of ${image.pagesPerBlock} pages exceed XFS_BUF_MAX_PAGES (${MAXP})`,
+      );
     }
     this.strategy = strategy;
     this.image = image;
     this.maxBuffers = intOption(opts.maxBuffers, 0, 1 << 16, 'maxBuffers', 64);
-    this.maxSlots = intOption(opts.maxSlots, Math.max(1, this.maxBuffers + 1), 1 << 18, 'maxSlots', this.maxBuffers + 256);
+    this.maxSlots = intOption(
+      opts.maxSlots,
+      Math.max(1, this.maxBuffers + 1),
+      1 << 18,
+      'maxSlots',
+      this.maxBuffers + 256,
+    );
     this.purgeThreshold = intOption(opts.purgeThreshold, 0, 1 << 16, 'purgeThreshold', XFS_BUF_PURGE_THRESHOLD);
-    this.xfsbufdInterval = intOption(opts.xfsbufdIntervalTicks, XFS_BUF_TIMER_MIN, XFS_BUF_TIMER_MAX, 'xfsbufdIntervalTicks', XFS_BUF_TIMER_DEFAULT);
-    this.xfsBufAge = intOption(opts.xfsBufAgeTicks, XFS_BUF_AGE_MIN, XFS_BUF_AGE_MAX, 'xfsBufAgeTicks', XFS_BUF_AGE_DEFAULT);
-    if (opts.verifyOnHit !== undefined && typeof opts.verifyOnHit !== 'boolean') throw new TypeError('XfsBufCache: verifyOnHit must be a boolean');
+    this.xfsbufdInterval = intOption(
+      opts.xfsbufdIntervalTicks,
+      XFS_BUF_TIMER_MIN,
+      XFS_BUF_TIMER_MAX,
+      'xfsbufdIntervalTicks',
+      XFS_BUF_TIMER_DEFAULT,
+    );
+    this.xfsBufAge = intOption(
+      opts.xfsBufAgeTicks,
+      XFS_BUF_AGE_MIN,
+      XFS_BUF_AGE_MAX,
+      'xfsBufAgeTicks',
+      XFS_BUF_AGE_DEFAULT,
+    );
+    if (opts.verifyOnHit !== undefined && typeof opts.verifyOnHit !== 'boolean')
+      throw new TypeError('XfsBufCache: verifyOnHit must be a boolean');
     this.verifyOnHit = opts.verifyOnHit ?? true;
     this.fsname = opts.fsname ?? 'xvda1';
-    if (opts.vmallocStats !== undefined && typeof opts.vmallocStats !== 'function') throw new TypeError('XfsBufCache: vmallocStats must be a function');
+    if (opts.vmallocStats !== undefined && typeof opts.vmallocStats !== 'function')
+      throw new TypeError('XfsBufCache: vmallocStats must be a function');
     this.#vmallocStats = opts.vmallocStats ?? null;
     this.#deps = deps;
     this.#trace = deps.trace ? deps.trace.bind(deps) : NOOP_TRACE;
@@ -485,11 +526,11 @@ export class XfsBufCache {
     image.readBlock(blockNo, io, 0);
     if (this.#deps.writeBytes(this.#bAddr[bp]!, io, 0, size) < 0) {
       this.#corruption('xfs_buf_iorequest', blockNo, bp, 'fault writing the block through b_addr');
-      this.#bFlags[bp] |= XBF_STALE;
+      this.#bFlags[bp]! |= XBF_STALE;
       this.xfsBufRelse(bp);
       return -EIO;
     }
-    this.#bFlags[bp] |= XBF_DONE | XBF_HASHED;
+    this.#bFlags[bp]! |= XBF_DONE | XBF_HASHED;
     this.#hashInsert(bp);
     this.#reads++;
     if (!this.#verify(bp, 'xfs_buf_read')) return this.#discard(bp);
@@ -540,7 +581,8 @@ export class XfsBufCache {
    * by the shrinker. Requeueing refreshes its age. 0 or -EINVAL.
    */
   xfsBufDelwriQueue(bp: number): number {
-    if (!this.#isLive(bp) || this.#bHold[bp]! <= 0) return this.#misuse(`xfs_buf_delwri_queue: buffer ${bp} is not held`);
+    if (!this.#isLive(bp) || this.#bHold[bp]! <= 0)
+      return this.#misuse(`xfs_buf_delwri_queue: buffer ${bp} is not held`);
     const f = this.#bFlags[bp]!;
     if (f & XBF_NOADDR) return this.#misuse(`xfs_buf_delwri_queue: buffer ${bp} has no disk address`);
     if (f & XBF_DELWRI) {
@@ -638,7 +680,7 @@ export class XfsBufCache {
       const bp = this.#dwHead;
       if (!force && now - this.#bQueueTime[bp]! < this.xfsBufAge) break; // queue is in age order
       this.#dwRemove(bp);
-      this.#bFlags[bp] &= ~(XBF_DELWRI | XBF_WRITE);
+      this.#bFlags[bp]! &= ~(XBF_DELWRI | XBF_WRITE);
       this.#xfsBufIostrategyWrite(bp);
       this.xfsBufRelse(bp); // the queue's hold
     }
@@ -751,8 +793,12 @@ export class XfsBufCache {
       for (let i = 0; i < n; i++) {
         if (this.#alPages[base + i] !== pfn) continue;
         out.push({
-          va: this.#alVa[e]! + i * PAGE_SIZE, areaVa: this.#alVa[e]!, bn: this.#alBn[e]!,
-          buf: this.#alBuf[e]!, index: i, holdsRef: this.#alRefs[e] === 1,
+          va: this.#alVa[e]! + i * PAGE_SIZE,
+          areaVa: this.#alVa[e]!,
+          bn: this.#alBn[e]!,
+          buf: this.#alBuf[e]!,
+          index: i,
+          holdsRef: this.#alRefs[e] === 1,
         });
       }
     }
@@ -764,7 +810,10 @@ export class XfsBufCache {
     const out: XfsAListEntry[] = [];
     for (let e = this.#alHead; e >= 0; e = this.#alNext[e]!) {
       out.push({
-        va: this.#alVa[e]!, bn: this.#alBn[e]!, buf: this.#alBuf[e]!, holdsRef: this.#alRefs[e] === 1,
+        va: this.#alVa[e]!,
+        bn: this.#alBn[e]!,
+        buf: this.#alBuf[e]!,
+        holdsRef: this.#alRefs[e] === 1,
         pfns: Array.from(this.#alPages.subarray(e * MAXP, e * MAXP + this.#alPageCount[e]!)),
       });
     }
@@ -825,14 +874,18 @@ export class XfsBufCache {
       const pc = this.#bPageCount[s]!;
       pages += pc;
       if (!(f & XBF_MAPPED)) bad.push(`buffer ${s} is live but not mapped`);
-      if (pc < 1 || pc > MAXP || pc !== Math.ceil(this.#bCount[s]! / PAGE_SIZE)) bad.push(`buffer ${s}: ${pc} pages for ${this.#bCount[s]} bytes`);
-      if (pc === 1 && this.#bAddr[s] !== this.#deps.pageAddress(this.#bPages[s * MAXP]!)) bad.push(`buffer ${s}: one page but b_addr is not page_address`);
+      if (pc < 1 || pc > MAXP || pc !== Math.ceil(this.#bCount[s]! / PAGE_SIZE))
+        bad.push(`buffer ${s}: ${pc} pages for ${this.#bCount[s]} bytes`);
+      if (pc === 1 && this.#bAddr[s] !== this.#deps.pageAddress(this.#bPages[s * MAXP]!))
+        bad.push(`buffer ${s}: one page but b_addr is not page_address`);
       if (f & XBF_HASHED) {
-        if (this.#find(this.#bBn[s]!) !== s) bad.push(`buffer ${s} (block ${this.#bBn[s]}) is not found through the hash`);
+        if (this.#find(this.#bBn[s]!) !== s)
+          bad.push(`buffer ${s} (block ${this.#bBn[s]}) is not found through the hash`);
         if (seenBn.has(this.#bBn[s]!)) bad.push(`block ${this.#bBn[s]} is hashed twice`);
         seenBn.set(this.#bBn[s]!, s);
       }
-      if (!!(f & XBF_LRU) !== (this.#bHold[s] === 0)) bad.push(`buffer ${s}: hold ${this.#bHold[s]} but LRU flag ${!!(f & XBF_LRU)}`);
+      if (!!(f & XBF_LRU) !== (this.#bHold[s] === 0))
+        bad.push(`buffer ${s}: hold ${this.#bHold[s]} but LRU flag ${!!(f & XBF_LRU)}`);
     }
     if (live !== this.#nrBuffers) bad.push(`${live} live buffers, counter says ${this.#nrBuffers}`);
     if (live + free !== n) bad.push(`${live} live + ${free} free slots != ${n}`);
@@ -847,7 +900,8 @@ export class XfsBufCache {
       return k;
     };
     if (walk(this.#lruHead, XBF_LRU, 'LRU') !== this.#nrLru) bad.push(`LRU length != ${this.#nrLru}`);
-    if (walk(this.#dwHead, XBF_DELWRI, 'delwri queue') !== this.#nrDelwri) bad.push(`delwri queue length != ${this.#nrDelwri}`);
+    if (walk(this.#dwHead, XBF_DELWRI, 'delwri queue') !== this.#nrDelwri)
+      bad.push(`delwri queue length != ${this.#nrDelwri}`);
     let len = 0;
     let alPages = 0;
     for (let e = this.#alHead; e >= 0 && len <= this.#alCap; e = this.#alNext[e]!) {
@@ -869,8 +923,15 @@ export class XfsBufCache {
   }
 
   #ioRange(bp: number, len: number, at: number): boolean {
-    return this.#isLive(bp) && this.#bHold[bp]! > 0 && Number.isInteger(len) && Number.isInteger(at) &&
-      len >= 0 && at >= 0 && at + len <= this.#bCount[bp]!;
+    return (
+      this.#isLive(bp) &&
+      this.#bHold[bp]! > 0 &&
+      Number.isInteger(len) &&
+      Number.isInteger(at) &&
+      len >= 0 &&
+      at >= 0 &&
+      at + len <= this.#bCount[bp]!
+    );
   }
 
   #printk(line: string): void {
@@ -887,9 +948,10 @@ export class XfsBufCache {
 
   #corruption(func: string, bn: number, bp: number, reason: string): void {
     this.#dataErrors++;
-    const where = bp >= 0 && this.#isLive(bp)
-      ? ` (buffer ${bp}, b_addr ${hex(this.#bAddr[bp]!)}, ${this.#bPageCount[bp]} page${this.#bPageCount[bp] === 1 ? '' : 's'})`
-      : '';
+    const where =
+      bp >= 0 && this.#isLive(bp)
+        ? ` (buffer ${bp}, b_addr ${hex(this.#bAddr[bp]!)}, ${this.#bPageCount[bp]} page${this.#bPageCount[bp] === 1 ? '' : 's'})`
+        : '';
     this.#printk(`Filesystem "${this.fsname}": XFS internal error ${func}: block ${bn} corrupted: ${reason}${where}`);
   }
 
@@ -912,7 +974,7 @@ export class XfsBufCache {
 
   /** A buffer whose contents are bad: out of the cache, freed at its last release. */
   #discard(bp: number): number {
-    this.#bFlags[bp] |= XBF_STALE;
+    this.#bFlags[bp]! |= XBF_STALE;
     if (this.#bFlags[bp]! & XBF_HASHED) this.#hashRemove(bp);
     this.xfsBufRelse(bp);
     return -EFSCORRUPTED;
@@ -923,7 +985,7 @@ export class XfsBufCache {
     this.#delwriFlushed++;
     this.#trace('xfs_buf_iostrategy', this.#bBn[bp]!);
     if (this.image !== null && this.#verify(bp, 'xfs_buf_iostrategy')) return;
-    if (this.image !== null) this.#bFlags[bp] |= XBF_STALE; // never keep what failed
+    if (this.image !== null) this.#bFlags[bp]! |= XBF_STALE; // never keep what failed
   }
 
   /* ---- the hash ---------------------------------------------------------- */
@@ -952,7 +1014,7 @@ export class XfsBufCache {
       break;
     }
     this.#bHashNext[bp] = -1;
-    this.#bFlags[bp] &= ~XBF_HASHED;
+    this.#bFlags[bp]! &= ~XBF_HASHED;
   }
 
   /* ---- LRU and delayed-write queue (doubly linked through bNext/bPrev) ------- */
@@ -968,7 +1030,7 @@ export class XfsBufCache {
     if (this.#lruTail >= 0) this.#bNext[this.#lruTail] = bp;
     else this.#lruHead = bp;
     this.#lruTail = bp;
-    this.#bFlags[bp] |= XBF_LRU;
+    this.#bFlags[bp]! |= XBF_LRU;
     this.#nrLru++;
   }
 
@@ -980,7 +1042,7 @@ export class XfsBufCache {
     if (next >= 0) this.#bPrev[next] = prev;
     else this.#lruTail = prev;
     this.#bNext[bp] = this.#bPrev[bp] = -1;
-    this.#bFlags[bp] &= ~XBF_LRU;
+    this.#bFlags[bp]! &= ~XBF_LRU;
     this.#nrLru--;
   }
 
@@ -1076,7 +1138,9 @@ export class XfsBufCache {
         pfn = deps.allocPage(GFP_NOFS);
       }
       if (pfn < 0) {
-        this.#printk(`XFS (${this.fsname}): xfs_buf_get: no page for page ${i + 1} of ${n} (mode:0x${GFP_NOFS.toString(16)}), giving up`);
+        this.#printk(
+          `XFS (${this.fsname}): xfs_buf_get: no page for page ${i + 1} of ${n} (mode:0x${GFP_NOFS.toString(16)}), giving up`,
+        );
         return -ENOMEM;
       }
       this.#bPages[base + i] = pfn;
@@ -1096,7 +1160,7 @@ export class XfsBufCache {
     const deps = this.#deps;
     if (n === 1) {
       this.#bAddr[bp] = deps.pageAddress(this.#bPages[base]!);
-      this.#bFlags[bp] |= XBF_MAPPED;
+      this.#bFlags[bp]! |= XBF_MAPPED;
       return 0;
     }
     if (this.#batched && this.#asListLen > this.purgeThreshold) this.purgeAddresses('threshold');
@@ -1110,7 +1174,7 @@ export class XfsBufCache {
     this.#vmaps++;
     this.#trace('xfs_buf_vmap', va);
     this.#bAddr[bp] = va;
-    this.#bFlags[bp] |= XBF_MAPPED | (this.#useVmapPages ? XBF_VMAP_PAGES : 0);
+    this.#bFlags[bp]! |= XBF_MAPPED | (this.#useVmapPages ? XBF_VMAP_PAGES : 0);
     return 0;
   }
 

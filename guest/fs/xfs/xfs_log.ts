@@ -144,7 +144,8 @@ export class Xlog {
   constructor(bufs: XfsBufCache, opts: XlogOptions = {}) {
     this.bufs = bufs;
     const seed = opts.seed ?? 1;
-    if (typeof seed !== 'number' || !Number.isSafeInteger(seed)) throw new TypeError(`Xlog: seed must be a safe integer, got ${String(seed)}`);
+    if (typeof seed !== 'number' || !Number.isSafeInteger(seed))
+      throw new TypeError(`Xlog: seed must be a safe integer, got ${String(seed)}`);
     this.seed = seed;
     const bbMult = (v: unknown, what: string, fallback: number): number => {
       const x = intOption(v, BBSIZE, MAX_BUF_BYTES, what, fallback);
@@ -156,11 +157,19 @@ export class Xlog {
     this.records = intOption(opts.records, 1, 4096, 'records', 4);
     this.#recBB = this.recordSize / BBSIZE;
     const span = this.records * (1 + this.#recBB);
-    this.logBlocks = intOption(opts.logBlocks, span + 2, 1 << 24, `logBlocks (${this.records} records of ${this.recordSize} bytes need ${span + 2})`, Math.max(8192, span + 2));
+    this.logBlocks = intOption(
+      opts.logBlocks,
+      span + 2,
+      1 << 24,
+      `logBlocks (${this.records} records of ${this.recordSize} bytes need ${span + 2})`,
+      Math.max(8192, span + 2),
+    );
     this.iclogCount = intOption(opts.iclogCount, XLOG_MIN_ICLOGS, XLOG_MAX_ICLOGS, 'iclogCount', XLOG_MAX_ICLOGS);
     const iclogSize = opts.iclogSize ?? 32768;
     if (!XLOG_ICLOG_SIZES.includes(iclogSize)) {
-      throw new RangeError(`Xlog: iclogSize must be one of ${XLOG_ICLOG_SIZES.join(', ')} bytes, got ${String(iclogSize)}`);
+      throw new RangeError(
+        `Xlog: iclogSize must be one of ${XLOG_ICLOG_SIZES.join(', ')} bytes, got ${String(iclogSize)}`,
+      );
     }
     this.iclogSize = iclogSize;
     this.#iclogs = new Int32Array(this.iclogCount).fill(-1);
@@ -206,7 +215,10 @@ export class Xlog {
     wr32(s, H_TYPE, XLOG_UNMOUNT_TYPE);
     if (this.bufs.xfsBufIoFill(bp, s, 0, BBSIZE) < 0 || this.bufs.xfsBufIoRead(bp, this.#readback, 0, BBSIZE) < 0) {
       rc = this.#error('xlog_unmount_write', this.headBlock, bp, 'fault writing the unmount record through the iclog');
-    } else if (rd32(this.#readback, H_TYPE) !== XLOG_UNMOUNT_TYPE || rd32(this.#readback, H_MAGIC) !== XLOG_HEADER_MAGIC_NUM) {
+    } else if (
+      rd32(this.#readback, H_TYPE) !== XLOG_UNMOUNT_TYPE ||
+      rd32(this.#readback, H_MAGIC) !== XLOG_HEADER_MAGIC_NUM
+    ) {
       rc = this.#error('xlog_unmount_write', this.headBlock, bp, 'unmount record did not read back');
     }
     this.#releaseIclogs();
@@ -289,8 +301,12 @@ export class Xlog {
     let lo = 0;
     let hi = n - 1;
     if (c0 !== this.cycle || cLast !== this.cycle - 1) {
-      failed = this.#error('xlog_find_head', c0 !== this.cycle ? 0 : n - 1, bp,
-        `cycle ${c0 !== this.cycle ? c0 : cLast} read back (expected ${c0 !== this.cycle ? this.cycle : this.cycle - 1})`);
+      failed = this.#error(
+        'xlog_find_head',
+        c0 !== this.cycle ? 0 : n - 1,
+        bp,
+        `cycle ${c0 !== this.cycle ? c0 : cLast} read back (expected ${c0 !== this.cycle ? this.cycle : this.cycle - 1})`,
+      );
     } else {
       while (hi - lo > 1) {
         const mid = lo + ((hi - lo) >> 1);
@@ -298,14 +314,20 @@ export class Xlog {
         if (c === this.cycle) lo = mid;
         else if (c === this.cycle - 1) hi = mid;
         else {
-          failed = this.#error('xlog_find_head', mid, bp, `cycle ${c} read back, neither ${this.cycle} nor ${this.cycle - 1}`);
+          failed = this.#error(
+            'xlog_find_head',
+            mid,
+            bp,
+            `cycle ${c} read back, neither ${this.cycle} nor ${this.cycle - 1}`,
+          );
           break;
         }
       }
     }
     this.bufs.xfsBufRelse(bp);
     if (failed < 0) return failed;
-    if (hi !== this.headBlock) return this.#error('xlog_find_head', hi, -1, `head found at block ${hi}, the log's head is ${this.headBlock}`);
+    if (hi !== this.headBlock)
+      return this.#error('xlog_find_head', hi, -1, `head found at block ${hi}, the log's head is ${this.headBlock}`);
     this.#foundHead = hi;
     return hi;
   }
@@ -373,9 +395,18 @@ export class Xlog {
         break;
       }
       this.#recoveryReads++;
-      if (rd32(rb, H_MAGIC) !== XLOG_HEADER_MAGIC_NUM || rd32(rb, H_RECORD) !== r ||
-          rd32(rb, H_CYCLE) !== this.cycle || rd32(rb, H_LEN) !== this.recordSize) {
-        rc = this.#error(func, bb, hbp, `bad record header (magic 0x${rd32(rb, H_MAGIC).toString(16)}, record ${rd32(rb, H_RECORD)})`);
+      if (
+        rd32(rb, H_MAGIC) !== XLOG_HEADER_MAGIC_NUM ||
+        rd32(rb, H_RECORD) !== r ||
+        rd32(rb, H_CYCLE) !== this.cycle ||
+        rd32(rb, H_LEN) !== this.recordSize
+      ) {
+        rc = this.#error(
+          func,
+          bb,
+          hbp,
+          `bad record header (magic 0x${rd32(rb, H_MAGIC).toString(16)}, record ${rd32(rb, H_RECORD)})`,
+        );
         break;
       }
       const crc = rd32(rb, H_CRC);
@@ -388,7 +419,12 @@ export class Xlog {
       this.#recoveryReads++;
       const got = xlogChecksum(rb, 0, this.recordSize);
       if (got !== crc) {
-        rc = this.#error(func, bb + 1, dbp, `record ${r} data checksum 0x${got.toString(16)} != header's 0x${crc.toString(16)}`);
+        rc = this.#error(
+          func,
+          bb + 1,
+          dbp,
+          `record ${r} data checksum 0x${got.toString(16)} != header's 0x${crc.toString(16)}`,
+        );
         break;
       }
       if (pass === 2) this.#recordsReplayed++;
