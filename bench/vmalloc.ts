@@ -20,8 +20,8 @@ import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { PAGE_SIZE } from '../src/abi.js';
-import { MAX_VCPUS_PER_DOMAIN, X86_64_LAYOUT } from '../src/layout.js';
+import { PAGE_SIZE } from '../src/abi/xen.js';
+import { MAX_VCPUS_PER_DOMAIN, X86_64_LAYOUT } from '../src/abi/layout.js';
 import { KernelPageTablesRef } from '../guest/mm/kernel_pt_ref.js';
 import {
   fls,

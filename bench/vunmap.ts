@@ -15,7 +15,7 @@
  * share them, which the notes say next to the figures.
  */
 import { cpus } from 'node:os';
-import { STRATEGIES, type Strategy } from '../guest/kernel/config.js';
+import { STRATEGIES, type Strategy } from '../src/abi/kernel.js';
 import { DEFAULT_RUN, runOnce } from '../src/run.js';
 import type { Row, SuiteOptions } from './report.js';
 

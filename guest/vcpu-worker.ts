@@ -8,13 +8,9 @@
  * and the controller destroys the domain; other errors are replied to their request.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { GuestPanic, Vcpu, type VcpuInit } from './vcpu.js';
-import { loadProgram, type VcpuEvent, type VcpuReply, type VcpuRequest } from './programs/index.js';
-
-export interface VcpuWorkerData extends VcpuInit {
-  program: string;
-  params: unknown;
-}
+import { GuestPanic, Vcpu } from './vcpu.js';
+import type { VcpuWorkerData, VcpuEvent, VcpuReply, VcpuRequest } from '../src/abi/vcpu.js';
+import { loadProgram } from './programs/index.js';
 
 const port = parentPort;
 if (port === null) throw new Error('guest/vcpu-worker.js must run as a worker thread');

@@ -19,7 +19,8 @@
  * notifies S_STATE; we read the result and hand the slot back (SLOT_IDLE). The vCPU is
  * blocked for the wait and leaves in the runstate it entered with.
  */
-import type { DomainInfo } from '../hypervisor/types.js';
+import type { DomainInfo } from '../src/abi/control.js';
+import type { VcpuInit } from '../src/abi/vcpu.js';
 import {
   RS_FLUSH_PENDING,
   RS_RUNNING,
@@ -36,9 +37,9 @@ import {
   T_DOORBELL,
   slotBase,
   slotDataBase,
-} from '../src/layout.js';
+} from '../src/abi/layout.js';
 import { Mmu } from './arch/x86/mmu.js';
-import { TN, type TraceBuffer, traceNowUs } from '../src/trace.js';
+import { TN, type TraceBuffer, traceNowUs } from '../src/abi/trace.js';
 
 /** Trace name of each hypercall number. */
 const HYPERCALL_TRACE_NAME: Readonly<Record<number, number>> = {
@@ -52,19 +53,6 @@ const HYPERCALL_TRACE_NAME: Readonly<Record<number, number>> = {
 const HYPERCALL_SPINS = 2000;
 /** Longest sleep in a hypercall wait before looking for a flush IPI again. */
 const HYPERCALL_WAIT_MS = 0.1;
-
-/** What a vCPU is built from (the worker's workerData, minus the program). */
-export interface VcpuInit {
-  mem: SharedArrayBuffer;
-  transport: SharedArrayBuffer;
-  /** Transport slot (info.slots[vcpu]). */
-  slot: number;
-  info: DomainInfo;
-  /** vCPU id within the domain. */
-  vcpu: number;
-  /** MMU debug self-check (default: env PVMMU_TLB_CHECK === '1'). */
-  tlbCheck?: boolean;
-}
 
 /**
  * A guest kernel panic / BUG(). Thrown by guest code, it kills the vCPU's worker; the

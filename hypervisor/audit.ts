@@ -19,10 +19,10 @@ import {
   _PAGE_PRESENT,
   _PAGE_RW,
   PGT_NAMES,
-} from '../src/abi.js';
-import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/layout.js';
+} from '../src/abi/xen.js';
+import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/abi/layout.js';
 import type { Hv } from './hv.js';
-import type { AuditProblem, AuditReport } from './types.js';
+import type { AuditProblem, AuditReport } from '../src/abi/control.js';
 
 const MAX_PROBLEMS = 200;
 

@@ -22,11 +22,11 @@ import {
   pgtForLevel,
   levelOfType,
   PGT_validated,
-} from '../src/abi.js';
-import { MAX_VCPUS_PER_DOMAIN, S_RUNSTATE, S_STATE, SLOT_IDLE, slotBase, vaIndex } from '../src/layout.js';
-import { pteHi, pteLo } from '../src/pte.js';
+} from '../src/abi/xen.js';
+import { MAX_VCPUS_PER_DOMAIN, S_RUNSTATE, S_STATE, SLOT_IDLE, slotBase, vaIndex } from '../src/abi/layout.js';
+import { pteHi, pteLo } from '../src/abi/pte.js';
 import { Domain, type Hv } from './hv.js';
-import type { DomainConfig, DomainInfo } from './types.js';
+import type { DomainConfig, DomainInfo } from '../src/abi/control.js';
 import { getPageAndType, putPageAndType, demoteTable } from './page-type.js';
 
 const PT_FLAGS = _PAGE_PRESENT | _PAGE_RW | _PAGE_ACCESSED | _PAGE_DIRTY;

@@ -14,7 +14,7 @@
  * waiting for its own hypercall stays RUNNING (it is on its pCPU in Xen) and polls its
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
-import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/layout.js';
+import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/abi/layout.js';
 import type { Domain, Hv } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */

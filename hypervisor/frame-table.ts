@@ -47,7 +47,7 @@
  * Owners are domain ids; DOMID_INVALID means free (on the heap).
  * ----------------------------------------------------------------------------------------
  */
-import { DOMID_INVALID, DOMID_XEN } from '../src/abi.js';
+import { DOMID_INVALID, DOMID_XEN } from '../src/abi/xen.js';
 
 /** Xen's PGC_allocated, printed as bit 63 of count_info. */
 export const PGC_ALLOCATED_HI = 0x80000000;

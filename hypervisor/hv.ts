@@ -3,11 +3,11 @@
  * domains and vCPUs, the console and the counters. Every module of hypervisor/ works on
  * an Hv; only xen.ts exposes it to the outside.
  */
-import type { PagingMode } from '../src/abi.js';
-import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/layout.js';
+import type { PagingMode } from '../src/abi/xen.js';
+import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/abi/layout.js';
 import { FrameTable } from './frame-table.js';
 import { XenConsole } from './log.js';
-import type { XenOptions, XenStats } from './types.js';
+import type { XenOptions, XenStats } from '../src/abi/control.js';
 
 /** A vCPU as the hypervisor knows it. */
 export interface Vcpu {

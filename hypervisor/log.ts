@@ -5,7 +5,7 @@
  * Line numbers are those of the matching messages in a Xen 4.1x xen/arch/x86/mm.c (or
  * pv/mm.c); they make a line look like the real one and identify the site, nothing more.
  */
-import type { XenLogRecord } from './types.js';
+import type { XenLogRecord } from '../src/abi/control.js';
 
 /** The message sites: reason key -> [file, line]. */
 export const XENLOG_SITES = {

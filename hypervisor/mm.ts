@@ -56,8 +56,8 @@ import {
   _PAGE_PSE,
   levelOfType,
   pgtForLevel,
-} from '../src/abi.js';
-import { GUEST_HANDLE_NULL, MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_DATA_WORDS, vaIndex } from '../src/layout.js';
+} from '../src/abi/xen.js';
+import { GUEST_HANDLE_NULL, MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_DATA_WORDS, vaIndex } from '../src/abi/layout.js';
 import { flushDomain, flushDomainMask, flushTlbSlots } from './flush.js';
 import type { Hv, Vcpu } from './hv.js';
 import { hx } from './log.js';

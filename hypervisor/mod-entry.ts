@@ -5,7 +5,7 @@
  * Order on success: take the new entry's references, write it, then drop the old
  * entry's -- so a frame referenced by both is never transiently unreferenced.
  */
-import { EINVAL, EPERM, _PAGE_PRESENT } from '../src/abi.js';
+import { EINVAL, EPERM, _PAGE_PRESENT } from '../src/abi/xen.js';
 import type { Hv } from './hv.js';
 import {
   type Ctx,

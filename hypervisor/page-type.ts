@@ -30,9 +30,9 @@ import {
   _PAGE_RESERVED_HI,
   levelOfType,
   pgtForLevel,
-} from '../src/abi.js';
-import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/layout.js';
-import { hex64 } from '../src/pte.js';
+} from '../src/abi/xen.js';
+import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/abi/layout.js';
+import { hex64 } from '../src/abi/pte.js';
 import { flushForTypeChange } from './flush.js';
 import type { Domain, Hv } from './hv.js';
 import { hx } from './log.js';

@@ -15,7 +15,7 @@
  * throws) fails that hypercall with -EFAULT and is reported to the controller.
  */
 import { receiveMessageOnPort, workerData, type MessagePort } from 'node:worker_threads';
-import { EFAULT, type PagingMode } from '../src/abi.js';
+import { EFAULT } from '../src/abi/xen.js';
 import {
   HV_RUNNING,
   HV_STOPPED,
@@ -28,39 +28,9 @@ import {
   T_DOORBELL,
   T_HV_STATE,
   slotBase,
-} from '../src/layout.js';
-import type { DomainConfig } from './types.js';
+} from '../src/abi/layout.js';
+import type { XenControlReply, XenControlRequest, XenThreadData, XenThreadEvent } from '../src/abi/control.js';
 import { Xen } from './xen.js';
-
-/** What the controller passes as workerData (the port in the transfer list). */
-export interface XenThreadData {
-  paging: PagingMode;
-  frames: number;
-  mem: SharedArrayBuffer;
-  transport: SharedArrayBuffer;
-  maxSlots: number;
-  enforce: boolean;
-  port: MessagePort;
-}
-
-/** Control requests; each is answered by one XenControlReply with the same id. */
-export type XenControlRequest =
-  | { id: number; op: 'createDomain'; cfg: DomainConfig } /** -> DomainInfo */
-  | { id: number; op: 'destroyDomain'; domid: number } /** -> undefined */
-  | { id: number; op: 'audit' } /** -> AuditReport */
-  | { id: number; op: 'stats' } /** -> XenStats */
-  | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
-  | { id: number; op: 'freeFrames' } /** -> number */
-  | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */
-
-export type XenControlReply =
-  | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: string; name: string };
-
-/** Messages the thread sends unasked. */
-export type XenThreadEvent =
-  | { event: 'ready' }
-  | { event: 'bug'; slot: number; message: string }; /** serveSlot threw */
 
 /**
  * Doorbell loads before sleeping. Fixed on purpose: measured on a 2-CPU VM, an adaptive

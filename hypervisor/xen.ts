@@ -19,7 +19,7 @@ import {
   __HYPERVISOR_sched_op,
   __HYPERVISOR_update_va_mapping,
   EFAULT,
-} from '../src/abi.js';
+} from '../src/abi/xen.js';
 import {
   MC_ARGS,
   MC_ENTRY_WORDS,
@@ -36,14 +36,14 @@ import {
   T_MAX_SLOTS,
   slotBase,
   transportBytes,
-} from '../src/layout.js';
+} from '../src/abi/layout.js';
 import { audit } from './audit.js';
 import { createDomain, destroyDomain } from './domain.js';
 import { Hv } from './hv.js';
 import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.js';
-import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenOptions, XenStats } from './types.js';
+import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenOptions, XenStats } from '../src/abi/control.js';
 
-export type { XenOptions } from './types.js';
+export type { XenOptions } from '../src/abi/control.js';
 
 const SCHEDOP_yield = 0;
 

@@ -2,13 +2,17 @@
  * The workload subcommands of pvmmu: run (one workload), demo (the main job: the XFS
  * directory scan under every strategy, side by side) and bench (the benchmark suites).
  */
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { constants as osConstants } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { distEntry } from './machine.js';
 import { type Command, UsageError } from './command.js';
 import { createLogger, xenLogLine } from './log.js';
 import { DEFAULT_RUN, type RunOptions, runOnce } from './run.js';
 import { formatComparison, formatSummary, summaryJson, type RunSummary } from './summary.js';
-import { STRATEGIES, type Strategy } from '../guest/kernel/config.js';
-import { WORKLOADS } from '../guest/workloads/index.js';
+import { STRATEGIES, type Strategy, WORKLOAD_NAMES, WORKLOAD_SUMMARIES } from './abi/kernel.js';
 
 /** "64K", "256M", "1G" or a number of bytes. */
 export function parseSize(text: string, what: string): number {
@@ -105,14 +109,14 @@ export const workloadCommands: Record<string, Command> = {};
 
 workloadCommands.run = {
   summary: 'run a workload on a guest under the enforcing hypervisor and summarise it',
-  usage: `pvmmu run WORKLOAD [options]   (workloads: ${Object.keys(WORKLOADS).join(', ')})`,
+  usage: `pvmmu run WORKLOAD [options]   (workloads: ${WORKLOAD_NAMES.join(', ')})`,
   help: `Boots a guest kernel on real vCPU worker threads, runs the workload, then audits the
 hypervisor's frame table and checks that no frame leaked. The summary says whether the
 stray-mapping bug showed up (Xen refusing page-table pins) and what it cost.
 
 Workloads:
-${Object.entries(WORKLOADS)
-  .map(([n, w]) => `  ${n.padEnd(13)}  ${w.summary}`)
+${Object.entries(WORKLOAD_SUMMARIES)
+  .map(([n, summary]) => `  ${n.padEnd(13)}  ${summary}`)
   .join('\n')}
 
 Options (defaults in brackets):
@@ -136,8 +140,7 @@ Options (defaults in brackets):
 ${STRATEGY_HELP}`,
   async run(argv) {
     const { values, positionals } = parseArgs({ args: argv, options: RUN_OPTIONS, allowPositionals: true });
-    if (positionals.length !== 1)
-      throw new UsageError(`run: expected one WORKLOAD (${Object.keys(WORKLOADS).join(', ')})`);
+    if (positionals.length !== 1) throw new UsageError(`run: expected one WORKLOAD (${WORKLOAD_NAMES.join(', ')})`);
     const opts = runOptionsFrom(values as RunValues, positionals[0]!);
     const logger = createLogger({ json: values.json === true || !process.stderr.isTTY });
     const { summary: s, xenLog } = await runOnce(opts);
@@ -189,9 +192,10 @@ with charts are written under bench/results/ (or --out DIR).
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
 node dist/bench/run.js --help), hypercall.`,
   async run(argv) {
-    const { parseBenchArgs, runBench } = await import('../bench/run.js');
-    const a = parseBenchArgs(argv);
-    await runBench(a.names, { quick: a.quick, json: a.json, params: a.params, outDir: a.outDir });
-    return 0;
+    // bench/ sits above the host (it imports it), so the host starts it by path, in a
+    // process of its own with this one's terminal: the suites parse their own options.
+    const child = spawn(process.execPath, [fileURLToPath(distEntry('bench/run.js')), ...argv], { stdio: 'inherit' });
+    const [code, signal] = (await once(child, 'exit')) as [number | null, NodeJS.Signals | null];
+    return code ?? (signal === null ? 1 : 128 + (osConstants.signals[signal] ?? 0));
   },
 };

@@ -3,11 +3,9 @@
  * first, the others once it has made the shared state), run a workload on all of them,
  * gather their numbers, and shut them down.
  */
-import type { DomainInfo } from '../hypervisor/types.js';
-import type { KernelConfig } from '../guest/kernel/config.js';
-import type { KernelShared } from '../guest/kernel/kernel.js';
+import type { DomainInfo } from './abi/control.js';
+import { type KernelConfig, type KernelShared, C_OPS, COUNTERS_BASE } from './abi/kernel.js';
 import type { Machine, VcpuHandle } from './machine.js';
-import { C_OPS, COUNTERS_BASE } from '../guest/kernel/state.js';
 
 const OPS_WORD = COUNTERS_BASE + C_OPS;
 

@@ -12,7 +12,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
-import { PAGE_SIZE, PAGING_MODES, type PagingMode } from './abi.js';
+import { PAGE_SIZE, PAGING_MODES, type PagingMode } from './abi/xen.js';
 import {
   RS_FLUSH_PENDING,
   RS_RUNNING,
@@ -22,11 +22,19 @@ import {
   T_MAX_SLOTS,
   slotBase,
   transportBytes,
-} from './layout.js';
-import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenStats } from '../hypervisor/types.js';
-import type { XenControlReply, XenControlRequest, XenThreadData, XenThreadEvent } from '../hypervisor/thread.js';
-import type { VcpuWorkerData } from '../guest/vcpu-worker.js';
-import { programNames, type VcpuEvent, type VcpuReply } from '../guest/programs/index.js';
+} from './abi/layout.js';
+import type {
+  AuditReport,
+  DomainConfig,
+  DomainInfo,
+  XenControlReply,
+  XenControlRequest,
+  XenLogRecord,
+  XenStats,
+  XenThreadData,
+  XenThreadEvent,
+} from './abi/control.js';
+import { PROGRAM_NAMES, type VcpuEvent, type VcpuReply, type VcpuWorkerData } from './abi/vcpu.js';
 
 export interface MachineOptions {
   /** 'pae' (default) or 'x86_64'. */
@@ -69,8 +77,11 @@ const MAX_SLOTS = 1024;
 const DEFAULTS = { paging: 'pae' as PagingMode, memoryBytes: 256 * MiB, maxVcpus: 64, enforce: true };
 const OPTION_KEYS = Object.keys(DEFAULTS);
 
-/** Compiled worker entry `rel` (e.g. 'guest/vcpu-worker.js'): beside us in dist/, or in <repo>/dist from src/. */
-function workerUrl(rel: string): URL {
+/**
+ * Compiled entry file `rel` (e.g. 'guest/vcpu-worker.js'): beside us in dist/, or in <repo>/dist
+ * from src/. The host starts the hypervisor, the vCPUs and the benchmarks by path, never by import.
+ */
+export function distEntry(rel: string): URL {
   const here = import.meta.url;
   const url = here.endsWith('.ts') ? new URL(`../dist/${rel}`, here) : new URL(`../${rel}`, here);
   if (!existsSync(fileURLToPath(url))) {
@@ -172,7 +183,7 @@ class VcpuThread implements VcpuHandle {
     this.domid = info.domid;
     this.vcpu = vcpu;
     this.slot = data.slot;
-    this.#worker = new Worker(workerUrl('guest/vcpu-worker.js'), { workerData: data });
+    this.#worker = new Worker(distEntry('guest/vcpu-worker.js'), { workerData: data });
     this.#worker.on('message', (m: VcpuReply | VcpuEvent) => {
       if ('event' in m) {
         if (m.event === 'ready') onReady();
@@ -294,7 +305,7 @@ export class Machine {
       enforce: o.enforce,
       port: port2,
     };
-    const hv = new Worker(workerUrl('hypervisor/thread.js'), { workerData: data, transferList: [port2] });
+    const hv = new Worker(distEntry('hypervisor/thread.js'), { workerData: data, transferList: [port2] });
     // Wait for 'ready' before any other listener sees the port.
     await new Promise<void>((resolve, reject) => {
       const fail = (e: Error) => {
@@ -352,9 +363,9 @@ export class Machine {
     if (!Number.isInteger(vcpu) || vcpu < 0 || vcpu >= known.vcpus) {
       throw new RangeError(`startVcpu: vcpu must be from 0 to ${known.vcpus - 1} (got ${String(vcpu)})`);
     }
-    if (!programNames().includes(program)) {
+    if (!(PROGRAM_NAMES as readonly string[]).includes(program)) {
       throw new TypeError(
-        `startVcpu: unknown program ${JSON.stringify(program)}; registered: ${programNames().join(', ')}`,
+        `startVcpu: unknown program ${JSON.stringify(program)}; registered: ${PROGRAM_NAMES.join(', ')}`,
       );
     }
     for (const h of this.#vcpus) {

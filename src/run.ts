@@ -4,15 +4,15 @@
  * kernel on its vCPUs, runs the steps (showing progress on a TTY), shuts the workload
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
-import { type PagingMode, PAGING_MODES } from './abi.js';
+import { type PagingMode, PAGING_MODES } from './abi/xen.js';
 import { Guest, type GuestCpuStats } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
-import { NameTable, TraceBuffer, TraceWriter, writeTrace } from './trace.js';
+import { TraceWriter, writeTrace } from './trace.js';
+import { NameTable, TraceBuffer } from './abi/trace.js';
 import type { RunSummary } from './summary.js';
-import type { XenLogRecord } from '../hypervisor/types.js';
-import { STRATEGIES, type Strategy } from '../guest/kernel/config.js';
-import { WORKLOADS } from '../guest/workloads/index.js';
+import type { XenLogRecord } from './abi/control.js';
+import { STRATEGIES, type Strategy, WORKLOAD_NAMES } from './abi/kernel.js';
 
 export interface RunOptions {
   workload: string;
@@ -60,8 +60,8 @@ const MiB = 2 ** 20;
 
 /** Check options; every error names the option and what it accepts. */
 export function validateRunOptions(o: RunOptions): void {
-  if (!WORKLOADS[o.workload])
-    throw new RangeError(`unknown workload "${o.workload}" (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
+  if (!(WORKLOAD_NAMES as readonly string[]).includes(o.workload))
+    throw new RangeError(`unknown workload "${o.workload}" (workloads: ${WORKLOAD_NAMES.join(', ')})`);
   if (!STRATEGIES.includes(o.strategy))
     throw new RangeError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${o.strategy}"`);
   if (!PAGING_MODES.includes(o.paging))

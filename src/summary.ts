@@ -3,7 +3,7 @@
  * strategies that `npm start` prints, and the --json object. Pure formatting: the runner
  * gathers the numbers into a RunSummary; nothing here measures anything.
  */
-import { PAGE_SIZE } from './abi.js';
+import { PAGE_SIZE } from './abi/xen.js';
 
 export interface RunSummary {
   workload: string;

@@ -4,8 +4,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EAGAIN, EINVAL, PAGE_SIZE } from '../src/abi.js';
-import { PAE_LAYOUT, X86_64_LAYOUT } from '../src/layout.js';
+import { EAGAIN, EINVAL, PAGE_SIZE } from '../src/abi/xen.js';
+import { PAE_LAYOUT, X86_64_LAYOUT } from '../src/abi/layout.js';
 import { KernelPageTablesRef } from '../guest/mm/kernel_pt_ref.js';
 import {
   Highmem,

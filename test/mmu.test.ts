@@ -5,7 +5,7 @@
  * PVMMU_TLB_CHECK self-check.
  */
 import { describe, expect, it } from 'vitest';
-import { _PAGE_PRESENT as P, _PAGE_RW as RW, _PAGE_USER as US, _PAGE_PSE } from '../src/abi.js';
+import { _PAGE_PRESENT as P, _PAGE_RW as RW, _PAGE_USER as US, _PAGE_PSE } from '../src/abi/xen.js';
 import {
   RS_FLUSH_PENDING,
   RS_RUNNING,
@@ -15,11 +15,11 @@ import {
   slotBase,
   transportBytes,
   vaIndex,
-} from '../src/layout.js';
-import { pteHi, pteLo } from '../src/pte.js';
+} from '../src/abi/layout.js';
+import { pteHi, pteLo } from '../src/abi/pte.js';
 import { Mmu } from '../guest/arch/x86/mmu.js';
 import { Vcpu } from '../guest/vcpu.js';
-import type { DomainInfo } from '../hypervisor/types.js';
+import type { DomainInfo } from '../src/abi/control.js';
 
 const FRAMES = 64;
 

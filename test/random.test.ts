@@ -3,7 +3,7 @@
  * fork(label) gives independent, position-independent child streams.
  */
 import { describe, expect, it } from 'vitest';
-import { Rng } from '../src/random.js';
+import { Rng } from '../guest/lib/random.js';
 
 function draws(r: Rng, n: number): number[] {
   const out: number[] = [];

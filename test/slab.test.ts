@@ -6,7 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it, vi } from 'vitest';
-import { PAE_LAYOUT } from '../src/layout.js';
+import { PAE_LAYOUT } from '../src/abi/layout.js';
 import {
   GFP_ATOMIC,
   GFP_HIGHUSER,

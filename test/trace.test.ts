@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { TraceWriter, writeTrace, type TraceEvent, type TraceFile } from '../src/trace.js';
 import {
   EV_COMPLETE,
   EV_COUNTER,
@@ -14,14 +15,10 @@ import {
   NameTable,
   TN,
   TraceBuffer,
-  TraceWriter,
   XEN_PID,
   XEN_TID,
   traceNowUs,
-  writeTrace,
-  type TraceEvent,
-  type TraceFile,
-} from '../src/trace.js';
+} from '../src/abi/trace.js';
 
 /** What the Chrome trace-event format requires of every event we emit. */
 function assertShape(file: TraceFile): void {

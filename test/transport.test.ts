@@ -20,7 +20,7 @@ import {
   __HYPERVISOR_mmuext_op,
   __HYPERVISOR_multicall,
   __HYPERVISOR_update_va_mapping,
-} from '../src/abi.js';
+} from '../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
   MC_ARGS,
@@ -36,12 +36,12 @@ import {
   layoutFor,
   slotBase,
   transportBytes,
-} from '../src/layout.js';
+} from '../src/abi/layout.js';
 import { MMU_UPDATE_BATCH, MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../guest/arch/xen/hypercall.js';
 import { Vcpu } from '../guest/vcpu.js';
-import { pteHi, pteLo } from '../src/pte.js';
+import { pteHi, pteLo } from '../src/abi/pte.js';
 import { Machine, type VcpuHandle } from '../src/machine.js';
-import type { DomainInfo } from '../hypervisor/types.js';
+import type { DomainInfo } from '../src/abi/control.js';
 
 /* ------------------------------------------------- encoders vs a stand-in */
 

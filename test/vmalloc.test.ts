@@ -5,8 +5,8 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { EINVAL, ENOMEM, PAGE_SIZE } from '../src/abi.js';
-import { PAE_LAYOUT, X86_64_LAYOUT } from '../src/layout.js';
+import { EINVAL, ENOMEM, PAGE_SIZE } from '../src/abi/xen.js';
+import { PAE_LAYOUT, X86_64_LAYOUT } from '../src/abi/layout.js';
 import { PAGE_KERNEL, type PageAllocator, type PageRefs } from '../guest/mm/kernel_pt.js';
 import { KernelPageTablesRef } from '../guest/mm/kernel_pt_ref.js';
 import { spinLock, spinUnlock } from '../guest/mm/spinlock.js';

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RUN, type RunOptions, runOnce, type RunResult } from '../src/run.js';
-import type { Strategy } from '../guest/kernel/config.js';
+import type { Strategy } from '../src/abi/kernel.js';
 
 const MiB = 2 ** 20;
 

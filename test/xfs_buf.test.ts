@@ -12,8 +12,8 @@
  * PVMMU_XFS_VERBOSE=1 prints the numbers quoted in reports.
  */
 import { describe, expect, it } from 'vitest';
-import { PAGE_SIZE, _PAGE_RW } from '../src/abi.js';
-import { PAE_LAYOUT } from '../src/layout.js';
+import { PAGE_SIZE, _PAGE_RW } from '../src/abi/xen.js';
+import { PAE_LAYOUT } from '../src/abi/layout.js';
 import { KernelPageTablesRef } from '../guest/mm/kernel_pt_ref.js';
 import { GFP_KERNEL, MAX_ORDER, PageAllocator, __GFP_NOWARN } from '../guest/mm/page_alloc.js';
 import { MAX_NR_ZONES } from '../guest/mm/page.js';

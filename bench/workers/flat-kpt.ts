@@ -8,7 +8,7 @@
  * vmap layer itself costs; a run with the reference shows the layer plus that bookkeeping.
  * There is no TLB to model: touch() reads the entry, which is what "*p = 1" needs to prove.
  */
-import { PAGE_SIZE } from '../../src/abi.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 import type { KernelPageTables } from '../../guest/mm/kernel_pt.js';
 import { REF_MFN_OFFSET } from '../../guest/mm/kernel_pt_ref.js';
 

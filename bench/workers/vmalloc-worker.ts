@@ -13,7 +13,7 @@
  * out of the measurement. "*((u8 *)p) = 1" becomes kpt.touch(p): a load through the
  * reference page tables and TLB model, which also proves the mapping is there.
  */
-import { PAGE_SIZE } from '../../src/abi.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 import type { KernelPageTables, PageAllocator, PageRefs } from '../../guest/mm/kernel_pt.js';
 import { KernelPageTablesRef } from '../../guest/mm/kernel_pt_ref.js';
 import { fls, VmallocSpace } from '../../guest/mm/vmalloc.js';

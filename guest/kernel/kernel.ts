@@ -7,9 +7,9 @@
  * kernel page tables for vmalloc space, the pkmap window and the kmap_atomic fixmap
  * slots, and hands the buffers to the controller; the other vCPUs attach to them.
  */
-import { UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName } from '../../src/abi.js';
-import { type VirtualLayout, layoutFor, vaIndex } from '../../src/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
+import { UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName } from '../../src/abi/xen.js';
+import { type VirtualLayout, layoutFor, vaIndex } from '../../src/abi/layout.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { type MulticallBatch, mmuUpdate, updateVaMapping } from '../arch/xen/hypercall.js';
 import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
 import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
@@ -17,24 +17,13 @@ import { GFP_KERNEL, PageAllocator, type PageAllocConfig, pageAllocBytes } from 
 import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
-import type { KernelConfig } from './config.js';
-import { TraceBuffer } from '../../src/trace.js';
+import type { KernelConfig, KernelShared } from '../../src/abi/kernel.js';
+import { TraceBuffer } from '../../src/abi/trace.js';
 import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
-export interface KernelShared {
-  pages: SharedArrayBuffer;
-  slab: SharedArrayBuffer;
-  vmalloc: SharedArrayBuffer;
-  highmem: SharedArrayBuffer | null;
-  kern: SharedArrayBuffer;
-  /** First and last (exclusive) vmalloc address the kernel built page tables for. */
-  vmallocStart: number;
-  vmallocEnd: number;
-}
-
 const P = _PAGE_PRESENT,
   RW = _PAGE_RW,
   A = _PAGE_ACCESSED,

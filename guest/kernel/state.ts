@@ -3,51 +3,14 @@
  * table (one row of Int32 columns per task: no object per task), and the deterministic
  * scheduler's turn word. One SharedArrayBuffer, fixed offsets.
  */
-import type { KernelConfig } from './config.js';
-
-/* Counters (Atomics.add). */
-export const C_PINS = 0;
-export const C_PIN_FAILURES = 1;
-export const C_FORKS = 2;
-export const C_EXITS = 3;
-export const C_FAULTS = 4;
-export const C_TASKS_KILLED = 5;
-export const C_MC_FAILURES = 6;
-export const C_CTX_SWITCHES = 7;
-export const C_DATA_ERRORS = 8;
-export const C_OPS = 9;
-export const C_PT_PAGES = 10;
-export const C_UPDATE_FAILURES = 11;
-/** Refused pins with a page-table page that a known stray alias still maps writable. */
-export const C_PIN_TRACED = 12;
-/** Page-table pages handed out while a stray alias still mapped them. */
-export const C_PT_ALIASED = 13;
-export const NR_COUNTERS = 16;
-export const COUNTER_NAMES = [
-  'pins',
-  'pinFailures',
-  'forks',
-  'exits',
-  'faults',
-  'tasksKilled',
-  'multicallFailures',
-  'contextSwitches',
-  'dataErrors',
-  'ops',
-  'ptPages',
-  'updateFailures',
-  'pinsTraced',
-  'ptPagesAliased',
-] as const;
+import { COUNTER_NAMES, COUNTERS_BASE, type KernelConfig, NR_COUNTERS } from '../../src/abi/kernel.js';
 
 /* Header words. */
 const H_BOOTED = 0;
 export const H_TURN = 1;
 export const H_RNG = 2;
 export const H_STOP = 3;
-const H_COUNTERS = 16;
-/** Word index of counter 0 (counter c is at COUNTERS_BASE + c). */
-export const COUNTERS_BASE = H_COUNTERS;
+const H_COUNTERS = COUNTERS_BASE;
 const HEADER_WORDS = H_COUNTERS + NR_COUNTERS;
 
 /* Task rows. */

@@ -36,8 +36,8 @@
  * does not remove them (it did not in Linux either).
  */
 import { LogBuf } from '../kernel/printk.js';
-import { EAGAIN, EINVAL, PAGE_SIZE } from '../../src/abi.js';
-import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/layout.js';
+import { EAGAIN, EINVAL, PAGE_SIZE } from '../../src/abi/xen.js';
+import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/abi/layout.js';
 import { spinLock, spinUnlock } from './spinlock.js';
 import { PAGE_KERNEL, type KernelPageTables } from './kernel_pt.js';
 

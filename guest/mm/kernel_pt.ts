@@ -18,7 +18,7 @@
  *  - Addresses are page-aligned kernel virtual addresses (plain non-negative numbers, see
  *    src/layout.ts); end is exclusive.
  */
-import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW } from '../../src/abi.js';
+import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW } from '../../src/abi/xen.js';
 
 export interface KernelPageTables {
   /** Install (mfn >= 0) or clear (mfn === -1) the kernel L1 entry for va. May be queued. */

@@ -17,7 +17,7 @@
  *
  * Not a hot path: objects and Maps are fine here.
  */
-import { _PAGE_PRESENT, _PAGE_RW, PAGE_SIZE } from '../../src/abi.js';
+import { _PAGE_PRESENT, _PAGE_RW, PAGE_SIZE } from '../../src/abi/xen.js';
 import type { KernelPageTables } from './kernel_pt.js';
 
 /** Default P2M of the reference: mfn = pfn + REF_MFN_OFFSET, so pfn/mfn mix-ups show. */

@@ -16,22 +16,13 @@ import {
   _PAGE_USER,
   MMUEXT_NEW_BASEPTR,
   rcName,
-} from '../../src/abi.js';
-import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST, vaIndex } from '../../src/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
+} from '../../src/abi/xen.js';
+import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST, vaIndex } from '../../src/abi/layout.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { mmuUpdate, mmuextOne } from '../arch/xen/hypercall.js';
 import { xenAllocPtpage, xenPgdPin, xenPgdUnpin, xenReleasePtpage } from '../arch/xen/pgtable.js';
 import type { Kernel } from '../kernel/kernel.js';
 import {
-  C_CTX_SWITCHES,
-  C_DATA_ERRORS,
-  C_EXITS,
-  C_FAULTS,
-  C_FORKS,
-  C_PT_ALIASED,
-  C_PT_PAGES,
-  C_TASKS_KILLED,
-  C_UPDATE_FAILURES,
   MAX_USER_PAGES,
   T_NPAGES,
   T_PAGES,
@@ -42,6 +33,17 @@ import {
   TASK_NEW,
   TASK_PINNED,
 } from '../kernel/state.js';
+import {
+  C_CTX_SWITCHES,
+  C_DATA_ERRORS,
+  C_EXITS,
+  C_FAULTS,
+  C_FORKS,
+  C_PT_ALIASED,
+  C_PT_PAGES,
+  C_TASKS_KILLED,
+  C_UPDATE_FAILURES,
+} from '../../src/abi/kernel.js';
 import { KM_PTE0 } from './highmem.js';
 import { GFP_HIGHUSER, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 

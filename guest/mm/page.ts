@@ -25,7 +25,7 @@
  * (SetPageX / ClearPageX, Atomics.or / Atomics.and, like set_bit). The __SetPageX forms are
  * for pages the caller owns alone (just allocated, or on a free list under zone->lock).
  */
-import type { PagingMode } from '../../src/abi.js';
+import type { PagingMode } from '../../src/abi/xen.js';
 
 /* --------------------------------------------------------------- page flags */
 

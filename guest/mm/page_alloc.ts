@@ -40,9 +40,8 @@
  * freed, and a page that is already free is reported and left alone, so the free lists stay
  * consistent. Caller errors (bad GFP bits, order, cpu, pfn) throw RangeError.
  */
-import type { PagingMode } from '../../src/abi.js';
-import { PAGE_SIZE } from '../../src/abi.js';
-import { layoutFor } from '../../src/layout.js';
+import { type PagingMode, PAGE_SIZE } from '../../src/abi/xen.js';
+import { layoutFor } from '../../src/abi/layout.js';
 import {
   MAX_NR_ZONES,
   MemMap,

@@ -12,7 +12,7 @@
  * Only the configuration arithmetic (zone spans, watermarks, batch sizes) and the report
  * formatting are shared with the fast allocator.
  */
-import type { PagingMode } from '../../src/abi.js';
+import type { PagingMode } from '../../src/abi/xen.js';
 import {
   ALLOC_HARDER,
   ALLOC_HIGH,

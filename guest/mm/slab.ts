@@ -21,7 +21,7 @@
  * fail under pressure; XFS's free_address depends on that), when the slot table is full,
  * or when fault injection (setFailslab, Linux's failslab) says so.
  */
-import { PAGE_SIZE } from '../../src/abi.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 import { __GFP_COMP, __GFP_HIGHMEM, __GFP_WAIT, __GFP_ZERO, checkGfp, type PageAllocator } from './page_alloc.js';
 import { PG_slab } from './page.js';
 import { spinLock, spinUnlock } from './spinlock.js';

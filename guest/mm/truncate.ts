@@ -12,8 +12,8 @@
  * the file's; truncate locks each page and, finding it mapped again, unmaps again before
  * removing it. The file's page cache lives in shared memory so every vCPU sees it.
  */
-import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi.js';
-import { pteHi, pteLo } from '../../src/pte.js';
+import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi/xen.js';
+import { pteHi, pteLo } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { mappingOfAddressSpace } from './page.js';

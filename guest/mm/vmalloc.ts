@@ -92,8 +92,8 @@
  * vmap_lazy_nr and the counters are updated with Atomics.
  */
 import { LogBuf } from '../kernel/printk.js';
-import { EINVAL, ENOMEM, PAGE_SIZE } from '../../src/abi.js';
-import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/layout.js';
+import { EINVAL, ENOMEM, PAGE_SIZE } from '../../src/abi/xen.js';
+import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/abi/layout.js';
 import { spinLock, spinTrylock, spinUnlock } from './spinlock.js';
 import { PAGE_KERNEL, type KernelPageTables, type PageAllocator, type PageRefs } from './kernel_pt.js';
 

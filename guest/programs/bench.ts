@@ -19,12 +19,12 @@ import {
   _PAGE_DIRTY,
   _PAGE_PRESENT,
   _PAGE_RW,
-} from '../../src/abi.js';
-import { layoutFor } from '../../src/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
+} from '../../src/abi/xen.js';
+import { layoutFor } from '../../src/abi/layout.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { mmuUpdate, mmuextOne, updateVaMapping } from '../arch/xen/hypercall.js';
 import type { Vcpu } from '../vcpu.js';
-import type { ProgramHandler } from './index.js';
+import type { ProgramHandler } from './types.js';
 
 const P = _PAGE_PRESENT,
   RW = _PAGE_RW,

@@ -2,9 +2,8 @@
  * The registry of guest programs a vCPU worker can run, and the `ping` program.
  *
  * A program is a function (cpu, params) -> handler, loaded lazily so a worker only loads
- * the program it runs. Adding one is one line at the bottom of this file:
- *
- *     registerProgram('script', () => import('./script.js'));   // script.ts: export default
+ * the program it runs. Adding one is a name in src/abi/vcpu.ts's PROGRAM_NAMES and a line
+ * in PROGRAMS at the bottom of this file (the module's default export is the program).
  *
  * The handler serves the controller's requests ({id, op, ...}; the worker strips nothing
  * and replies {id, ok, value | error}). It runs with the vCPU RUNNING; an async handler
@@ -12,49 +11,18 @@
  * not wait for it. Throwing GuestPanic (guest/vcpu.ts) kills the vCPU and its domain;
  * any other error is reported to the request only.
  */
-import { MMUEXT_TLB_FLUSH_ALL, rcName } from '../../src/abi.js';
+import { MMUEXT_TLB_FLUSH_ALL, rcName } from '../../src/abi/xen.js';
 import { mmuextOne, schedOpYield, updateVaMapping } from '../arch/xen/hypercall.js';
 import { GuestPanic, type Vcpu } from '../vcpu.js';
+import { PROGRAM_NAMES, type ProgramName, type VcpuRequest } from '../../src/abi/vcpu.js';
+import type { GuestProgram, ProgramHandler, ProgramModule } from './types.js';
 
-/** A request from the controller. */
-export interface VcpuRequest {
-  id: number;
-  op: string;
-  [key: string]: unknown;
-}
-
-export type VcpuReply =
-  | { id: number; ok: true; value: unknown }
-  | { id: number; ok: false; error: string; name: string };
-
-/** What a worker tells its controller besides replies. */
-export type VcpuEvent = { event: 'ready' };
-
-export type ProgramHandler = (req: VcpuRequest) => unknown;
-export type GuestProgram = (cpu: Vcpu, params: unknown) => ProgramHandler | Promise<ProgramHandler>;
-export interface ProgramModule {
-  default: GuestProgram;
-}
-
-const registry = new Map<string, () => Promise<ProgramModule>>();
-
-/** Register a program under `name` (once). */
-export function registerProgram(name: string, load: () => Promise<ProgramModule>): void {
-  if (registry.has(name)) throw new Error(`guest program "${name}" is already registered`);
-  registry.set(name, load);
-}
-
-/** Load a program by name; throws with the registered names when there is none. */
+/** Load a program by name; throws with the known names when there is none. */
 export async function loadProgram(name: string): Promise<GuestProgram> {
-  const load = registry.get(name);
-  if (load === undefined) {
-    throw new TypeError(`unknown guest program "${name}"; registered: ${programNames().join(', ')}`);
+  if (!(PROGRAM_NAMES as readonly string[]).includes(name)) {
+    throw new TypeError(`unknown guest program "${name}"; registered: ${PROGRAM_NAMES.join(', ')}`);
   }
-  return (await load()).default;
-}
-
-export function programNames(): string[] {
-  return [...registry.keys()].sort();
+  return (await PROGRAMS[name as ProgramName]()).default;
 }
 
 /* ------------------------------------------------------------------- ping */
@@ -137,7 +105,10 @@ export function ping(cpu: Vcpu): ProgramHandler {
 
 /* --------------------------------------------------------------- registry */
 
-registerProgram('ping', async () => ({ default: ping }));
-registerProgram('script', () => import('./script.js'));
-registerProgram('bench', () => import('./bench.js'));
-registerProgram('kernel', () => import('./kernel.js'));
+/** Typed by the ABI's PROGRAM_NAMES, so the host's list and this one cannot drift apart. */
+const PROGRAMS: Record<ProgramName, () => Promise<ProgramModule>> = {
+  ping: async () => ({ default: ping }),
+  script: () => import('./script.js'),
+  bench: () => import('./bench.js'),
+  kernel: () => import('./kernel.js'),
+};

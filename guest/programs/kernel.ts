@@ -8,11 +8,11 @@
  *   stats                          -> counters, vmalloc/highmem/allocator numbers, messages
  */
 import type { Vcpu } from '../vcpu.js';
-import { Kernel, type KernelShared } from '../kernel/kernel.js';
-import type { KernelConfig } from '../kernel/config.js';
+import { Kernel } from '../kernel/kernel.js';
+import type { KernelShared, KernelConfig } from '../../src/abi/kernel.js';
 import { resetScheduler, runWorkload, type Sched, type Workload } from '../workloads/driver.js';
 import { makeWorkload } from '../workloads/index.js';
-import type { ProgramHandler } from './index.js';
+import type { ProgramHandler } from './types.js';
 
 export interface KernelParams {
   cfg: KernelConfig;

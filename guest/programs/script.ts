@@ -9,9 +9,10 @@
  *   store {va, lo, hi}                           -> {} | {fault}
  *   set_baseptr {mfn}                            after a successful NEW_BASEPTR
  */
-import { S_DATA_WORDS } from '../../src/layout.js';
+import { S_DATA_WORDS } from '../../src/abi/layout.js';
 import type { Vcpu } from '../vcpu.js';
-import type { ProgramHandler, VcpuRequest } from './index.js';
+import type { ProgramHandler } from './types.js';
+import type { VcpuRequest } from '../../src/abi/vcpu.js';
 
 function words(req: VcpuRequest, key: string, max: number): number[] {
   const v = req[key];

@@ -10,9 +10,10 @@
  * Virtual time: one step is one millisecond of guest time (HZ = 100: a tick per ten
  * steps), counted globally, so timers such as xfsbufd's fire at the same step every run.
  */
-import { Rng } from '../../src/random.js';
+import { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { C_OPS, COUNTERS_BASE, H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
+import { H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
+import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
 
 export type Sched = 'parallel' | 'det';
 export const STEPS_PER_TICK = 10;

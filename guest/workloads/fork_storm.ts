@@ -3,7 +3,7 @@
  * page-table churn (pgd_alloc, pin at first run, unpin at exit, pages back on the hot
  * lists) that meets whatever stray alias the rest of the kernel left behind.
  */
-import type { Rng } from '../../src/random.js';
+import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { doExit, doFork, runTask, taskCreate } from '../mm/memory.js';
 import { MAX_USER_PAGES } from '../kernel/state.js';

@@ -1,5 +1,6 @@
 /*
- * The workloads a guest kernel can run, by name (`pvmmu run WORKLOAD`).
+ * The workloads a guest kernel can run, by name (`pvmmu run WORKLOAD`); the names and
+ * their summaries are in src/abi/kernel.ts, where the host reads them.
  */
 import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
@@ -8,27 +9,23 @@ import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
-import type { Strategy } from '../kernel/config.js';
+import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
 
-export const WORKLOADS: Record<string, { summary: string; make(opts: Record<string, unknown>): Workload }> = {
+/** How each workload of src/abi/kernel.ts's WORKLOAD_NAMES is made from its options. */
+const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Workload }> = {
   'fork-storm': {
-    summary: 'exec, fork, run and exit tasks on every vCPU: page-table allocation, pinning and unpinning',
     make: (o) => new ForkStorm(typeof o.pagesPerTask === 'number' ? o.pagesPerTask : 4),
   },
   'xfs-dirscan': {
-    summary: 'find over a large XFS directory, caches dropped between passes, while tasks fork, exec and exit',
     make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'scan' }),
   },
   'log-recovery': {
-    summary: 'XFS mount (log recovery vmaps, iclogs stay mapped) and unmount, again and again, beside fork/exit',
     make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'log' }),
   },
   mixed: {
-    summary: 'directory scans, log recovery, page-cache reads through kmap and fork/exec/exit together',
     make: (o) => new XfsWorkload({ ...xfsOpts(o), mode: 'mixed' }),
   },
   'stray-write': {
-    summary: 'a hostile guest writes through a stale XFS vmap into a page table to reach another domain',
     make: (o) =>
       new StrayWrite({
         ...xfsOpts(o),
@@ -37,7 +34,6 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
       }),
   },
   'vmap-cycle': {
-    summary: 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
     make: (o) =>
       new VmapCycle(
         (o.strategy ?? 'lazy') as Strategy,
@@ -46,11 +42,9 @@ export const WORKLOADS: Record<string, { summary: string; make(opts: Record<stri
       ),
   },
   'truncate-race': {
-    summary: 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
     make: (o) => new TruncateRace(o.lockPage !== false),
   },
   'kmap-churn': {
-    summary: 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
     make: () => new KmapChurn(),
   },
 };
@@ -70,7 +64,7 @@ function xfsOpts(o: Record<string, unknown>): {
 }
 
 export function makeWorkload(name: string, opts: Record<string, unknown>): Workload {
-  const w = WORKLOADS[name];
-  if (!w) throw new RangeError(`unknown workload "${name}" (workloads: ${Object.keys(WORKLOADS).join(', ')})`);
-  return w.make(opts);
+  if (!(WORKLOAD_NAMES as readonly string[]).includes(name))
+    throw new RangeError(`unknown workload "${name}" (workloads: ${WORKLOAD_NAMES.join(', ')})`);
+  return WORKLOADS[name as WorkloadName].make(opts);
 }

@@ -4,7 +4,7 @@
  * vCPU; its leftover kmap alias makes Xen refuse the pin unless kmap_flush_unused()
  * runs first (the --kmap-flush switch).
  */
-import type { Rng } from '../../src/random.js';
+import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { readAndDropPages } from '../mm/filemap.js';
 import type { Workload } from './driver.js';

@@ -10,9 +10,9 @@
  * only for this demonstration) the pin succeeds, the write lands in a live L1, and the
  * guest reads the other domain's data -- which the isolation check then reports.
  */
-import { _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, MMUEXT_NEW_BASEPTR } from '../../src/abi.js';
-import { pteHi, pteLo } from '../../src/pte.js';
-import type { Rng } from '../../src/random.js';
+import { _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, MMUEXT_NEW_BASEPTR } from '../../src/abi/xen.js';
+import { pteHi, pteLo } from '../../src/abi/pte.js';
+import type { Rng } from '../lib/random.js';
 import { mmuextOne } from '../arch/xen/hypercall.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PGD, T_PTE, T_STATE, TASK_PINNED } from '../kernel/state.js';

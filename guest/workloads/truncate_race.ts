@@ -6,7 +6,7 @@
  * leaves the page cache while mapped (the kernel BUG) and the pte is an orphan.
  * Runs under the det scheduler only (steps are the unit of atomicity here).
  */
-import type { Rng } from '../../src/random.js';
+import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { doExit, runTask, taskCreate } from '../mm/memory.js';
 import { FILE_PAGES, FileMapping } from '../mm/truncate.js';

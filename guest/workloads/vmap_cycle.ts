@@ -7,7 +7,7 @@
  * list changes when purges happen, not how much each costs).
  */
 import type { Kernel } from '../kernel/kernel.js';
-import type { Strategy } from '../kernel/config.js';
+import type { Strategy } from '../../src/abi/kernel.js';
 import { xfsMount } from '../fs/xfs/mount.js';
 import type { XfsBufCache } from '../fs/xfs/xfs_buf.js';
 import type { Workload } from './driver.js';

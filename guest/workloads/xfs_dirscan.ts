@@ -5,9 +5,9 @@
  * page tables made on vCPU 0 are those pages; under the 2007 code their lazy vmap alias
  * is still there when Xen is asked to pin them.
  */
-import type { Rng } from '../../src/random.js';
+import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import type { Strategy } from '../kernel/config.js';
+import type { Strategy } from '../../src/abi/kernel.js';
 import type { DirectoryImage } from '../fs/xfs/backing.js';
 import { scanBlocks, xfsMount } from '../fs/xfs/mount.js';
 import type { XfsBufCache } from '../fs/xfs/xfs_buf.js';

@@ -17,7 +17,7 @@ import {
   __HYPERVISOR_mmuext_op,
   __HYPERVISOR_multicall,
   __HYPERVISOR_update_va_mapping,
-} from '../abi.js';
+} from '../abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
   MC_ARGS,
@@ -26,8 +26,8 @@ import {
   MC_RESULT,
   MMU_REQ_WORDS,
   MMUEXT_OP_WORDS,
-} from '../layout.js';
-import { entryMaddrHi, entryMaddrLo, fromBigInt, pteHi, pteLo } from '../pte.js';
+} from '../abi/layout.js';
+import { entryMaddrHi, entryMaddrLo, fromBigInt, pteHi, pteLo } from '../abi/pte.js';
 import type { Addr, Entry, ExtOp, MmuReq, Step } from './schema.js';
 
 /** What the runner knows about names: frames (mfn), VAs. */

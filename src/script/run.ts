@@ -3,11 +3,11 @@
  * every (domain, vCPU) the script uses, run the steps in order, check each expectation
  * against the hypervisor's answer and log, and finish with the auditor.
  */
-import { rcName } from '../abi.js';
-import { canonicalVa, layoutFor } from '../layout.js';
-import { fromBigInt, hex64, toBigInt } from '../pte.js';
+import { rcName } from '../abi/xen.js';
+import { canonicalVa, layoutFor } from '../abi/layout.js';
+import { fromBigInt, hex64, toBigInt } from '../abi/pte.js';
 import { Machine, type VcpuHandle } from '../machine.js';
-import type { AuditReport, DomainInfo, XenStats } from '../../hypervisor/types.js';
+import type { AuditReport, DomainInfo, XenStats } from '../abi/control.js';
 import { encodeCall, encodeEntry, type Resolver } from './encode.js';
 import type { Addr, Script, Step } from './schema.js';
 

@@ -7,8 +7,8 @@
  *     "domains": [ { "name": "A", "frames": 256, "vcpus": 1 } ],   (default: one domain "A")
  *     "steps": [ STEP, ... ] }
  */
-import { ERRNO_BY_NAME, MMUEXT_BY_NAME, PAGING_MODES, type PagingMode } from '../abi.js';
-import { parseFlags } from '../pte.js';
+import { ERRNO_BY_NAME, MMUEXT_BY_NAME, PAGING_MODES, type PagingMode } from '../abi/xen.js';
+import { parseFlags } from '../abi/pte.js';
 
 export type Ref = string;
 export type Entry = { raw: bigint } | { frame: Ref; flags: number; nx: boolean };

@@ -24,9 +24,9 @@ import {
   _PAGE_RW,
   _PAGE_USER,
   type PagingMode,
-} from '../../src/abi.js';
-import { layoutFor } from '../../src/layout.js';
-import { pteHi, pteLo } from '../../src/pte.js';
+} from '../../src/abi/xen.js';
+import { layoutFor } from '../../src/abi/layout.js';
+import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { type Call, type Dom, XenBox } from '../helpers/xenbox.js';
 
 const RUNS = Number(process.env.PVMMU_FUZZ_RUNS ?? 40);

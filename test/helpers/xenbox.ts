@@ -4,7 +4,7 @@
  * hypervisor serve each request at once (no threads), so rule tests are fast and
  * deterministic and exercise the same encoding a guest kernel uses.
  */
-import { DOMID_SELF, MMUEXT_PIN_L1_TABLE, _PAGE_ACCESSED, _PAGE_PRESENT, type PagingMode } from '../../src/abi.js';
+import { DOMID_SELF, MMUEXT_PIN_L1_TABLE, _PAGE_ACCESSED, _PAGE_PRESENT, type PagingMode } from '../../src/abi/xen.js';
 import {
   MMU_REQ_WORDS,
   MMUEXT_OP_WORDS,
@@ -18,12 +18,12 @@ import {
   layoutFor,
   slotBase,
   transportBytes,
-} from '../../src/layout.js';
+} from '../../src/abi/layout.js';
 import { MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../../guest/arch/xen/hypercall.js';
 import type { Vcpu } from '../../guest/vcpu.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/pte.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { Xen } from '../../hypervisor/xen.js';
-import type { DomainInfo } from '../../hypervisor/types.js';
+import type { DomainInfo } from '../../src/abi/control.js';
 
 export type Req = [mfn: number, index: number, lo: number, hi: number, cmd?: number];
 export interface ExtOp {

@@ -37,9 +37,9 @@ import {
   _PAGE_RW,
   _PAGE_USER,
   __HYPERVISOR_mmu_update,
-} from '../../src/abi.js';
-import { RS_FLUSH_PENDING, S_RUNSTATE, slotBase, vaIndex, layoutFor, PAE_XEN_L2_FIRST } from '../../src/layout.js';
-import { pteHi, pteLo } from '../../src/pte.js';
+} from '../../src/abi/xen.js';
+import { RS_FLUSH_PENDING, S_RUNSTATE, slotBase, vaIndex, layoutFor, PAE_XEN_L2_FIRST } from '../../src/abi/layout.js';
+import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 
 const P = _PAGE_PRESENT,

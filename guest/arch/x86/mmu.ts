@@ -29,8 +29,15 @@
  * throws when the TLB holds a frame or a right the tables no longer give -- either a TLB
  * bug or a flush that was never delivered (a guest touching a stale mapping).
  */
-import type { PagingMode } from '../../../src/abi.js';
-import { FRAME_WORDS, PAGE_SIZE, _PAGE_PRESENT, _PAGE_PSE, _PAGE_RW, _PAGE_USER } from '../../../src/abi.js';
+import {
+  type PagingMode,
+  FRAME_WORDS,
+  PAGE_SIZE,
+  _PAGE_PRESENT,
+  _PAGE_PSE,
+  _PAGE_RW,
+  _PAGE_USER,
+} from '../../../src/abi/xen.js';
 import {
   RS_FLUSH_PENDING,
   S_FLUSHES,
@@ -39,7 +46,7 @@ import {
   S_RUNSTATE,
   slotBase,
   vaIndex,
-} from '../../../src/layout.js';
+} from '../../../src/abi/layout.js';
 
 /* The value bits line up with the PTE's P, RW and US so the walk can AND them in. */
 export const TLB_VALID = _PAGE_PRESENT;

@@ -37,7 +37,7 @@ import {
   __HYPERVISOR_multicall,
   __HYPERVISOR_sched_op,
   __HYPERVISOR_update_va_mapping,
-} from '../../../src/abi.js';
+} from '../../../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
   MC_ARGS,
@@ -49,7 +49,7 @@ import {
   MMU_REQ_WORDS,
   S_DATA_WORDS,
   vaHiWord,
-} from '../../../src/layout.js';
+} from '../../../src/abi/layout.js';
 import type { Vcpu } from '../../vcpu.js';
 
 export const SCHEDOP_yield = 0;

@@ -6,12 +6,12 @@
  * are mmuext ops: flush_tlb_kernel_range is a flush of every vCPU of the domain -- the
  * shootdown whose cost the benchmarks measure -- and a local invlpg stays local.
  */
-import { MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, _PAGE_PRESENT, rcName } from '../../../src/abi.js';
-import { type VirtualLayout, layoutFor, vaHiWord, vaIndex } from '../../../src/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../../src/pte.js';
+import { MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, _PAGE_PRESENT, rcName } from '../../../src/abi/xen.js';
+import { type VirtualLayout, layoutFor, vaHiWord, vaIndex } from '../../../src/abi/layout.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../../src/abi/pte.js';
 import type { KernelPageTables } from '../../mm/kernel_pt.js';
 import type { Vcpu } from '../../vcpu.js';
-import { TN, type TraceBuffer, traceNowUs } from '../../../src/trace.js';
+import { TN, type TraceBuffer, traceNowUs } from '../../../src/abi/trace.js';
 import { mmuUpdate, mmuextOne } from './hypercall.js';
 
 /** Requests per batched mmu_update (Linux: 4 KiB of multicall argument space). */

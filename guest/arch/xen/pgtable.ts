@@ -16,12 +16,12 @@ import {
   MMUEXT_UNPIN_TABLE,
   UVMF_TLB_FLUSH,
   __HYPERVISOR_mmuext_op,
-} from '../../../src/abi.js';
+} from '../../../src/abi/xen.js';
 import type { Kernel } from '../../kernel/kernel.js';
 import { unmapAliasesBeforePin } from '../../kernel/config.js';
-import { C_MC_FAILURES, C_PIN_FAILURES, C_PIN_TRACED, C_PINS } from '../../kernel/state.js';
+import { C_MC_FAILURES, C_PIN_FAILURES, C_PIN_TRACED, C_PINS } from '../../../src/abi/kernel.js';
 import { MulticallBatch, type MulticallResult } from './hypercall.js';
-import { TN, traceNowUs } from '../../../src/trace.js';
+import { TN, traceNowUs } from '../../../src/abi/trace.js';
 
 const ext = new Uint32Array(6);
 

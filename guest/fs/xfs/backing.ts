@@ -28,8 +28,8 @@
  * entries + checksum) ~0.10 ms, of a 4 KiB block ~7 us; verifyBlock of a 64 KiB block
  * ~32 us, of which dirChecksum ~18 us. test/backing.test.ts asserts < 1 ms per 64 KiB block.
  */
-import { PAGE_SIZE } from '../../../src/abi.js';
-import { Rng } from '../../../src/random.js';
+import { PAGE_SIZE } from '../../../src/abi/xen.js';
+import { Rng } from '../../lib/random.js';
 
 export const XFS_DIR2_BLOCK_MAGIC = 0x58443242;
 /** Directory block sizes XFS accepts with 4 KiB pages: 1, 2, 4, 8 or 16 pages. */

@@ -1,8 +1,8 @@
 import type { Kernel } from '../../kernel/kernel.js';
-import { C_OPS, COUNTERS_BASE } from '../../kernel/state.js';
+import { C_OPS, COUNTERS_BASE } from '../../../src/abi/kernel.js';
 import { STEPS_PER_TICK } from '../../workloads/driver.js';
 import { DirectoryImage } from './backing.js';
-import { TN, traceNowUs } from '../../../src/trace.js';
+import { TN, traceNowUs } from '../../../src/abi/trace.js';
 import { type XfsBufStrategy, type XfsDeps, XfsBufCache } from './xfs_buf.js';
 
 export interface XfsMountOptions {

@@ -57,7 +57,7 @@
  *    for their memory, so the allocation (and its GFP_NOWAIT failure) is real.
  *  - The "disk" is a DirectoryImage (backing.ts); a delayed write is checked, not stored.
  */
-import { EINVAL, ENOMEM, PAGE_SIZE } from '../../../src/abi.js';
+import { EINVAL, ENOMEM, PAGE_SIZE } from '../../../src/abi/xen.js';
 import { GFP_NOFS, GFP_NOWAIT } from '../../mm/page_alloc.js';
 import type { DirectoryImage } from './backing.js';
 

@@ -23,8 +23,8 @@
  * free_address) when its step ends. A mismatch anywhere is a corruption error through the
  * buffer cache's counter and printk, and recovery fails with -EFSCORRUPTED.
  */
-import { EBUSY, PAGE_SIZE } from '../../../src/abi.js';
-import { fmix32 } from '../../../src/random.js';
+import { EBUSY, PAGE_SIZE } from '../../../src/abi/xen.js';
+import { fmix32 } from '../../lib/random.js';
 import { XFS_BUF_MAX_PAGES, type XfsBufCache } from './xfs_buf.js';
 import { rd32, wr32 } from './backing.js';
 

@@ -7,7 +7,7 @@
  *  - the transport: a small header and one request slot per vCPU.
  * The frame table and M2P are NOT shared: they live in the hypervisor thread only.
  */
-import { PAGE_SIZE, type PagingMode } from './abi.js';
+import { PAGE_SIZE, type PagingMode } from './xen.js';
 
 /* ------------------------------------------------------------ the transport */
 

@@ -1,8 +1,11 @@
 /*
- * What the hypervisor tells its controller: domain descriptions, statistics, audit
- * results and log records. Plain data, safe to postMessage.
+ * The hypervisor's control port: what the host (the toolstack, in Xen's terms: domctl and
+ * sysctl) and the hypervisor thread say to each other -- how a domain is asked for, what
+ * the domain builder leaves behind (start_info), statistics, audit results and log
+ * records. Plain data, safe to postMessage.
  */
-import type { PagingMode } from '../src/abi.js';
+import type { MessagePort } from 'node:worker_threads';
+import type { PagingMode } from './xen.js';
 
 /** How a hypervisor is made: machine memory, the transport, the paging mode. */
 export interface XenOptions {
@@ -94,3 +97,33 @@ export interface AuditReport {
   /** Isolation: page-table entries of a domain that reach another domain's frame. */
   isolationViolations: number;
 }
+
+/** What the controller passes as workerData (the port in the transfer list). */
+export interface XenThreadData {
+  paging: PagingMode;
+  frames: number;
+  mem: SharedArrayBuffer;
+  transport: SharedArrayBuffer;
+  maxSlots: number;
+  enforce: boolean;
+  port: MessagePort;
+}
+
+/** Control requests; each is answered by one XenControlReply with the same id. */
+export type XenControlRequest =
+  | { id: number; op: 'createDomain'; cfg: DomainConfig } /** -> DomainInfo */
+  | { id: number; op: 'destroyDomain'; domid: number } /** -> undefined */
+  | { id: number; op: 'audit' } /** -> AuditReport */
+  | { id: number; op: 'stats' } /** -> XenStats */
+  | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
+  | { id: number; op: 'freeFrames' } /** -> number */
+  | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */
+
+export type XenControlReply =
+  | { id: number; ok: true; value: unknown }
+  | { id: number; ok: false; error: string; name: string };
+
+/** Messages the thread sends unasked. */
+export type XenThreadEvent =
+  | { event: 'ready' }
+  | { event: 'bug'; slot: number; message: string }; /** serveSlot threw */

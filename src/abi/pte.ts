@@ -1,7 +1,7 @@
 /*
  * Page-table entry encode/decode on (lo, hi) word pairs. No BigInt on these paths.
  */
-import { PTE_ADDR_HI, PTE_FLAG_NAMES, _PAGE_NX_HI } from './abi.js';
+import { PTE_ADDR_HI, PTE_FLAG_NAMES, _PAGE_NX_HI } from './xen.js';
 
 /** Machine frame number of an entry. */
 export function pteMfn(lo: number, hi: number): number {

@@ -1,0 +1,95 @@
+/*
+ * What the host may know of a guest kernel, and all it may know: the configuration it
+ * boots with (plain data, sent in workerData), the shared buffers it hands its other
+ * vCPUs, the event counters it publishes in its state page (the host reads them for
+ * progress and summaries), and the names and one-line summaries of the workloads it can
+ * run. The host never imports guest code: guest/workloads/index.ts is typed by
+ * WORKLOAD_NAMES, so the two lists cannot drift apart.
+ */
+
+/** How stray vmap aliases are dealt with (the subject of the benchmarks). */
+export type Strategy = 'lazy' | 'eager' | 'vmap-pages' | 'unmap-aliases';
+export const STRATEGIES: readonly Strategy[] = ['lazy', 'eager', 'vmap-pages', 'unmap-aliases'];
+
+export interface KernelConfig {
+  strategy: Strategy;
+  /** Call kmap_flush_unused() before pinning (Linux 2.6.24's HIGHPTE fix). */
+  kmapFlush: boolean;
+  /** pae only: user PTE pages come from highmem (CONFIG_HIGHPTE). */
+  highpte: boolean;
+  /** Bytes of vmalloc space (the kernel page tables for it are made at boot). */
+  vmallocBytes: number;
+  /** Seed for everything random in the guest. */
+  seed: number;
+  /** Number of vCPUs (num_online_cpus). */
+  vcpus: number;
+  /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
+  trace?: boolean;
+}
+
+/** The buffers the boot vCPU made, handed to the others (and to the host, read-only). */
+export interface KernelShared {
+  pages: SharedArrayBuffer;
+  slab: SharedArrayBuffer;
+  vmalloc: SharedArrayBuffer;
+  highmem: SharedArrayBuffer | null;
+  kern: SharedArrayBuffer;
+  /** First and last (exclusive) vmalloc address the kernel built page tables for. */
+  vmallocStart: number;
+  vmallocEnd: number;
+}
+
+/*
+ * The kernel state page (guest/kernel/state.ts lays out the rest): event counters every
+ * vCPU adds to, at word COUNTERS_BASE + C_name.
+ */
+/** Word index of counter 0 in the kernel state page (counter c is at COUNTERS_BASE + c). */
+export const COUNTERS_BASE = 16;
+/* Counters (Atomics.add). */
+export const C_PINS = 0;
+export const C_PIN_FAILURES = 1;
+export const C_FORKS = 2;
+export const C_EXITS = 3;
+export const C_FAULTS = 4;
+export const C_TASKS_KILLED = 5;
+export const C_MC_FAILURES = 6;
+export const C_CTX_SWITCHES = 7;
+export const C_DATA_ERRORS = 8;
+export const C_OPS = 9;
+export const C_PT_PAGES = 10;
+export const C_UPDATE_FAILURES = 11;
+/** Refused pins with a page-table page that a known stray alias still maps writable. */
+export const C_PIN_TRACED = 12;
+/** Page-table pages handed out while a stray alias still mapped them. */
+export const C_PT_ALIASED = 13;
+export const NR_COUNTERS = 16;
+export const COUNTER_NAMES = [
+  'pins',
+  'pinFailures',
+  'forks',
+  'exits',
+  'faults',
+  'tasksKilled',
+  'multicallFailures',
+  'contextSwitches',
+  'dataErrors',
+  'ops',
+  'ptPages',
+  'updateFailures',
+  'pinsTraced',
+  'ptPagesAliased',
+] as const;
+
+/** The workloads `pvmmu run` knows, each with its one-line summary (guest/workloads/ has them). */
+export const WORKLOAD_SUMMARIES = {
+  'fork-storm': 'exec, fork, run and exit tasks on every vCPU: page-table allocation, pinning and unpinning',
+  'xfs-dirscan': 'find over a large XFS directory, caches dropped between passes, while tasks fork, exec and exit',
+  'log-recovery': 'XFS mount (log recovery vmaps, iclogs stay mapped) and unmount, again and again, beside fork/exit',
+  mixed: 'directory scans, log recovery, page-cache reads through kmap and fork/exec/exit together',
+  'stray-write': 'a hostile guest writes through a stale XFS vmap into a page table to reach another domain',
+  'vmap-cycle': 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
+  'truncate-race': 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
+  'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
+} as const satisfies Record<string, string>;
+export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
+export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SUMMARIES) as WorkloadName[];
