@@ -32,6 +32,10 @@ export const S_RUNSTATE = 3; /** RS_RUNNING | RS_FLUSH_PENDING (see below) */
 export const S_FLUSHES = 4; /** TLB flushes this vCPU has serviced (written by the vCPU) */
 export const S_IPIS = 5; /** flushes that reached it while running (it had to ack) */
 export const S_ARGS = 8; /** 6 arguments, each as (lo, hi) words: 12 words */
+/*
+ * Words 6-7 and 20-31 are free. Work in progress keeps to its own range: 6-7 the transport's
+ * wait policy, 20-23 the virtual clock, 24-27 recording, 28-31 fault injection.
+ */
 export const S_HEADER_WORDS = 32;
 /**
  * The data area: where a guest puts the arrays its hypercall points to (mmu_update
