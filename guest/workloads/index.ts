@@ -54,12 +54,30 @@ function xfsOpts(o: Record<string, unknown>): {
   seed: number;
   files: number;
   dirBlockBytes: number;
+  entryBytes?: number;
+  nameLen?: number;
+  purgeThreshold?: number;
+  xfsbufdPeriod?: number;
+  shrinkEvery?: number;
 } {
+  const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+  const extra: Record<string, number> = {};
+  for (const [from, to] of [
+    ['dirEntryBytes', 'entryBytes'],
+    ['nameLen', 'nameLen'],
+    ['purgeThreshold', 'purgeThreshold'],
+    ['xfsbufdPeriod', 'xfsbufdPeriod'],
+    ['shrinkEvery', 'shrinkEvery'],
+  ] as const) {
+    const v = num(o[from]);
+    if (v !== undefined) extra[to] = v;
+  }
   return {
     strategy: (o.strategy ?? 'lazy') as Strategy,
     seed: typeof o.seed === 'number' ? o.seed : 1,
     files: typeof o.files === 'number' ? o.files : 20000,
     dirBlockBytes: typeof o.dirBlockBytes === 'number' ? o.dirBlockBytes : 65536,
+    ...extra,
   };
 }
 

@@ -25,6 +25,8 @@ export interface KernelConfig {
   vcpus: number;
   /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
   trace?: boolean;
+  /** unmap-aliases: vm_unmap_aliases() before pinning (Jeremy's 2008 call; default true). */
+  aliasesBeforePin?: boolean;
 }
 
 /** The buffers the boot vCPU made, handed to the others (and to the host, read-only). */
