@@ -99,7 +99,7 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
 }
 
 /** The workloads that mount XFS (the geometry and purge options are theirs). */
-const XFS_WORKLOADS = ['xfs-dirscan', 'log-recovery', 'mixed', 'stray-write', 'pat-alias'];
+const XFS_WORKLOADS = ['xfs-dirscan', 'log-recovery', 'mixed', 'pat-alias'];
 
 /** --aliases-before-pin and the XFS thread's geometry and purge options, into o. */
 function xfsOptionsFrom(values: RunValues, workload: string, o: RunOptions): void {

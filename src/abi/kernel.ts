@@ -64,6 +64,8 @@ export const C_UPDATE_FAILURES = 11;
 export const C_PIN_TRACED = 12;
 /** Page-table pages handed out while a stray alias still mapped them. */
 export const C_PT_ALIASED = 13;
+/** set_memory_uc refused by the memtype tracker: a write-back alias of the page remained (pat-alias). */
+export const C_MEMTYPE_CONFLICTS = 18;
 /*
  * Counters 14..31 are free. Work in progress keeps to its own range so that parallel
  * branches do not take the same index: 14-17 the seed-bug workloads, 18-21 the XFS
@@ -97,6 +99,8 @@ export const WORKLOAD_SUMMARIES = {
   'vmap-cycle': 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
   'truncate-race': 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
+  'pat-alias':
+    "a driver makes freed XFS buffer pages uncached (set_memory_uc) under a stale write-back vmap: Andi Kleen's case",
 } as const satisfies Record<string, string>;
 export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
 export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SUMMARIES) as WorkloadName[];
