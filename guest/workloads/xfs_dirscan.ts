@@ -109,10 +109,11 @@ export class XfsWorkload implements Workload {
     }
     const r = rng.nextInt(10);
     if (this.o.mode === 'log' && r < 2) {
-      // godown, umount, mount (xfstests' shutdown tests): the iclogs go on the a_list, no
-      // unmount record is written, and the mount after this unclean shutdown runs log
-      // recovery, whose vmapped buffers it frees last.
-      this.#log!.xfsForceShutdown();
+      // r = 1: godown, umount, mount (xfstests' shutdown tests): no unmount record is
+      // written, and the mount after this unclean shutdown replays the log. r = 0: a clean
+      // umount and mount, which only finds the head and the unmount record before it. Either
+      // way the iclogs go on the a_list, and the mount frees its recovery buffers last.
+      if (r === 1) this.#log!.xfsForceShutdown();
       this.#log!.xfsLogUnmount();
       this.#mount();
     } else if (this.o.mode === 'mixed' && r === 9) {
@@ -169,6 +170,18 @@ export class XfsWorkload implements Workload {
       xfsbufdWakeups: s.xfsbufdWakeups,
       bufferEvictions: s.evictions,
       dirBlocks: this.#image?.nblocks ?? 0,
+      ...(this.#log ? this.#logStats() : {}),
+    };
+  }
+
+  #logStats(): Record<string, number> {
+    const l = this.#log!.stats();
+    return {
+      logDirtyMounts: l.dirtyMounts,
+      logCleanMounts: l.cleanMounts,
+      logShutdowns: l.shutdowns,
+      logRecordsReplayed: l.recordsReplayed,
+      logRecoveryVmaps: l.recoveryVmaps,
     };
   }
 }
