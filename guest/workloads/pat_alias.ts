@@ -29,6 +29,8 @@ export interface PatAliasOptions {
   nameLen?: number;
   purgeThreshold?: number;
   xfsbufdPeriod?: number;
+  /** Every N of vCPU 0's steps, shrink_slab as kswapd would run it (0: never). */
+  shrinkEvery?: number;
 }
 
 /** Pages the driver keeps uncached at most (an AGP aperture's worth, scaled down). */
@@ -49,6 +51,7 @@ export class PatAlias implements Workload {
   #agpPages = 0;
   #ucRefused = 0;
   #wbBack = 0;
+  #steps = 0;
 
   constructor(o: PatAliasOptions) {
     this.o = o;
@@ -95,6 +98,8 @@ export class PatAlias implements Workload {
     const cache = this.#cache;
     if (cache === null) return;
     cache.xfsBufTimer();
+    const every = this.o.shrinkEvery ?? 0;
+    if (every > 0 && ++this.#steps % every === 0) k.pa.shrinkSlab(GFP_KERNEL, k.id);
     const r = rng.nextInt(10);
     if (r < 5) {
       const res = scanBlocks(cache, this.#image!, this.#cursor, 4);
