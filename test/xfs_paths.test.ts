@@ -11,6 +11,7 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEFAULT_RUN, type RunOptions, type RunResult, runOnce } from '../src/run.js';
+import { verdict } from '../src/summary.js';
 import type { Strategy } from '../src/abi/kernel.js';
 import {
   _PAGE_CACHE_UC_MINUS,
@@ -136,6 +137,9 @@ describe("pat-alias: Andi Kleen's attribute alias (2007-10-15 09:36)", () => {
       /^reserve_memtype failed 0x[0-9a-f]+-0x[0-9a-f]+, track uncached-minus, req uncached-minus$/m,
     );
     expect(reports).toMatch(/XFS a_list entry [0-9a-f]+ \(block \d+\) still maps it writable/);
+    expect(verdict(s)).toMatch(
+      /attribute alias SHOWED UP: [\d,]+ set_memory_uc calls met a page still mapped write-back/,
+    );
     clean(s);
   });
 
@@ -148,6 +152,7 @@ describe("pat-alias: Andi Kleen's attribute alias (2007-10-15 09:36)", () => {
       expect(w.memtypeReserved).toBe(w.agpPages);
       // unmap-aliases owes it to change_page_attr's vm_unmap_aliases(), once per set_memory_uc.
       expect(w.cpaAliasFlushes).toBe(strategy === 'unmap-aliases' ? w.agpPages : 0);
+      expect(verdict(s)).toMatch(/attribute alias did not show up/);
       clean(s);
     });
   }
