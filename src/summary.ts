@@ -300,7 +300,11 @@ export function formatSummary(s: RunSummary): string {
   rows.push(['lazy mappings peak', `${plural(s.lazyPeakPages, 'page')} held (${pagesToMiB(s.lazyPeakPages)})`]);
   rows.push([
     'data checksum errors',
-    s.dataErrors === 0 ? '0' : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
+    s.dataErrors === 0
+      ? '0'
+      : WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree
+        ? `${group(s.dataErrors)} (reads of data that is not what was written)`
+        : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
   ]);
   rows.push(['leaked frames', group(s.leakedFrames)]);
   const problems = s.auditProblems ?? [];

@@ -44,7 +44,7 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
       ),
   },
   'truncate-race': {
-    make: (o) => new TruncateRace(o.lockPage !== false),
+    make: (o) => new TruncateRace({ lockPage: o.lockPage !== false, invalidate: o.invalidate !== false }),
   },
   'kmap-churn': {
     make: () => new KmapChurn(),
