@@ -15,6 +15,7 @@ import type { XenLogRecord } from './abi/control.js';
 import {
   DCACHE_KINDS,
   type DcacheKind,
+  GUEST_REPORT_KINDS,
   GUEST_REPORT_KIND_NAMES,
   type GuestReport,
   type GuestReportKind,
@@ -105,9 +106,6 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--seed must be a non-negative integer, got ${o.seed}`);
   if (o.sched !== 'parallel' && o.sched !== 'det')
     throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
-  const scheds = WORKLOAD_NEEDS[o.workload as WorkloadName]?.scheds;
-  if (scheds !== undefined && !scheds.includes(o.sched))
-    throw new RangeError(`${o.workload} runs under --sched ${scheds.join(' or ')} only`);
   if (o.dcache !== undefined && !DCACHE_KINDS.includes(o.dcache))
     throw new RangeError(`--dcache must be one of ${DCACHE_KINDS.join(', ')}, got "${o.dcache}"`);
 }
@@ -126,12 +124,18 @@ const LOG_KEEP = 20;
 /** Reports kept in a summary, and the report lines shown as guestReports. */
 const REPORTS_KEEP = 24;
 const GUEST_REPORT_LINES = 80;
+/** Informational reports (hypercall failures, data checks, warnings) fill no more than this. */
+const GUEST_INFO_LINES = 12;
 
-/** The lines of the first reports, whole reports only, up to GUEST_REPORT_LINES (at least one report). */
+/**
+ * The lines of the first reports, whole reports only: bug reports up to GUEST_REPORT_LINES
+ * in all, informational ones only while the total is within GUEST_INFO_LINES.
+ */
 function reportLines(reports: GuestReport[]): string[] {
   const out: string[] = [];
   for (const r of reports) {
-    if (out.length > 0 && out.length + r.lines.length > GUEST_REPORT_LINES) break;
+    const limit = GUEST_REPORT_KINDS[r.kind].bug ? GUEST_REPORT_LINES : GUEST_INFO_LINES;
+    if (out.length > 0 && out.length + r.lines.length > limit) continue;
     out.push(...r.lines);
   }
   return out;

@@ -336,9 +336,12 @@ export function formatSummary(s: RunSummary): string {
   if (s.guestReports.length > 0) {
     out.push('', 'Guest kernel reports:');
     for (const l of s.guestReports) out.push(`  ${l}`);
-    const total = Object.values(s.reportCounts ?? {}).reduce((a, b) => a + b, 0);
-    const shown = (s.reports ?? []).length;
-    if (total > shown) out.push(`  ... ${plural(total - shown, 'more report')} (counts by kind in --json)`);
+    const counts = GUEST_REPORT_KIND_NAMES.filter((k) => (s.reportCounts?.[k] ?? 0) > 0);
+    const total = counts.reduce((n, k) => n + s.reportCounts![k]!, 0);
+    if (total > 0)
+      out.push(
+        `  (${plural(total, 'report')} in all: ${counts.map((k) => `${k} ${group(s.reportCounts![k]!)}`).join(', ')})`,
+      );
   }
   out.push('', exitLine(s));
   return out.join('\n');

@@ -160,8 +160,6 @@ export const GUEST_REPORTS_KEPT = 32;
 export interface WorkloadNeeds {
   /** A second domain of this many frames whose first free frame holds a secret (seeded). */
   victimFrames?: number;
-  /** Schedulers it can run under (default both). */
-  scheds?: readonly ('det' | 'parallel')[];
   /** Not about the XFS unmap strategies: the report leaves --strategy out of its headline. */
   strategyFree?: boolean;
 }
