@@ -102,6 +102,16 @@ describe('alsa-mmap: Bad page state at free_hot_cold_page (ALSA, November 2005)'
     expect(s.leakedFrames).toBe(0);
   });
 
+  it('with HIGHPTE the zap reads the pte page through a read-only kmap_atomic: the same reports', async () => {
+    const hp = { highmemBytes: 16 * MiB, highpte: true };
+    const bad = (await runOnce(opts({ workload: 'alsa-mmap', ...hp, workloadOptions: { gfpComp: false } }))).summary;
+    expect(bad.reportCounts).toEqual({ bad_page: 3 });
+    expect(bad.leakedFrames).toBe(0);
+    const ok = (await runOnce(opts({ workload: 'alsa-mmap', ...hp, workloadOptions: { gfpComp: true } }))).summary;
+    expect(ok.reportCounts).toEqual({});
+    expect(ok.leakedFrames).toBe(0);
+  });
+
   it('with __GFP_COMP (the fix), the tails hand their references to the head: no report', async () => {
     const { summary: s } = await alsa(true, 3);
     expect(s.workloadStats!.faults).toBe(3 * ALSA_BUFFER_PAGES);
@@ -222,6 +232,13 @@ describe('truncate-race: the fault-vs-invalidate window (Nick Piggin, February 2
     expect(s.dataErrors).toBe(0);
     expect(s.reports).toEqual([]);
     expect(bugsShown(s)).toEqual([]);
+  });
+
+  it('with HIGHPTE (the tasks pte pages in highmem) the unmapping finds the ptes all the same', async () => {
+    const { summary: s } = await race({ highmemBytes: 16 * MiB, highpte: true }, { lockPage: true });
+    expect(s.workloadStats!.invalidates).toBeGreaterThan(50);
+    expect(s.reports).toEqual([]);
+    expect(s.leakedFrames).toBe(0);
   });
 
   it('runs under --sched parallel: with lock_page clean, and the audit agrees either way', async () => {

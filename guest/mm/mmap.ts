@@ -17,6 +17,7 @@ import { pteHi, pteLo } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { KM_PTE0 } from './highmem.js';
+import { PAGE_KERNEL_RO } from './kernel_pt.js';
 import { USER_BASE, pteAlloc, setEntry } from './memory.js';
 
 /** vm_operations_struct.nopage: the page to map at `index` with a reference taken, or -1 (SIGBUS). */
@@ -43,7 +44,8 @@ export function readEntry(k: Kernel, pfn: number, i: number): [lo: number, hi: n
     const lo = mmu.load64(k.lowmemVa(pfn) + i * 8);
     return lo < 0 ? [0, 0] : [lo, mmu.hi];
   }
-  const va = k.highmem!.kmapAtomic(pfn, KM_PTE0, k.id);
+  // Read-only, as xen_kmap_atomic_pte maps a pte page: Xen refuses a writable mapping of a pinned one.
+  const va = k.highmem!.kmapAtomic(pfn, KM_PTE0, k.id, PAGE_KERNEL_RO);
   const lo = mmu.load64(va + i * 8);
   const out: [number, number] = lo < 0 ? [0, 0] : [lo, mmu.hi];
   k.highmem!.kunmapAtomic(va, KM_PTE0, k.id);

@@ -119,11 +119,11 @@ export class FileMapping {
     this.#unlock();
   }
 
-  /** The pfn a present pte of task t maps at file index i, or -1 (the pte page read as memory). */
+  /** The pfn a present pte of task t maps at file index i, or -1 (the pte page read by its frame, highmem too). */
   #mapped(t: number, i: number): number {
     const k = this.#k;
     const pte = k.state.w[k.state.t(t, T_PTE)]!;
-    if (pte < 0 || k.isHighmem(pte)) return -1;
+    if (pte < 0) return -1;
     const w = k.kpt.pfnToMfn(pte) * 1024 + 2 * (FILE_SLOT0 + i);
     const lo = k.mem32[w]!;
     if ((lo & _PAGE_PRESENT) === 0) return -1;
