@@ -176,6 +176,10 @@ Options (defaults in brackets):
   --kunmap-base on|off  slub-dma only: kunmap_atomic(buffer - offset), the patch that
                      changed nothing [off]
 
+Workload defaults that differ: alsa-mmap and slub-dma run 1 op (one playback, one
+transfer) on 1 vCPU; truncate-race runs 3000 ops; kmap-churn 2000 ops on 1 vCPU with
+--highmem 64M --highpte.
+
 Exit status: 0 when the run was clean; 1 when it showed a bug (refused pins, a kernel
 BUG or oops, a bad page state, a memtype conflict, data errors, leaked frames, an audit
 failure or an isolation violation; the last line says which); 2 for bad usage.
