@@ -7,19 +7,27 @@
  * kernel page tables for vmalloc space, the pkmap window and the kmap_atomic fixmap
  * slots, and hands the buffers to the controller; the other vCPUs attach to them.
  */
-import { UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName } from '../../src/abi/xen.js';
+import {
+  ENOMEM,
+  UVMF_INVLPG,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  rcName,
+} from '../../src/abi/xen.js';
 import { type VirtualLayout, layoutFor, vaIndex } from '../../src/abi/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { type MulticallBatch, mmuUpdate, updateVaMapping } from '../arch/xen/hypercall.js';
 import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
 import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
-import { GFP_KERNEL, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
+import { GFP_KERNEL, __GFP_HIGHMEM, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
 import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
 import type { KernelConfig, KernelShared } from '../../src/abi/kernel.js';
 import { TraceBuffer } from '../../src/abi/trace.js';
-import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
+import { VMALLOC_STRATEGY_FOR } from './config.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
 
@@ -84,8 +92,9 @@ export class Kernel {
     });
     const allocator = {
       allocPage: () => {
-        const pfn = this.pa.allocPages(GFP_KERNEL | 0x02 /* __GFP_HIGHMEM */, 0, this.id);
-        return pfn < 0 ? -12 : pfn;
+        // vmalloc's own mask: __vmalloc(size, GFP_KERNEL | __GFP_HIGHMEM, PAGE_KERNEL)
+        const pfn = this.pa.allocPages(GFP_KERNEL | __GFP_HIGHMEM, 0, this.id);
+        return pfn < 0 ? -ENOMEM : pfn;
       },
       freePage: (pfn: number) => this.pa.freePages(pfn, 0, this.id),
     };
