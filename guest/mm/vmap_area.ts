@@ -473,7 +473,12 @@ export class VmapAreas {
     if (nr > Atomics.load(this.#hdr, H_LAZY_MAX)) this.purgeVmapAreaLazy(false, false, Infinity, -Infinity);
   }
 
-  /** Eager unmap of a detached (VM_LAZY_FREEING) area: clear, flush, release, free. */
+  /**
+   * Eager unmap of a detached (VM_LAZY_FREEING) area: clear, flush, release, free. A vmap
+   * block's area still maps only the regions vm_unmap_ram left dirty while the strategy was
+   * lazy (an eager vm_unmap_ram clears its own): those PTEs were counted in the lazy pages,
+   * and leave the count here.
+   */
   unmapEager(s: number, freePages: boolean): void {
     const kpt = this.#kpt;
     const h = this.#hdr;
@@ -483,6 +488,7 @@ export class VmapAreas {
       kpt.flushTlbKernelRange(this.aStart[s]!, this.aEnd[s]!);
       Atomics.add(h, C_FLUSHES, 1);
       Atomics.add(h, C_PTES_CLEARED, cleared);
+      if (this.aFlags[s]! & VA_VMAP_BLOCK) Atomics.sub(h, C_LAZY_PAGES, cleared);
     }
     if (freePages) this.freeAreaPages(s);
     this.#putAreaRefs(s);
