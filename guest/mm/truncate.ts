@@ -12,8 +12,8 @@
  * the file's; truncate locks each page and, finding it mapped again, unmaps again before
  * removing it. The file's page cache lives in shared memory so every vCPU sees it.
  */
-import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi/xen.js';
-import { pteHi, pteLo } from '../../src/abi/pte.js';
+import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, FRAME_WORDS } from '../../src/abi/xen.js';
+import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { mappingOfAddressSpace } from './page.js';
@@ -68,10 +68,10 @@ export class FileMapping {
     const k = this.#k;
     const pte = k.state.w[k.state.t(t, T_PTE)]!;
     if (pte < 0 || k.isHighmem(pte)) return -1;
-    const w = k.kpt.pfnToMfn(pte) * 1024 + 2 * (FILE_SLOT0 + i);
+    const w = k.kpt.pfnToMfn(pte) * FRAME_WORDS + 2 * (FILE_SLOT0 + i);
     const lo = k.mem32[w]!;
     if ((lo & _PAGE_PRESENT) === 0) return -1;
-    return k.mfnToPfn((lo >>> 12) + (k.mem32[w + 1]! & 0xfffff) * 0x100000);
+    return k.mfnToPfn(pteMfn(lo, k.mem32[w + 1]!));
   }
 
   #unmapOne(t: number, i: number, pfn: number): void {

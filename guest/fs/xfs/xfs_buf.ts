@@ -54,7 +54,7 @@
  *    for their memory, so the allocation (and its GFP_NOWAIT failure) is real.
  *  - The "disk" is a DirectoryImage (backing.ts); a delayed write is checked, not stored.
  */
-import { EINVAL, ENOMEM, PAGE_SIZE } from '../../../src/abi/xen.js';
+import { EINVAL, ENOMEM, PAGE_SIZE, EIO } from '../../../src/abi/xen.js';
 import { GFP_NOFS, GFP_NOWAIT } from '../../mm/page_alloc.js';
 import type { DirectoryImage } from './backing.js';
 
@@ -89,8 +89,6 @@ export interface XfsDeps {
 
 /* ----------------------------------------------------------------- constants */
 
-/** EIO: the fill or read-back through b_addr faulted. */
-export const EIO = 5;
 /** EFSCORRUPTED (Linux's EUCLEAN): a block failed verification. */
 export const EFSCORRUPTED = 117;
 
