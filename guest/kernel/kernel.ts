@@ -91,6 +91,7 @@ export class Kernel {
           this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
       },
       comm: () => this.comm,
+      report: (line) => this.printk(line),
     });
     const allocator = {
       allocPage: () => {

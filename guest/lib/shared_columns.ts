@@ -167,7 +167,11 @@ export class SharedKernelCtx {
     return formatKernelVa(va, this.hdr[this.vaBitsWord]!);
   }
 
-  /** Report a caller's mistake, count it (in `counter`, default misuseWord), return -EINVAL. */
+  /**
+   * A caller's mistake, Linux's way (WARN(1, "Trying to vfree() nonexistent vm area ...")):
+   * printk the reason, count it (in `counter`, default misuseWord), change nothing, and
+   * return -EINVAL. Throwing is kept for host-side configuration (create, attach).
+   */
   misuse(line: string, counter = this.misuseWord): number {
     Atomics.add(this.hdr, counter, 1);
     this.printk(line);

@@ -60,6 +60,7 @@ const H_SLOTS_USED = 3;
 const H_FAILSLAB = 4; // injected failures, all openers
 const H_ERRORS = 5; // slab_error reports, all openers
 const H_READY = 6;
+const H_MISUSE = 7; // kmalloc calls a caller got wrong (WARN, NULL), all openers
 const H_SLOT_LOCK = 16; // alone in its line
 const HEADER_WORDS = 32;
 
@@ -115,6 +116,8 @@ export interface SlabHooks {
   zeroObject?(addr: number, bytes: number): void;
   /** current->comm, for reports (default: the page allocator's). */
   comm?(cpu: number): string;
+  /** printk: where a WARN about a caller's mistake goes (default: nowhere; it is counted). */
+  report?(line: string): void;
 }
 
 export interface KmallocCacheStats {
@@ -301,16 +304,17 @@ export class SlabAllocator {
    * (or fault injection) refuses. kmalloc(0) returns ZERO_SIZE_PTR.
    */
   kmalloc(size: number, gfp: number, cpu: number): number {
-    if (!Number.isInteger(size) || size < 0)
-      throw new RangeError(`kmalloc: size must be a non-negative integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 0) {
+      return this.#warn(`kmalloc: size must be a non-negative integer, got ${size}`);
+    }
     if (size === 0) return ZERO_SIZE_PTR;
     if (size > KMALLOC_MAX_SIZE) {
-      throw new RangeError(
+      return this.#warn(
         `kmalloc: ${size} bytes is above KMALLOC_MAX_SIZE (${KMALLOC_MAX_SIZE}); use allocPages for larger blocks`,
       );
     }
     if ((gfp & __GFP_HIGHMEM) !== 0) {
-      throw new RangeError(
+      return this.#warn(
         `kmalloc: __GFP_HIGHMEM in mode 0x${gfp.toString(16)}: slab objects must live in the direct map`,
       );
     }
@@ -462,6 +466,16 @@ export class SlabAllocator {
     }
   }
 
+  /**
+   * A caller's mistake, Linux's way: WARN (printk the reason, count it) and fail the call
+   * as memory would -- kmalloc's errno is NULL (0).
+   */
+  #warn(line: string): number {
+    Atomics.add(this.#w, H_MISUSE, 1);
+    this.#hooks.report?.(line);
+    return 0;
+  }
+
   #slabError(
     reason: 'double_free' | 'invalid_pointer' | 'not_slab',
     cache: string,
@@ -542,6 +556,11 @@ export class SlabAllocator {
   /** Injected failures (all openers). */
   nrFailslab(): number {
     return Atomics.load(this.#w, H_FAILSLAB);
+  }
+
+  /** kmalloc calls refused with a WARN because the caller got them wrong (all openers). */
+  nrMisuse(): number {
+    return Atomics.load(this.#w, H_MISUSE);
   }
 
   /** slab_error reports (all openers). */
