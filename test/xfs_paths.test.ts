@@ -130,6 +130,7 @@ describe("pat-alias: Andi Kleen's attribute alias (2007-10-15 09:36)", () => {
     expect(w.agpPages).toBeGreaterThan(0);
     expect(w.memtypeConflicts).toBeGreaterThan(0);
     expect(w.setMemoryUcRefused).toBe(w.memtypeConflicts);
+    expect(s.reportCounts?.memtype).toBe(w.memtypeConflicts); // on the guest reports channel
     expect(w.cpaAliasFlushes).toBe(0);
     const reports = s.guestReports.join('\n');
     expect(reports).toMatch(/^Xorg:\d+ conflicting memory types [0-9a-f]+-[0-9a-f]+ uncached-minus<->write-back$/m);
@@ -149,6 +150,7 @@ describe("pat-alias: Andi Kleen's attribute alias (2007-10-15 09:36)", () => {
       const w = s.workloadStats!;
       expect(w.agpPages).toBeGreaterThan(50);
       expect(w.memtypeConflicts).toBe(0);
+      expect(s.reportCounts?.memtype ?? 0).toBe(0);
       expect(w.memtypeReserved).toBe(w.agpPages);
       // unmap-aliases owes it to change_page_attr's vm_unmap_aliases(), once per set_memory_uc.
       expect(w.cpaAliasFlushes).toBe(strategy === 'unmap-aliases' ? w.agpPages : 0);
@@ -166,7 +168,7 @@ describe('the memtype tracker (reserve_memtype, free_memtype)', () => {
       vmUnmapAliases: flush ? () => aliased.clear() : null,
       pageAddress: (pfn) => 0xc0000000 + pfn * 4096,
       pfnOf: (va) => (va - 0xc0000000) / 4096,
-      printk: (l) => lines.push(l),
+      report: (_kind, ls) => lines.push(...ls),
     };
     return { t: new MemtypeTracker(deps, 8), lines };
   }

@@ -89,7 +89,7 @@ export class PatAlias implements Workload {
         const pfn = (va - pageOffset) / PAGE_SIZE;
         return Number.isInteger(pfn) && pfn >= 0 && pfn < k.pa.nrPages ? pfn : -1;
       },
-      printk: (line) => k.printk(line),
+      report: (kind, lines) => k.report(kind, lines),
       onConflict: () => k.state.count(C_MEMTYPE_CONFLICTS),
     });
   }

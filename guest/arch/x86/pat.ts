@@ -72,7 +72,11 @@ export interface MemtypeDeps {
   /** The direct-map virtual address of a lowmem pfn, and back. */
   pageAddress(pfn: number): number;
   pfnOf(va: number): number;
-  printk(line: string): void;
+  /**
+   * A report, through the kernel's channel: 'memtype' for a conflict (a bug: `pvmmu run`
+   * exits 1), 'warning' for a free of a range never reserved.
+   */
+  report(kind: 'memtype' | 'warning', lines: string[]): void;
   /** Called at each conflict (the kernel counts them: C_MEMTYPE_CONFLICTS). */
   onConflict?(): void;
 }
@@ -150,7 +154,9 @@ export class MemtypeTracker {
       this.#freed++;
       return 0;
     }
-    this.#deps.printk(`${comm}:${pid} freeing invalid memtype ${hex(startPfn * PAGE_SIZE)}-${hex(endPfn * PAGE_SIZE)}`);
+    this.#deps.report('warning', [
+      `${comm}:${pid} freeing invalid memtype ${hex(startPfn * PAGE_SIZE)}-${hex(endPfn * PAGE_SIZE)}`,
+    ]);
     return -EINVAL;
   }
 
@@ -211,9 +217,9 @@ export class MemtypeTracker {
     const lines = [
       `${comm}:${pid} conflicting memory types ${hex(start)}-${hex(end)} ${cattrName(reqType)}<->${cattrName(actual)}`,
       `reserve_memtype failed 0x${hex(start)}-0x${hex(end)}, track ${cattrName(reqType)}, req ${cattrName(reqType)}`,
+      `  (the ${cattrName(actual)} mapping: ${holder})`,
     ];
-    for (const l of lines) this.#deps.printk(l);
-    this.#deps.printk(`  (the ${cattrName(actual)} mapping: ${holder})`);
+    this.#deps.report('memtype', lines);
     this.#conflicts++;
     this.#deps.onConflict?.();
     if (this.reports.length >= 256) this.reports.shift();
