@@ -27,11 +27,20 @@ import { GFP_KERNEL, __GFP_HIGHMEM, PageAllocator, type PageAllocConfig, pageAll
 import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
-import type { KernelConfig, KernelShared } from '../../src/abi/kernel.js';
+import {
+  C_BAD_PAGES,
+  C_BUGS,
+  GUEST_REPORTS_KEPT,
+  type GuestReport,
+  type GuestReportKind,
+  type KernelConfig,
+  type KernelShared,
+} from '../../src/abi/kernel.js';
 import { TraceBuffer } from '../../src/abi/trace.js';
 import { VMALLOC_STRATEGY_FOR } from './config.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
+import { backtraceLines, dumpStack } from './dump_stack.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 const P = _PAGE_PRESENT,
@@ -61,6 +70,9 @@ export class Kernel {
   readonly #log = new LogBuf(10_000);
   /** current->comm for reports. */
   comm = 'swapper';
+  /** This vCPU's reports (the first GUEST_REPORTS_KEPT), and how many of each kind it made. */
+  readonly reports: GuestReport[] = [];
+  readonly reportCounts: Partial<Record<GuestReportKind, number>> = {};
   /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
   readonly trace: TraceBuffer | null;
   readonly traceBuffer: SharedArrayBuffer | null;
@@ -81,7 +93,16 @@ export class Kernel {
     this.pa = new PageAllocator(shared.pages, {
       zeroPage: (pfn) => this.clearPage(pfn),
       comm: () => this.comm,
-      onReport: (r) => this.printk(r.lines.join('\n')),
+      onReport: (r) => {
+        if (r.kind === 'bad_page') {
+          // 2.6.15's bad_page: the state, then dump_stack(), then the fix-up line.
+          const [head, state, ...rest] = r.lines;
+          this.report('bad_page', [head!, state!, ...backtraceLines(dumpStack()), ...rest]);
+        } else {
+          this.report(r.kind === 'slab_error' ? 'bug' : 'page_allocation_failure', r.lines);
+        }
+      },
+      slubPageMappingFix: cfg.slubFix ?? true,
       onSpin,
     });
     this.slab = new SlabAllocator(shared.slab, this.pa, {
@@ -223,6 +244,18 @@ export class Kernel {
     this.#log.printk(line);
   }
 
+  /**
+   * A report: printk its lines, and keep it as data for the host (guest/programs/kernel.ts
+   * hands them over with the stats). The kind says what it is; the host decides from that.
+   */
+  report(kind: GuestReportKind, lines: string[]): void {
+    for (const l of lines) this.printk(l);
+    this.reportCounts[kind] = (this.reportCounts[kind] ?? 0) + 1;
+    if (this.reports.length < GUEST_REPORTS_KEPT) this.reports.push({ kind, cpu: this.id, lines });
+    if (kind === 'bad_page') this.state.count(C_BAD_PAGES);
+    else if (kind === 'bug' || kind === 'oops') this.state.count(C_BUGS);
+  }
+
   get messages(): string[] {
     return this.#log.lines;
   }
@@ -264,12 +297,12 @@ export class Kernel {
   writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, PAGE_SIZE) < 0)
-        this.printk(`BUG: fault writing lowmem page ${pfn}`);
+        this.report('bug', [`BUG: fault writing lowmem page ${pfn}`]);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
     if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, PAGE_SIZE) < 0)
-      this.printk(`BUG: fault writing highmem page ${pfn}`);
+      this.report('bug', [`BUG: fault writing highmem page ${pfn}`]);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 
@@ -277,12 +310,12 @@ export class Kernel {
   readPage(pfn: number, dst: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, PAGE_SIZE) < 0)
-        this.printk(`BUG: fault reading lowmem page ${pfn}`);
+        this.report('bug', [`BUG: fault reading lowmem page ${pfn}`]);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
     if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, PAGE_SIZE) < 0)
-      this.printk(`BUG: fault reading highmem page ${pfn}`);
+      this.report('bug', [`BUG: fault reading highmem page ${pfn}`]);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 

@@ -74,11 +74,12 @@ export function ptPagesOf(k: Kernel, t: number, out: Int32Array): number {
 /** Write one 64-bit entry into page-table page `pfn` of an UNPINNED mm (a plain store). */
 function pokeEntry(k: Kernel, pfn: number, i: number, lo: number, hi: number): void {
   if (!k.isHighmem(pfn)) {
-    if (k.cpu.mmu.store64(k.lowmemVa(pfn) + i * 8, lo, hi) < 0) k.printk(`BUG: fault writing page table ${pfn}`);
+    if (k.cpu.mmu.store64(k.lowmemVa(pfn) + i * 8, lo, hi) < 0)
+      k.report('bug', [`BUG: fault writing page table ${pfn}`]);
     return;
   }
   const va = k.highmem!.kmapAtomic(pfn, KM_PTE0, k.id);
-  if (k.cpu.mmu.store64(va + i * 8, lo, hi) < 0) k.printk(`BUG: fault writing highmem page table ${pfn}`);
+  if (k.cpu.mmu.store64(va + i * 8, lo, hi) < 0) k.report('bug', [`BUG: fault writing highmem page table ${pfn}`]);
   k.highmem!.kunmapAtomic(va, KM_PTE0, k.id);
 }
 
@@ -92,7 +93,7 @@ function updateEntry(k: Kernel, pfn: number, i: number, lo: number, hi: number):
   const { rc } = mmuUpdate(k.cpu, req, 1);
   if (rc < 0) {
     k.state.count(C_UPDATE_FAILURES);
-    k.printk(`mmu_update of pfn ${pfn} slot ${i} failed: ${rc} (${rcName(rc)})`);
+    k.report('xen', [`mmu_update of pfn ${pfn} slot ${i} failed: ${rc} (${rcName(rc)})`]);
   }
   return rc;
 }
@@ -265,7 +266,7 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   if (w[k.state.t(t, T_STATE)] === TASK_NEW) {
     const n = ptPagesOf(k, t, pt);
     if (!xenPgdPin(k, pt, n)) {
-      k.printk(`xen_pgd_pin: pgd ${w[k.state.t(t, T_PGD)]} refused: killing task ${t}`);
+      k.report('xen', [`xen_pgd_pin: pgd ${w[k.state.t(t, T_PGD)]} refused: killing task ${t}`]);
       k.state.count(C_TASKS_KILLED);
       doExit(k, t, pt);
       return false;
@@ -275,7 +276,7 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   const pgdMfn = k.kpt.pfnToMfn(w[k.state.t(t, T_PGD)]!);
   const rc = mmuextOne(cpu, MMUEXT_NEW_BASEPTR, pgdMfn);
   if (rc < 0) {
-    k.printk(`switch_mm: NEW_BASEPTR ${pgdMfn.toString(16)} failed: ${rc}`);
+    k.report('xen', [`switch_mm: NEW_BASEPTR ${pgdMfn.toString(16)} failed: ${rc}`]);
     return false;
   }
   cpu.mmu.setBaseptr(pgdMfn);
@@ -287,7 +288,9 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
     const mfn = cpu.mmu.translate(va, true, true);
     if (mfn < 0 || mem32[mfn * FRAME_WORDS] !== signature(t, i)) {
       k.state.count(C_DATA_ERRORS);
-      k.printk(`task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`);
+      k.report('data', [
+        `task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`,
+      ]);
       continue;
     }
     mem32[mfn * FRAME_WORDS + 1] = (mem32[mfn * FRAME_WORDS + 1]! + 1) >>> 0;
