@@ -16,6 +16,17 @@ export interface XenOptions {
   maxSlots: number;
   /** false only for the stray-write demonstration (see Hv.enforceWritable). */
   enforce?: boolean;
+  /** Write down every hypercall served as a script step (hypervisor/record.ts). */
+  record?: boolean;
+}
+
+/** A recorded run: a script in the JSON form `pvmmu script` reads. */
+export interface Recording {
+  script: { name: string; steps: unknown[]; [k: string]: unknown };
+  /** Frames no domain owned (written as @pfn:0: the recording is not exact). */
+  unnamed: number;
+  /** Hypercalls a script cannot express (not sched_op), left out. */
+  skipped: number;
 }
 
 export interface DomainConfig {
@@ -83,6 +94,8 @@ export interface XenStats {
   flushesDeferred: number;
   mmuUpdates: number;
   validations: number;
+  /** Hypervisor log lines written since boot (whether drained, kept or dropped). */
+  logLines: number;
 }
 
 export interface AuditProblem {
@@ -106,6 +119,7 @@ export interface XenThreadData {
   transport: SharedArrayBuffer;
   maxSlots: number;
   enforce: boolean;
+  record?: boolean;
   port: MessagePort;
 }
 
@@ -117,6 +131,8 @@ export type XenControlRequest =
   | { id: number; op: 'stats' } /** -> XenStats */
   | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
   | { id: number; op: 'freeFrames' } /** -> number */
+  | { id: number; op: 'takeRecording'; name: string } /** -> Recording (throws when not recording) */
+  | { id: number; op: 'fillFrame'; domid: number; pfn: number; words: Uint32Array } /** -> 0 or -EBUSY */
   | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */
 
 export type XenControlReply =
