@@ -35,7 +35,7 @@ function onOff(v: string | undefined, name: string, dflt: boolean): boolean {
   throw new UsageError(`--${name} must be on or off, got "${v}"`);
 }
 
-const RUN_OPTIONS = {
+export const RUN_OPTIONS = {
   strategy: { type: 'string' },
   'kmap-flush': { type: 'string' },
   vcpus: { type: 'string' },
@@ -57,11 +57,11 @@ const RUN_OPTIONS = {
   record: { type: 'string' },
 } as const;
 
-type RunValues = {
+export type RunValues = {
   [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
 };
 
-function runOptionsFrom(values: RunValues, workload: string): RunOptions {
+export function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   const base: RunOptions = { ...DEFAULT_RUN, ...(WORKLOAD_DEFAULTS[workload] ?? {}) };
   const o: RunOptions = {
     ...base,

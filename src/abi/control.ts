@@ -143,3 +143,36 @@ export type XenControlReply =
 export type XenThreadEvent =
   | { event: 'ready' }
   | { event: 'bug'; slot: number; message: string }; /** serveSlot threw */
+
+/*
+ * The in-process replayer (hypervisor/replay-worker.ts): a Xen core on a worker of its
+ * own that runs a script's hypercalls with no vCPU threads, for `pvmmu reduce`, which
+ * runs hundreds of candidate scripts. The host encodes the steps; the worker runs them.
+ */
+
+/** workerData of the replay worker: the machine and the domains every replay starts from. */
+export interface ReplayWorkerData {
+  paging: PagingMode;
+  frames: number;
+  maxSlots: number;
+  domains: DomainConfig[];
+}
+
+/** One step of a replay, already encoded (a script's fill, or a hypercall). */
+export type ReplayOp =
+  | { k: 'fill'; domid: number; pfn: number; words: Uint32Array }
+  | { k: 'call'; domid: number; vcpu: number; nr: number; args: number[]; data: number[]; readback: number[] };
+
+/** What one op got: the return value, the read-back words, the log lines it wrote. */
+export interface ReplayOutcome {
+  rc: number;
+  words: number[];
+  log: string[];
+}
+
+/** Messages of the replay worker: { ready, infos } once, then one reply per request. */
+export type ReplayRequest = { id: number; ops: ReplayOp[] };
+export type ReplayReply =
+  | { ready: true; infos: DomainInfo[] }
+  | { id: number; outcomes: ReplayOutcome[] }
+  | { id: number; error: string };

@@ -11,7 +11,7 @@ import type { AuditReport } from '../abi/control.js';
 import { encodeCall, encodeEntry, type Resolver } from './encode.js';
 import type { Step } from './schema.js';
 
-export class StepFailure extends Error {}
+export { StepFailure } from './frames.js';
 
 export interface StepResult {
   at: string;

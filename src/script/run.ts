@@ -3,13 +3,11 @@
  * every (domain, vCPU) the script uses, run the steps in order, check each expectation
  * against the hypervisor's answer and log, and finish with the auditor.
  */
-import { canonicalVa, layoutFor } from '../abi/layout.js';
-import { fromBigInt } from '../abi/pte.js';
 import { Machine, type VcpuHandle } from '../machine.js';
 import type { AuditReport, DomainInfo, XenStats } from '../abi/control.js';
-import type { Resolver } from './encode.js';
-import { runStep, type StepContext, StepFailure, type StepResult } from './handlers.js';
-import { type Addr, parseRef, type Script, type Step } from './schema.js';
+import { Frames, StepFailure } from './frames.js';
+import { runStep, type StepContext, type StepResult } from './handlers.js';
+import type { Addr, Script, Step } from './schema.js';
 
 export type { StepResult } from './handlers.js';
 
@@ -20,13 +18,6 @@ export interface ScriptResult {
   failed: number;
   audit: AuditReport;
   stats: XenStats;
-}
-
-interface Dom {
-  info: DomainInfo;
-  nextPfn: number;
-  names: Map<string, number>;
-  vcpus: Map<number, VcpuHandle>;
 }
 
 function addrText(a: Addr): string {
@@ -57,91 +48,46 @@ function describe(s: Step): string {
   }
 }
 
+/** The machine memory a script runs on: memory_mb, or its domains' frames and a margin. */
+export function scriptMemoryBytes(script: Script): number {
+  const nframes = script.domains.reduce((n, d) => n + d.frames, 0);
+  return script.memoryBytes ?? Math.max(16, Math.ceil((nframes * 4096 * 1.25) / 2 ** 20) + 4) * 2 ** 20;
+}
+
 export async function runScript(script: Script): Promise<ScriptResult> {
-  const frames = script.domains.reduce((n, d) => n + d.frames, 0);
-  const memoryBytes = script.memoryBytes ?? Math.max(16, Math.ceil((frames * 4096 * 1.25) / 2 ** 20) + 4) * 2 ** 20;
+  const memoryBytes = scriptMemoryBytes(script);
   const maxVcpus = script.domains.reduce((n, d) => n + d.vcpus, 0);
   const machine = await Machine.create({ paging: script.paging, memoryBytes, maxVcpus });
-  const layout = layoutFor(script.paging);
-  const doms = new Map<string, Dom>();
+  const vcpus = new Map<string, VcpuHandle>();
   try {
+    const infos: DomainInfo[] = [];
     for (const spec of script.domains) {
-      const info = await machine.createDomain({
-        name: spec.name,
-        frames: spec.frames,
-        vcpus: spec.vcpus,
-        lowmemFrames: spec.lowmemFrames,
-      });
-      doms.set(spec.name, { info, nextPfn: info.firstFreePfn, names: new Map(), vcpus: new Map() });
+      infos.push(
+        await machine.createDomain({
+          name: spec.name,
+          frames: spec.frames,
+          vcpus: spec.vcpus,
+          lowmemFrames: spec.lowmemFrames,
+        }),
+      );
     }
     await machine.drainLog();
-
-    const pfnOf = (ref: string, home: string, at: string): [Dom, number] => {
-      const p = parseRef(ref);
-      const dname = p?.domain ?? home;
-      const d = doms.get(dname);
-      if (!d) throw new StepFailure(`${at}: no domain "${dname}"`);
-      let pfn: number | undefined;
-      if (p === null) pfn = undefined;
-      else if (p.kind === 'root') pfn = d.info.ptBasePfn;
-      else if (p.kind === 'pt') {
-        if (p.n >= d.info.nrPtFrames)
-          throw new StepFailure(`${at}: @pt:${p.n}: the domain has ${d.info.nrPtFrames} initial page-table frames`);
-        pfn = d.info.ptFirstPfn + p.n;
-      } else if (p.kind === 'pfn') {
-        if (p.n >= d.info.nrPages) throw new StepFailure(`${at}: @pfn:${p.n}: the domain has ${d.info.nrPages} pfns`);
-        pfn = p.n;
-      } else if (p.kind === 'name') pfn = d.names.get(p.name);
-      if (pfn === undefined) {
-        const name = p?.kind === 'name' ? p.name : ref;
-        throw new StepFailure(`${at}: no frame "${ref}" (bind it with {"op": "alloc", "name": "${name}"} first)`);
-      }
-      return [d, pfn];
-    };
-    const resolverFor = (home: string): Resolver => ({
-      mfn: (ref, at) => {
-        const [d, pfn] = pfnOf(ref, home, at);
-        return d.info.p2m[pfn]!;
-      },
-      va: (a: Addr, at) => {
-        if ('raw' in a) return canonicalVa(a.raw, layout); // -1 when non-canonical
-        const [d, pfn] = pfnOf(a.direct, home, at);
-        if (d.info.name !== home)
-          throw new StepFailure(`${at}: ${a.direct} is not this domain's frame: it has no direct-map address here`);
-        if (pfn >= d.info.lowmemPages)
-          throw new StepFailure(`${at}: ${a.direct} is highmem: it has no direct-map address`);
-        return layout.pageOffset + pfn * 4096 + a.offset;
-      },
-      vaWords: (a: Addr, at) => {
-        // Raw VAs go to the hypervisor as written: refusing a bad one is its job.
-        if ('raw' in a) return fromBigInt(a.raw);
-        const va = resolverFor(home).va(a, at);
-        const hi = Math.floor(va / 2 ** 32);
-        return [va % 2 ** 32, layout.vaBits === 48 && va >= 2 ** 47 ? (hi | 0xffff0000) >>> 0 : hi];
-      },
-    });
-    const vcpuOf = async (s: Step): Promise<VcpuHandle> => {
-      const d = doms.get(s.domain)!;
-      let h = d.vcpus.get(s.vcpu);
-      if (!h) {
-        h = await machine.startVcpu(d.info, s.vcpu, 'script', {});
-        d.vcpus.set(s.vcpu, h);
-      }
-      return h;
-    };
-
+    const frames = new Frames(script.paging, infos);
     const ctx: StepContext = {
-      resolver: resolverFor,
-      vcpu: vcpuOf,
-      alloc: (domain, name, at) => {
-        const d = doms.get(domain)!;
-        if (d.names.has(name)) throw new StepFailure(`${at}: "${name}" is already bound in ${domain}`);
-        if (d.nextPfn >= d.info.nrPages) throw new StepFailure(`${at}: domain ${domain} has no free frame left`);
-        d.names.set(name, d.nextPfn++);
+      resolver: (home) => frames.resolver(home),
+      vcpu: async (s: Step) => {
+        const key = `${s.domain}/${s.vcpu}`;
+        let h = vcpus.get(key);
+        if (!h) {
+          h = await machine.startVcpu(frames.info(s.domain), s.vcpu, 'script', {});
+          vcpus.set(key, h);
+        }
+        return h;
       },
+      alloc: (domain, name, at) => frames.alloc(domain, name, at),
       pfn: (ref, home, at) => {
-        const [d, pfn] = pfnOf(ref, home, at);
-        return { domid: d.info.domid, pfn };
+        const [info, pfn] = frames.pfnOf(ref, home, at);
+        return { domid: info.domid, pfn };
       },
       fillFrame: (domid, pfn, words) => machine.fillFrame(domid, pfn, words),
       audit: () => machine.audit(),

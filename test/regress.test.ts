@@ -1,0 +1,135 @@
+/*
+ * Regression tooling, end to end: --xen-log and --guest-log hold every line, --record
+ * then `pvmmu script` replays a workload run with the same results and log lines, a
+ * recording machine and an ordinary one serve slots differently only by configuration,
+ * and reduceScript shrinks a failing script to the steps its failure needs.
+ */
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { transportBytes } from '../src/abi/layout.js';
+import { Xen } from '../hypervisor/xen.js';
+import { DEFAULT_RUN, runOnce } from '../src/run.js';
+import { runScript } from '../src/script/run.js';
+import { reduceScript } from '../src/script/reduce.js';
+import { parseScript } from '../src/script/schema.js';
+import { totals } from '../src/script/report.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'pvmmu-regress-'));
+const lines = (f: string) => readFileSync(f, 'utf8').split('\n').filter(Boolean);
+
+describe('pvmmu run --xen-log, --guest-log and --record (xfs-dirscan, lazy)', () => {
+  const xenLog = join(dir, 'xen.log');
+  const guestLog = join(dir, 'guest.log');
+  const record = join(dir, 'run.json');
+  const run = runOnce({ ...DEFAULT_RUN, strategy: 'lazy', ops: 1500, xenLog, guestLog, record });
+
+  it('--xen-log holds every hypervisor line of the run, more than the terminal keeps', async () => {
+    const res = await run;
+    expect(res.summary.rejected.total).toBeGreaterThan(0);
+    const written = lines(xenLog);
+    expect(written.length).toBe(res.xenLogLines);
+    expect(written.length).toBeGreaterThan(res.xenLog.length);
+    expect(written.every((l) => l.startsWith('(XEN) '))).toBe(true);
+  });
+
+  it('--guest-log holds every printk line', async () => {
+    const res = await run;
+    const written = lines(guestLog);
+    expect(res.guestLogLines).toBeGreaterThan(0);
+    expect(written.length).toBe(res.guestLogLines);
+    expect(written.some((l) => /xen_pgd_pin/.test(l))).toBe(true);
+  });
+
+  it("pvmmu script replays the recording: every expectation holds, the refusals and log lines are the run's", async () => {
+    const res = await run;
+    const script = parseScript(readFileSync(record, 'utf8'), record);
+    expect(res.recorded).toMatchObject({ skipped: 0, unnamed: 0 });
+    const replay = await runScript(script);
+    expect(replay.steps.filter((s) => !s.pass).map((s) => `${s.at}: ${s.reason}`)).toEqual([]);
+    expect(totals(replay).failed).toBe(0);
+    const refusals = replay.steps.flatMap((s) => (Array.isArray(s.got) ? s.got : [s.got])).filter((g) => g !== 'ok');
+    expect(refusals.length).toBe(res.summary.rejected.total);
+    expect(replay.steps.flatMap((s) => s.log)).toEqual(lines(xenLog));
+  }, 120_000);
+});
+
+describe('recording is chosen per configuration', () => {
+  const make = (record: boolean) =>
+    new Xen({
+      paging: 'pae',
+      frames: 4096,
+      mem: new SharedArrayBuffer(4096 * 4096),
+      transport: new SharedArrayBuffer(transportBytes(2)),
+      maxSlots: 2,
+      record,
+    });
+  it('an ordinary hypervisor serves slots with the prototype method; a recording one with its own', () => {
+    expect(Object.hasOwn(make(false), 'serveSlot')).toBe(false);
+    expect(make(false).serveSlot).toBe(Xen.prototype.serveSlot);
+    expect(Object.hasOwn(make(true), 'serveSlot')).toBe(true);
+  });
+  it('only a recording hypervisor gives a recording', () => {
+    expect(() => make(false).takeRecording('x')).toThrow(/record: true/);
+    expect(make(true).takeRecording('x').script.steps).toEqual([]);
+  });
+});
+
+/** A refused pin of "t" (still mapped writable by the direct map) among steps it does not need. */
+function paddedScript(): { steps: unknown[]; [k: string]: unknown } {
+  const pad = (i: number) =>
+    i % 3 === 0
+      ? { op: 'mmuext', ops: [{ cmd: 'tlb_flush_local' }, { cmd: 'tlb_flush_all' }] }
+      : i % 3 === 1
+        ? { op: 'fill', frame: 'u', entries: { 0: '0x1000', 7: '0x2000' } }
+        : { op: 'update_va_mapping', va: { direct: 'u' }, entry: { frame: 'u', flags: 'P|A' }, flags: 'invlpg' };
+  return {
+    name: 'padded',
+    domains: [{ name: 'A', frames: 256 }],
+    steps: [
+      { op: 'alloc', name: 'u' },
+      ...Array.from({ length: 6 }, (_, i) => pad(i)),
+      { op: 'alloc', name: 't' },
+      ...Array.from({ length: 9 }, (_, i) => pad(i + 1)),
+      {
+        op: 'multicall',
+        calls: [
+          { op: 'mmuext', ops: [{ cmd: 'tlb_flush_local' }] },
+          { op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }] },
+        ],
+        expect: ['ok', 'EINVAL'],
+      },
+      ...Array.from({ length: 5 }, (_, i) => pad(i)),
+    ],
+  };
+}
+
+describe('reduceScript (ddmin, in-process)', () => {
+  it('keeps the first refused call with its log line: the allocs that fix its pfn stay, the rest goes', async () => {
+    const res = await reduceScript(paddedScript());
+    expect(res.engine).toBe('in-process');
+    expect(res.kept).toMatch(/^mmuext EINVAL \(XEN\) mm\.c:2891:d1v0 Bad type/);
+    // "t" keeps its pfn only if "u" is allocated first; the multicall shrinks to the pin.
+    expect(res.script.steps).toEqual([
+      { op: 'alloc', name: 'u' },
+      { op: 'alloc', name: 't' },
+      expect.objectContaining({ op: 'mmuext', ops: [{ cmd: 'pin_l1_table', frame: 't' }], expect: 'EINVAL' }),
+    ]);
+    const check = await runScript(parseScript(res.script));
+    expect(totals(check).failed).toBe(0);
+  }, 60_000);
+
+  it('--keep with a log substring lets the pfn change; a step whose name no longer resolves never counts', async () => {
+    const res = await reduceScript(paddedScript(), { keep: 'Bad type' });
+    expect(res.script.steps.map((s) => (s as { op: string }).op)).toEqual(['alloc', 'mmuext']);
+    expect(res.script.steps[0]).toEqual({ op: 'alloc', name: 't' });
+  }, 60_000);
+
+  it('refuses a script that shows nothing to keep', async () => {
+    await expect(reduceScript({ steps: [{ op: 'mmuext', ops: [{ cmd: 'tlb_flush_local' }] }] })).rejects.toThrow(
+      /nothing to reduce/,
+    );
+    await expect(reduceScript(paddedScript(), { keep: 'EPERM' })).rejects.toThrow(/never shows/);
+  }, 60_000);
+});
