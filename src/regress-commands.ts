@@ -10,6 +10,11 @@ import { runScript } from './script/run.js';
 import { reduceScript, type ScriptJson } from './script/reduce.js';
 import { totals } from './script/report.js';
 import { scriptText } from './script/text.js';
+import { WORKLOAD_NAMES } from './abi/kernel.js';
+import { RUN_OPTIONS, runOptionsFrom } from './commands.js';
+import { validateRunOptions } from './run.js';
+import { parseShard } from './shard.js';
+import { parseSeeds, parseStrategies, sweep } from './sweep.js';
 
 export const regressCommands: Record<string, Command> = {};
 
@@ -102,5 +107,90 @@ bad arguments or a script that does not fail as asked.`,
     const t = totals(check);
     process.stdout.write(`pvmmu script ${out}: ${t.passed} passed, ${t.failed} failed\n`);
     return t.failed === 0 ? 0 : 1;
+  },
+};
+
+const SWEEP_OWN = {
+  seeds: { type: 'string' },
+  shard: { type: 'string' },
+  out: { type: 'string' },
+  jobs: { type: 'string' },
+} as const;
+/** Run options a sweep cannot share between jobs (files) or sets itself. */
+const NOT_IN_SWEEP = ['seed', 'json', 'trace', 'record', 'xen-log', 'guest-log'];
+
+regressCommands.sweep = {
+  summary: 'a workload over many seeds and strategies on piscina workers; --shard i/n for CI matrices',
+  usage:
+    'pvmmu sweep WORKLOAD --seeds 1..1000 [--strategy lazy,unmap-aliases|all] [run options] [--shard i/n] [--out results.jsonl] [--jobs N]',
+  help: `One job per (seed, strategy), each a \`pvmmu run\` on its own machine, run in parallel on
+piscina worker threads. Every job's \`pvmmu run --json\` object is written as one JSON line
+(to --out, or to stdout); at the end a summary per strategy: runs, runs that showed the
+bug (a refused pin, bad data, a failed audit, a leak) and the worst run (most refused pins).
+
+Options:
+  --seeds LIST       N, A..B, or a comma list of those (required), e.g. 1..1000
+  --strategy LIST    comma list of lazy, eager, vmap-pages, unmap-aliases, or all [lazy]
+  --shard i/n        only shard i of n: job k (in seed-major order) belongs to shard
+                     (k mod n) + 1, so shards 1/n..n/n run every job exactly once
+  --out FILE         write the JSON lines here (the summary then goes to stdout)
+  --jobs N           jobs at a time [the machine's available parallelism]
+  run options        as \`pvmmu run\` (--ops, --vcpus, --memory, --kmap-flush, ...), except
+                     --seed, --json, --trace, --record, --xen-log, --guest-log
+Exit status: 0 when no run showed the bug, 1 when one did, 2 for bad arguments.`,
+  async run(argv) {
+    const { values, positionals } = parseArgs({
+      args: argv,
+      options: { ...RUN_OPTIONS, ...SWEEP_OWN },
+      allowPositionals: true,
+    });
+    if (positionals.length !== 1) throw new UsageError(`sweep: expected one WORKLOAD (${WORKLOAD_NAMES.join(', ')})`);
+    for (const k of NOT_IN_SWEEP) {
+      if ((values as Record<string, unknown>)[k] !== undefined)
+        throw new UsageError(`sweep: --${k} is not a sweep option (use --seeds; files are per run: use pvmmu run)`);
+    }
+    if (values.seeds === undefined) throw new UsageError('sweep: --seeds is required (N, A..B or a comma list)');
+    const seeds = parseSeeds(values.seeds);
+    const strategies = parseStrategies(values.strategy ?? 'lazy');
+    const shard = values.shard === undefined ? undefined : parseShard(values.shard);
+    let jobs: number | undefined;
+    if (values.jobs !== undefined) {
+      if (!/^\d+$/.test(values.jobs) || Number(values.jobs) < 1 || Number(values.jobs) > 256)
+        throw new UsageError(`--jobs must be an integer in 1..256, got "${values.jobs}"`);
+      jobs = Number(values.jobs);
+    }
+    const base = runOptionsFrom({ ...values, strategy: strategies[0] }, positionals[0]!);
+    validateRunOptions(base);
+    const tty = process.stderr.isTTY === true;
+    const t0 = performance.now();
+    let lastLine = 0;
+    const res = await sweep({
+      base,
+      seeds,
+      strategies,
+      shard,
+      jobs,
+      out: values.out,
+      onResult: (r, done, total) => {
+        if (values.out === undefined) process.stdout.write(`${JSON.stringify(r)}\n`);
+        const s = (performance.now() - t0) / 1000;
+        const line = `sweep: ${done}/${total} jobs, ${s.toFixed(0)} s, ETA ${((s / done) * (total - done)).toFixed(0)} s`;
+        if (tty) process.stderr.write(`\r\x1b[K${line}`);
+        else if (done === total || s - lastLine >= 10) {
+          lastLine = s;
+          process.stderr.write(`${line}\n`);
+        }
+      },
+    });
+    if (tty) process.stderr.write('\r\x1b[K');
+    const shardText = shard ? ` (shard ${shard.index}/${shard.count})` : '';
+    const lines = [`sweep ${positionals[0]}: ${res.jobs.length} jobs${shardText}`];
+    lines.push('strategy        runs  showed the bug  worst (seed: refused pins / refusals)');
+    for (const t of res.totals) {
+      const worst = t.worst ? `seed ${t.worst.seed}: ${t.worst.pinsRefused} / ${t.worst.rejected}` : '-';
+      lines.push(`${t.strategy.padEnd(14)}  ${String(t.runs).padStart(4)}  ${String(t.buggy).padStart(14)}  ${worst}`);
+    }
+    (values.out === undefined ? process.stderr : process.stdout).write(`${lines.join('\n')}\n`);
+    return res.totals.some((t) => t.buggy > 0) ? 1 : 0;
   },
 };
