@@ -133,3 +133,21 @@ describe('reduceScript (ddmin, in-process)', () => {
     await expect(reduceScript(paddedScript(), { keep: 'EPERM' })).rejects.toThrow(/never shows/);
   }, 60_000);
 });
+
+describe('the reduced scripts in test/scripts/ (pvmmu reduce of a recorded run)', () => {
+  it.each([
+    ['xfs-dirscan-lazy-reduced.json', 'pin_l3_table', /exp 6000000000000000/],
+    ['kmap-churn-highpte-reduced.json', 'pin_l3_table', /exp 2000000000000000/],
+  ])('%s: at most 15 steps, the last the refused pin with its Bad type line', (f, pin, exp) => {
+    const file = join(import.meta.dirname, 'scripts', f);
+    const raw = JSON.parse(readFileSync(file, 'utf8')) as { description: string; steps: unknown[] };
+    expect(raw.description).toMatch(/^Origin: pvmmu run .* --record/);
+    const s = parseScript(readFileSync(file, 'utf8'), f);
+    expect(s.steps.length).toBeLessThanOrEqual(15);
+    const last = s.steps.at(-1)!;
+    expect(JSON.stringify(raw.steps.at(-1))).toContain(pin);
+    expect(JSON.stringify(last.expect)).toContain('EINVAL');
+    expect(last.expectLog).toMatch(/Bad type \(saw e40000000000000\d/);
+    expect(last.expectLog).toMatch(exp);
+  });
+});
