@@ -4,6 +4,7 @@
  * recording machine and an ordinary one serve slots differently only by configuration,
  * and reduceScript shrinks a failing script to the steps its failure needs.
  */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -149,5 +150,45 @@ describe('the reduced scripts in test/scripts/ (pvmmu reduce of a recorded run)'
     expect(JSON.stringify(last.expect)).toContain('EINVAL');
     expect(last.expectLog).toMatch(/Bad type \(saw e40000000000000\d/);
     expect(last.expectLog).toMatch(exp);
+  });
+});
+
+describe('the command line and the library refuse bad arguments', () => {
+  const cli = join(import.meta.dirname, '..', 'dist', 'src', 'cli.js');
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  it('pvmmu reduce --help and pvmmu run --help document the new options', () => {
+    const r = run('reduce', '--help');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/--keep EINVAL/);
+    expect(r.stdout).toMatch(/--max-seconds N/);
+    expect(run('run', '--help').stdout).toMatch(
+      /--record FILE\.json[\s\S]*--xen-log FILE[\s\S]*--guest-log FILE|--xen-log FILE[\s\S]*--record FILE\.json/,
+    );
+  });
+  it.each([
+    [['reduce'], /expected exactly one FILE\.json/],
+    [['reduce', join(dir, 'missing.json')], /cannot read/],
+    [
+      ['reduce', join(import.meta.dirname, 'scripts', 'pin-refused-rw-alias.json'), '--max-seconds', '0'],
+      /--max-seconds must be a positive integer/,
+    ],
+    [
+      ['reduce', join(import.meta.dirname, 'scripts', 'pin-refused-rw-alias.json'), '--keep', 'EPERM'],
+      /never shows a call refused with EPERM/,
+    ],
+    [['run', 'xfs-dirscan', '--record', 'out.txt'], /--record must name a \.json file/],
+  ])('%j exits 2', (args, msg) => {
+    const r = run(...args);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(msg);
+  });
+  it('runWorkload names an unknown option and what it accepts', async () => {
+    const { runWorkload } = await import('../src/index.js');
+    await expect(runWorkload({ workload: 'xfs-dirscan', sched: 'det', frobnicate: 1 } as never)).rejects.toThrow(
+      /unknown option "frobnicate" \(accepted: workload, strategy, kmapFlush/,
+    );
+    await expect(runWorkload({ workload: 'xfs-dirscan', highpte: 'yes' } as never)).rejects.toThrow(
+      /highpte must be true or false/,
+    );
   });
 });
