@@ -192,3 +192,17 @@ describe('the command line and the library refuse bad arguments', () => {
     );
   });
 });
+
+describe('the library entry (src/index.ts, the package\'s "exports")', () => {
+  it('exports runWorkload, runScript, reduceScript, sweep and Machine; runScript takes a file and answers as --json', async () => {
+    const lib = await import('../src/index.js');
+    for (const name of ['runWorkload', 'runScript', 'reduceScript', 'sweep', 'Machine'] as const)
+      expect(typeof lib[name]).toBe('function');
+    const res = await lib.runScript(join(import.meta.dirname, 'scripts', 'pin-refused-rw-alias.json'));
+    expect(res).toMatchObject({ failed: 0, audit: { ok: true } });
+    expect(res.passed).toBe(res.steps.length + 1);
+    await expect(lib.sweep({ workload: 'xfs-dirscan', seeds: '3..1' })).rejects.toThrow(
+      /--seeds 3\.\.1: the range is empty/,
+    );
+  });
+});
