@@ -21,6 +21,7 @@ import {
   EFAULT,
   EBUSY,
   levelOfType,
+  SCHEDOP_yield,
 } from '../src/abi/xen.js';
 import {
   MC_ARGS,
@@ -55,8 +56,6 @@ import type {
 } from '../src/abi/control.js';
 
 export type { XenOptions } from '../src/abi/control.js';
-
-const SCHEDOP_yield = 0;
 
 export class Xen {
   readonly #hv: Hv;

@@ -125,8 +125,8 @@ regressCommands.sweep = {
     'pvmmu sweep WORKLOAD --seeds 1..1000 [--strategy lazy,unmap-aliases|all] [run options] [--shard i/n] [--out results.jsonl] [--jobs N]',
   help: `One job per (seed, strategy), each a \`pvmmu run\` on its own machine, run in parallel on
 piscina worker threads. Every job's \`pvmmu run --json\` object is written as one JSON line
-(to --out, or to stdout); at the end a summary per strategy: runs, runs that showed the
-bug (a refused pin, bad data, a failed audit, a leak) and the worst run (most refused pins).
+(to --out, or to stdout); at the end a summary per strategy: runs, runs that showed a bug
+(by \`pvmmu run\`'s rule: its "bugs" list is not empty) and the worst run (most refused pins).
 
 Options:
   --seeds LIST       N, A..B, or a comma list of those (required), e.g. 1..1000

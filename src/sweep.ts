@@ -51,9 +51,9 @@ export function parseStrategies(text: string): Strategy[] {
   return [...new Set(out)] as Strategy[];
 }
 
-/** Did the run show the bug its workload is about: a refused pin, or a guest/audit failure. */
+/** Did the run show a bug: the rule `pvmmu run` exits 1 by (SummaryJson.bugs not empty). */
 export function showedBug(s: SummaryJson): boolean {
-  return s.strayMappingBug || s.dataErrors > 0 || !s.auditOk || s.isolationViolations > 0 || s.leakedFrames !== 0;
+  return s.bugs.length > 0;
 }
 
 export interface StrategyTotals {

@@ -33,6 +33,7 @@ describe('sweep jobs', () => {
         pinsRefused: pins,
         rejected: { total: pins * 2 },
         strayMappingBug: pins > 0,
+        bugs: pins > 0 ? [`refused pins (${pins})`] : [],
         dataErrors: 0,
         auditOk: true,
         isolationViolations: 0,

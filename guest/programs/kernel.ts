@@ -57,6 +57,8 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
           workload: last?.stats() ?? {},
           messages,
           messagesTotal: k.log.total,
+          reports: k.reports,
+          reportCounts: k.reportCounts,
         };
       }
       default:

@@ -5,7 +5,7 @@
  */
 import { canonicalVa, layoutFor, type VirtualLayout } from '../abi/layout.js';
 import { fromBigInt } from '../abi/pte.js';
-import type { PagingMode } from '../abi/xen.js';
+import { PAGE_SIZE, type PagingMode } from '../abi/xen.js';
 import type { DomainInfo } from '../abi/control.js';
 import type { Resolver } from './encode.js';
 import { type Addr, parseRef } from './schema.js';
@@ -78,7 +78,7 @@ export class Frames {
           throw new StepFailure(`${at}: ${a.direct} is not this domain's frame: it has no direct-map address here`);
         if (pfn >= info.lowmemPages)
           throw new StepFailure(`${at}: ${a.direct} is highmem: it has no direct-map address`);
-        return layout.pageOffset + pfn * 4096 + a.offset;
+        return layout.pageOffset + pfn * PAGE_SIZE + a.offset;
       },
       vaWords: (a: Addr, at) => {
         // Raw VAs go to the hypervisor as written: refusing a bad one is its job.

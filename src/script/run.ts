@@ -3,6 +3,7 @@
  * every (domain, vCPU) the script uses, run the steps in order, check each expectation
  * against the hypervisor's answer and log, and finish with the auditor.
  */
+import { PAGE_SIZE } from '../abi/xen.js';
 import { Machine, type VcpuHandle } from '../machine.js';
 import type { AuditReport, DomainInfo, XenStats } from '../abi/control.js';
 import { Frames, StepFailure } from './frames.js';
@@ -51,7 +52,7 @@ function describe(s: Step): string {
 /** The machine memory a script runs on: memory_mb, or its domains' frames and a margin. */
 export function scriptMemoryBytes(script: Script): number {
   const nframes = script.domains.reduce((n, d) => n + d.frames, 0);
-  return script.memoryBytes ?? Math.max(16, Math.ceil((nframes * 4096 * 1.25) / 2 ** 20) + 4) * 2 ** 20;
+  return script.memoryBytes ?? Math.max(16, Math.ceil((nframes * PAGE_SIZE * 1.25) / 2 ** 20) + 4) * 2 ** 20;
 }
 
 export async function runScript(script: Script): Promise<ScriptResult> {
