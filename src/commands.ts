@@ -35,7 +35,7 @@ function onOff(v: string | undefined, name: string, dflt: boolean): boolean {
   throw new UsageError(`--${name} must be on or off, got "${v}"`);
 }
 
-const RUN_OPTIONS = {
+export const RUN_OPTIONS = {
   strategy: { type: 'string' },
   'kmap-flush': { type: 'string' },
   vcpus: { type: 'string' },
@@ -52,6 +52,9 @@ const RUN_OPTIONS = {
   trace: { type: 'string' },
   unenforced: { type: 'boolean' },
   'lock-page': { type: 'string' },
+  'xen-log': { type: 'string' },
+  'guest-log': { type: 'string' },
+  record: { type: 'string' },
   'gfp-comp': { type: 'string' },
   'slub-fix': { type: 'string' },
   dcache: { type: 'string' },
@@ -64,11 +67,11 @@ const RUN_OPTIONS = {
   'shrink-every': { type: 'string' },
 } as const;
 
-type RunValues = {
+export type RunValues = {
   [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
 };
 
-function runOptionsFrom(values: RunValues, workload: string): RunOptions {
+export function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   const base: RunOptions = { ...DEFAULT_RUN, ...(WORKLOAD_DEFAULTS[workload] ?? {}) };
   const o: RunOptions = {
     ...base,
@@ -89,6 +92,13 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   if (values.ops !== undefined) o.ops = intOpt(values.ops, 'ops', o.ops);
   if (values.sched !== undefined) o.sched = values.sched as RunOptions['sched'];
   if (values.trace !== undefined) o.trace = values.trace;
+  if (values['xen-log'] !== undefined) o.xenLog = values['xen-log'];
+  if (values['guest-log'] !== undefined) o.guestLog = values['guest-log'];
+  if (values.record !== undefined) {
+    if (!values.record.endsWith('.json'))
+      throw new UsageError(`--record must name a .json file, got "${values.record}"`);
+    o.record = values.record;
+  }
   if (values['lock-page'] !== undefined) {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
@@ -204,6 +214,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --xen-log FILE     write every hypervisor log line of the run to FILE
+  --guest-log FILE   write every guest printk line of the run to FILE ("cpuN: line")
+  --record FILE.json write the run's hypercalls as a script: replay it with
+                     \`pvmmu script FILE.json\`, shrink it with \`pvmmu reduce FILE.json\`
   --gfp-comp on|off  alsa-mmap only: snd_malloc_pages asks for __GFP_COMP, the 2005 fix [off]
   --slub-fix on|off  page_mapping() is NULL for slab pages, the 2007 SLUB fix [on]
   --dcache KIND      pipt (x86: flush_dcache_page does nothing) | aliasing (ARM VIPT)
@@ -245,8 +259,12 @@ ${STRATEGY_HELP}`,
     if (positionals.length !== 1) throw new UsageError(`run: expected one WORKLOAD (${WORKLOAD_NAMES.join(', ')})`);
     const opts = runOptionsFrom(values as RunValues, positionals[0]!);
     const logger = createLogger({ json: values.json === true || !process.stderr.isTTY });
-    const { summary: s, xenLog } = await runOnce(opts);
+    const { summary: s, xenLog, ...res } = await runOnce(opts);
     for (const rec of xenLog) xenLogLine(logger, rec);
+    if (opts.xenLog) logger.info({ file: opts.xenLog, lines: res.xenLogWritten }, 'hypervisor log written');
+    if (opts.guestLog) logger.info({ file: opts.guestLog, lines: res.guestLogWritten }, 'guest log written');
+    if (opts.record && res.recorded)
+      logger.info({ file: opts.record, ...res.recorded }, 'hypercalls recorded (replay: pvmmu script FILE)');
     if (values.trace) logger.info({ file: values.trace }, 'trace written (open it in https://ui.perfetto.dev)');
     process.stdout.write(`${values.json ? JSON.stringify(summaryJson(s)) : formatSummary(s)}\n`);
     return bugsShown(s).length === 0 ? 0 : 1;

@@ -5,7 +5,9 @@
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
 import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
+import { writeFile } from 'node:fs/promises';
 import { Guest, type GuestCpuStats } from './guest.js';
+import { scriptText } from './script/text.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import { TraceWriter, writeTrace } from './trace.js';
@@ -49,6 +51,12 @@ export interface RunOptions {
   trace?: string;
   /** Extra options for the workload (e.g. vmap-cycle's warm-up). */
   workloadOptions?: Record<string, unknown>;
+  /** Write every hypervisor log line of the run here. */
+  xenLog?: string;
+  /** Write every guest printk line of the run here. */
+  guestLog?: string;
+  /** Record the run's hypercalls here as a `pvmmu script`. */
+  record?: string;
   /** flush_dcache_page's cache: pipt (x86, the default) or aliasing (ARM VIPT). */
   dcache?: DcacheKind;
   /** page_mapping() is NULL for slab pages (the 2.6.22 SLUB fix; default on). */
@@ -163,6 +171,14 @@ function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
 export interface RunResult {
   summary: RunSummary;
   xenLog: XenLogRecord[];
+  /** Hypervisor log lines written in all, and how many went to --xen-log. */
+  xenLogLines: number;
+  xenLogWritten?: number;
+  /** Guest printk lines printed in all, and how many went to --guest-log. */
+  guestLogLines: number;
+  guestLogWritten?: number;
+  /** --record: the steps written, and hypercalls a script could not express. */
+  recorded?: { steps: number; skipped: number; unnamed: number };
 }
 
 const LOG_KEEP = 20;
@@ -193,7 +209,13 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     memoryBytes: o.memoryBytes,
     enforce: o.enforce,
     maxVcpus: o.vcpus + 1,
+    record: o.record !== undefined,
   });
+  // --xen-log: the hypervisor keeps a bounded buffer, so drain it while the run goes on.
+  const xenLines: XenLogRecord[] = [];
+  const drainXen = async () => {
+    for (const rec of await machine.drainLog()) xenLines.push(rec);
+  };
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
@@ -244,12 +266,14 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
+    const drainTimer = o.xenLog !== undefined ? setInterval(() => void drainXen().catch(() => {}), 100) : null;
     let elapsedMs: number;
     let perCpu: Array<{ steps: number; loopNs: number }>;
     try {
       ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
     } finally {
       if (timer) clearInterval(timer);
+      if (drainTimer) clearInterval(drainTimer);
       progress?.done();
     }
     const stats = await guest.stats();
@@ -260,7 +284,27 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       await writeTrace(o.trace, writer);
     }
     const xen = await machine.stats();
-    const log = await machine.drainLog();
+    await drainXen();
+    const log = xenLines;
+    const extra: Omit<RunResult, 'summary' | 'xenLog'> = {
+      xenLogLines: xen.logLines,
+      guestLogLines: stats.reduce((n, st) => n + (st.messagesTotal ?? 0), 0),
+    };
+    if (o.xenLog !== undefined) {
+      await writeFile(o.xenLog, log.map((l) => `${l.line}\n`).join(''));
+      extra.xenLogWritten = log.length;
+    }
+    if (o.guestLog !== undefined) {
+      const lines = [...guest.bootMessages, ...stats.flatMap((st) => st.messages.map((m) => `cpu${st.cpu}: ${m}`))];
+      await writeFile(o.guestLog, lines.map((l) => `${l}\n`).join(''));
+      extra.guestLogWritten = lines.length;
+    }
+    if (o.record !== undefined) {
+      const flags = `--strategy ${o.strategy} --seed ${o.seed} --vcpus ${o.vcpus} --ops ${o.ops} --sched ${o.sched}`;
+      const rec = await machine.takeRecording(`recorded: pvmmu run ${o.workload} ${flags}`);
+      await writeFile(o.record, scriptText(rec.script));
+      extra.recorded = { steps: rec.script.steps.length, skipped: rec.skipped, unnamed: rec.unnamed };
+    }
     const audit = await machine.audit();
     const freeAfter = stats[0]!.freePages;
     await guest.shutdown();
@@ -328,7 +372,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
     };
-    return { summary, xenLog: log.slice(0, LOG_KEEP) };
+    return { summary, xenLog: log.slice(0, LOG_KEEP), ...extra };
   } finally {
     await machine.shutdown();
   }
