@@ -239,8 +239,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       wl[key] = counters[key] ?? 0;
     }
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
-    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, counts summed.
-    const reports: GuestReport[] = stats.flatMap((s) => s.reports ?? []).slice(0, REPORTS_KEEP);
+    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, the bugs first
+    // (in their order), then what only informs; counts summed.
+    const all = stats.flatMap((s) => s.reports ?? []);
+    const isBug = (r: GuestReport) => GUEST_REPORT_KINDS[r.kind].bug;
+    const reports = [...all.filter(isBug), ...all.filter((r) => !isBug(r))].slice(0, REPORTS_KEEP);
     const reportCounts: Partial<Record<GuestReportKind, number>> = {};
     for (const s of stats)
       for (const k of GUEST_REPORT_KIND_NAMES) {
