@@ -167,17 +167,17 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       seed: o.seed,
       ...o.workloadOptions,
     };
-    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
+    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one, holding a secret.
     let victim = -1;
     const victimFrames = WORKLOAD_NEEDS[o.workload as WorkloadName]?.victimFrames;
     if (victimFrames !== undefined) {
       const v = await machine.createDomain({ name: 'victim', frames: victimFrames, vcpus: 1 });
       victim = v.domid;
-      const target = v.p2m[v.firstFreePfn]!;
-      const secret = 0x5ec2e7 ^ o.seed;
-      // The victim's data, put there as its own kernel would have written it.
-      new Uint32Array(machine.mem)[target * 1024] = secret >>> 0;
-      options.targetMfn = target;
+      // Its own kernel writes its data and says where; then it idles.
+      const h = await machine.startVcpu(v, 0, 'victim', {});
+      const { mfn, secret } = await h.request<{ mfn: number; secret: number }>({ op: 'plant', seed: o.seed });
+      await h.terminate();
+      options.targetMfn = mfn;
       options.secret = secret;
     }
     const guest = await Guest.boot(machine, info, {
