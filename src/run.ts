@@ -4,7 +4,7 @@
  * kernel on its vCPUs, runs the steps (showing progress on a TTY), shuts the workload
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
-import { type PagingMode, PAGING_MODES } from './abi/xen.js';
+import { type PagingMode, PAGING_MODES, PAGE_SIZE } from './abi/xen.js';
 import { Guest, type GuestCpuStats } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
@@ -152,8 +152,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
-    const frames = Math.floor((o.memoryBytes / 4096) * 0.9);
-    const highmem = Math.floor(o.highmemBytes / 4096);
+    const frames = Math.floor((o.memoryBytes / PAGE_SIZE) * 0.9);
+    const highmem = Math.floor(o.highmemBytes / PAGE_SIZE);
     const info = await machine.createDomain({
       name: 'guest',
       frames,

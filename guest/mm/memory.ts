@@ -16,9 +16,11 @@ import {
   _PAGE_USER,
   MMUEXT_NEW_BASEPTR,
   rcName,
+  FRAME_WORDS,
+  PAGE_SIZE,
 } from '../../src/abi/xen.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST, vaIndex } from '../../src/abi/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import { mmuUpdate, mmuextOne } from '../arch/xen/hypercall.js';
 import { xenAllocPtpage, xenPgdPin, xenPgdUnpin, xenReleasePtpage } from '../arch/xen/pgtable.js';
 import type { Kernel } from '../kernel/kernel.js';
@@ -54,7 +56,7 @@ const P = _PAGE_PRESENT,
   A = _PAGE_ACCESSED,
   D = _PAGE_DIRTY;
 const PAGE_TABLE = P | RW | US | A | D;
-const page = new Uint8Array(4096);
+const page = new Uint8Array(PAGE_SIZE);
 const req = new Uint32Array(4);
 
 /** The pfns of a task's page-table pages, pgd first (for pin / unpin). */
@@ -129,11 +131,11 @@ export function pgdAlloc(k: Kernel, t: number): boolean {
       w[k.state.t(t, T_PMD + i)] = pmd;
       pokeEntry(k, pgd, i, pteLo(p2m[pmd]!, P), pteHi(p2m[pmd]!));
     }
-    const kl2 = (m[swapper * 1024 + 6]! >>> 12) + (m[swapper * 1024 + 7]! & 0xfffff) * 0x100000;
+    const kl2 = pteMfn(m[swapper * FRAME_WORDS + 6]!, m[swapper * FRAME_WORDS + 7]!);
     const copy = w[k.state.t(t, T_PMD + 3)]!;
     for (let i = 0; i < PAE_XEN_L2_FIRST; i++) {
-      const lo = m[kl2 * 1024 + 2 * i]!;
-      if (lo & P) pokeEntry(k, copy, i, lo, m[kl2 * 1024 + 2 * i + 1]!);
+      const lo = m[kl2 * FRAME_WORDS + 2 * i]!;
+      if (lo & P) pokeEntry(k, copy, i, lo, m[kl2 * FRAME_WORDS + 2 * i + 1]!);
     }
   } else {
     const pud = allocPt(k, GFP_KERNEL);
@@ -145,8 +147,8 @@ export function pgdAlloc(k: Kernel, t: number): boolean {
     pokeEntry(k, pud, 0, pteLo(p2m[pmd]!, PAGE_TABLE), pteHi(p2m[pmd]!));
     for (let i = 256; i < 512; i++) {
       if (i >= XEN_L4_FIRST && i <= XEN_L4_LAST) continue;
-      const lo = m[swapper * 1024 + 2 * i]!;
-      if (lo & P) pokeEntry(k, pgd, i, lo, m[swapper * 1024 + 2 * i + 1]!);
+      const lo = m[swapper * FRAME_WORDS + 2 * i]!;
+      if (lo & P) pokeEntry(k, pgd, i, lo, m[swapper * FRAME_WORDS + 2 * i + 1]!);
     }
   }
   return true;
@@ -282,16 +284,16 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   const mem32 = cpu.mmu.mem32;
   for (let i = 0; i < MAX_USER_PAGES; i++) {
     if (w[k.state.t(t, T_PAGES + i)]! <= 0) continue;
-    const va = USER_BASE + i * 4096;
+    const va = USER_BASE + i * PAGE_SIZE;
     const mfn = cpu.mmu.translate(va, true, true);
-    if (mfn < 0 || mem32[mfn * 1024] !== signature(t, i)) {
+    if (mfn < 0 || mem32[mfn * FRAME_WORDS] !== signature(t, i)) {
       k.state.count(C_DATA_ERRORS);
       k.report('data', [
         `task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`,
       ]);
       continue;
     }
-    mem32[mfn * 1024 + 1] = (mem32[mfn * 1024 + 1]! + 1) >>> 0;
+    mem32[mfn * FRAME_WORDS + 1] = (mem32[mfn * FRAME_WORDS + 1]! + 1) >>> 0;
   }
   return true;
 }

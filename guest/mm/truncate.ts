@@ -26,8 +26,16 @@
  * the removals take it, so the race is between steps, under both schedulers, and never
  * inside one.
  */
-import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi/xen.js';
-import { pteHi, pteLo } from '../../src/abi/pte.js';
+import {
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  _PAGE_USER,
+  FRAME_WORDS,
+  PAGE_SIZE,
+} from '../../src/abi/xen.js';
+import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { mappingOfAddressSpace } from './page.js';
@@ -124,10 +132,10 @@ export class FileMapping {
     const k = this.#k;
     const pte = k.state.w[k.state.t(t, T_PTE)]!;
     if (pte < 0) return -1;
-    const w = k.kpt.pfnToMfn(pte) * 1024 + 2 * (FILE_SLOT0 + i);
+    const w = k.kpt.pfnToMfn(pte) * FRAME_WORDS + 2 * (FILE_SLOT0 + i);
     const lo = k.mem32[w]!;
     if ((lo & _PAGE_PRESENT) === 0) return -1;
-    return k.mfnToPfn((lo >>> 12) + (k.mem32[w + 1]! & 0xfffff) * 0x100000);
+    return k.mfnToPfn(pteMfn(lo, k.mem32[w + 1]!));
   }
 
   #unmapOne(t: number, i: number, pfn: number): void {
@@ -149,7 +157,7 @@ export class FileMapping {
   #fileData(i: number): number {
     const pfn = this.#w[F_CACHE + i]!;
     if (pfn === 0) return fileWord(i, this.#w[F_DISK + i]!);
-    return this.#k.mem32[this.#k.kpt.pfnToMfn(pfn) * 1024]!;
+    return this.#k.mem32[this.#k.kpt.pfnToMfn(pfn) * FRAME_WORDS]!;
   }
 
   /**
@@ -380,14 +388,14 @@ export class FileMapping {
     for (let i = 0; i < FILE_PAGES; i++) {
       const pfn = this.#mapped(t, i);
       if (pfn < 0) continue;
-      const mfn = mmu.translate(USER_BASE + (FILE_SLOT0 + i) * 4096, false, true);
+      const mfn = mmu.translate(USER_BASE + (FILE_SLOT0 + i) * PAGE_SIZE, false, true);
       if (mfn < 0) continue;
       const key = t * FILE_PAGES + i;
       if (this.#w[F_CACHE + i] !== pfn && this.#seen.get(key) !== pfn) {
         this.#seen.set(key, pfn);
         this.counts.orphans++;
       }
-      const got = mmu.mem32[mfn * 1024]!;
+      const got = mmu.mem32[mfn * FRAME_WORDS]!;
       const want = this.#fileData(i);
       if (got !== want && this.#seen.get(-key - 1) !== pfn) {
         bad++;

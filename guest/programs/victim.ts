@@ -6,6 +6,7 @@
  *   plant {seed}   -> {mfn, secret}
  */
 import { layoutFor } from '../../src/abi/layout.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 import type { Vcpu } from '../vcpu.js';
 import type { ProgramHandler } from './types.js';
 
@@ -22,7 +23,7 @@ export default function victim(cpu: Vcpu): ProgramHandler {
       throw new TypeError(`victim plant: seed must be a non-negative integer (got ${String(seed)})`);
     const info = cpu.info;
     const secret = victimSecret(seed);
-    const va = layoutFor(info.paging).pageOffset + info.firstFreePfn * 4096;
+    const va = layoutFor(info.paging).pageOffset + info.firstFreePfn * PAGE_SIZE;
     if (cpu.mmu.store32(va, secret) < 0) throw new Error(`victim: its own page at ${va.toString(16)} faulted`);
     return { mfn: info.p2m[info.firstFreePfn]!, secret };
   };

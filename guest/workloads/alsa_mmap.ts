@@ -10,6 +10,7 @@
 import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { C_DATA_ERRORS } from '../../src/abi/kernel.js';
+import { FRAME_WORDS } from '../../src/abi/xen.js';
 import { doExit, runTask, switchToSwapper, taskCreate } from '../mm/memory.js';
 import { type DeviceVma, doMmap, doNoPage, sysMunmap, vmaAddress } from '../mm/mmap.js';
 import { sndFreePages, sndMallocPages, sndPcmMmapDataNopage } from '../sound/memalloc.js';
@@ -77,12 +78,12 @@ export class AlsaMmap implements Workload {
         this.#n.faults++;
         mfn = mmu.translate(va, true, true);
       }
-      if (mfn < 0 || mmu.mem32[mfn * 1024] !== sample(n, i)) {
+      if (mfn < 0 || mmu.mem32[mfn * FRAME_WORDS] !== sample(n, i)) {
         k.state.count(C_DATA_ERRORS);
         k.report('data', [`aplay: PCM page ${i} at ${va.toString(16)} does not hold the card's samples`]);
         continue;
       }
-      mmu.mem32[mfn * 1024 + 1] = i; // the user's write
+      mmu.mem32[mfn * FRAME_WORDS + 1] = i; // the user's write
     }
   }
 
