@@ -12,7 +12,7 @@
  * Every pte change goes through setEntry (a plain store while the mm is unpinned, an
  * mmu_update once it is pinned), and every read of a pte goes through the vCPU's MMU.
  */
-import { PAGE_SIZE, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi/xen.js';
+import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PAGE_SIZE } from '../../src/abi/xen.js';
 import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
