@@ -52,6 +52,8 @@ const RUN_OPTIONS = {
   trace: { type: 'string' },
   unenforced: { type: 'boolean' },
   'lock-page': { type: 'string' },
+  clock: { type: 'string' },
+  'cost-model': { type: 'string' },
 } as const;
 
 type RunValues = {
@@ -79,6 +81,12 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   if (values.ops !== undefined) o.ops = intOpt(values.ops, 'ops', o.ops);
   if (values.sched !== undefined) o.sched = values.sched as RunOptions['sched'];
   if (values.trace !== undefined) o.trace = values.trace;
+  if (values.clock !== undefined) {
+    if (values.clock !== 'wall' && values.clock !== 'virtual')
+      throw new UsageError(`--clock must be wall or virtual, got "${values.clock}"`);
+    o.clock = values.clock;
+  }
+  if (values['cost-model'] !== undefined) o.costModel = values['cost-model'];
   if (values['lock-page'] !== undefined) {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
@@ -136,6 +144,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --clock C          wall (this host's time) | virtual (the modelled machine's time, from a
+                     cost table; det scheduler, 1..64 vCPUs; --json adds virtualNs,
+                     virtualNsPerOpPerCpu and a breakdown by cost) [wall]
+  --cost-model M     --clock virtual: default-2008 | server-2023 | a JSON file [default-2008]
 
 ${STRATEGY_HELP}`,
   async run(argv) {

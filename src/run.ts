@@ -5,12 +5,15 @@
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
 import { type PagingMode, PAGING_MODES } from './abi/xen.js';
-import { Guest, type GuestCpuStats } from './guest.js';
+import { Guest, type GuestCpuRun, type GuestCpuStats } from './guest.js';
+import { loadCostModel } from './costmodel.js';
+import { MAX_VCPUS_PER_DOMAIN } from './abi/layout.js';
+import { VCLOCK_CATEGORIES } from './abi/vclock.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import { TraceWriter, writeTrace } from './trace.js';
 import { NameTable, TraceBuffer } from './abi/trace.js';
-import type { RunSummary } from './summary.js';
+import type { RunSummary, VirtualSummary } from './summary.js';
 import type { XenLogRecord } from './abi/control.js';
 import { STRATEGIES, type Strategy, WORKLOAD_NAMES } from './abi/kernel.js';
 
@@ -37,6 +40,10 @@ export interface RunOptions {
   trace?: string;
   /** Extra options for the workload (e.g. vmap-cycle's warm-up). */
   workloadOptions?: Record<string, unknown>;
+  /** wall (default) or virtual: the modelled machine's time (det scheduler only). */
+  clock?: 'wall' | 'virtual';
+  /** --clock virtual: the cost table, a builtin name or a JSON file [default-2008]. */
+  costModel?: string;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -66,8 +73,16 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${o.strategy}"`);
   if (!PAGING_MODES.includes(o.paging))
     throw new RangeError(`--paging must be one of ${PAGING_MODES.join(', ')}, got "${o.paging}"`);
-  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 16)
-    throw new RangeError(`--vcpus must be an integer in 1..16, got ${o.vcpus}`);
+  const maxVcpus = o.clock === 'virtual' ? MAX_VCPUS_PER_DOMAIN : 16;
+  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > maxVcpus)
+    throw new RangeError(
+      `--vcpus must be an integer in 1..${maxVcpus}${o.clock === 'virtual' ? '' : ' (1..64 with --clock virtual)'}, got ${o.vcpus}`,
+    );
+  if (o.clock !== undefined && o.clock !== 'wall' && o.clock !== 'virtual')
+    throw new RangeError(`--clock must be wall or virtual, got "${o.clock}"`);
+  if (o.clock === 'virtual' && o.sched !== 'det')
+    throw new RangeError('--clock virtual runs on the det scheduler: leave out --sched or give --sched det');
+  if (o.costModel !== undefined && o.clock !== 'virtual') throw new RangeError('--cost-model is for --clock virtual');
   if (
     !Number.isInteger(o.memoryBytes) ||
     o.memoryBytes < 32 * MiB ||
@@ -142,6 +157,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       options.targetMfn = target;
       options.secret = secret;
     }
+    const costModel = o.clock === 'virtual' ? loadCostModel(o.costModel) : null;
     const guest = await Guest.boot(machine, info, {
       strategy: o.strategy,
       kmapFlush: o.kmapFlush,
@@ -150,13 +166,14 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       seed: o.seed,
       vcpus: o.vcpus,
       trace: o.trace !== undefined,
+      ...(costModel === null ? {} : { costModel: costModel.costs }),
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     let elapsedMs: number;
-    let perCpu: Array<{ steps: number; loopNs: number }>;
+    let perCpu: GuestCpuRun[];
     try {
-      ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
+      ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options, o.clock));
     } finally {
       if (timer) clearInterval(timer);
       progress?.done();
@@ -228,9 +245,31 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       workloadStats: wl,
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
+      ...(costModel === null ? {} : { virtual: virtualSummary(perCpu, o.ops, costModel.name) }),
     };
     return { summary, xenLog: log.slice(0, LOG_KEEP) };
   } finally {
     await machine.shutdown();
   }
+}
+
+/**
+ * --clock virtual: the modelled elapsed time (the last vCPU to finish), per operation on
+ * one vCPU (virtualNs x vCPUs / ops) and by category (every vCPU's ns, summed, per op).
+ */
+export function virtualSummary(perCpu: readonly GuestCpuRun[], ops: number, costModel: string): VirtualSummary {
+  const virtualNs = Math.max(...perCpu.map((c) => c.virtualNs ?? 0));
+  const breakdown: Record<string, number> = {};
+  VCLOCK_CATEGORIES.forEach((cat, i) => {
+    breakdown[cat] = perCpu.reduce((n, c) => n + (c.breakdown?.[i] ?? 0), 0) / ops;
+  });
+  return {
+    clock: 'virtual',
+    costModel,
+    virtualNs,
+    virtualNsPerOpPerCpu: (virtualNs * perCpu.length) / ops,
+    opsPerModelledSecond: ops / (virtualNs / 1e9),
+    turnSwitches: Math.max(...perCpu.map((c) => c.turnSwitches ?? 0)),
+    breakdown,
+  };
 }

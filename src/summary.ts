@@ -45,6 +45,24 @@ export interface RunSummary {
   isolationViolations?: number;
   /** The workload's own counters, summed over vCPUs (shown under "Workload counters"). */
   workloadStats?: Record<string, number>;
+  /** --clock virtual: the modelled machine's time. */
+  virtual?: VirtualSummary;
+}
+
+/** What the virtual clock measured (src/run.ts virtualSummary). */
+export interface VirtualSummary {
+  clock: 'virtual';
+  /** The cost table's name. */
+  costModel: string;
+  /** Modelled elapsed ns: the clock of the last vCPU to finish its steps. */
+  virtualNs: number;
+  /** virtualNs x vCPUs / ops: modelled ns per operation on one vCPU. */
+  virtualNsPerOpPerCpu: number;
+  opsPerModelledSecond: number;
+  /** Turn hand-offs between vCPU threads: what the model cost the host. */
+  turnSwitches: number;
+  /** Modelled ns per operation by category (src/abi/vclock.ts VCLOCK_CATEGORIES), all vCPUs summed. */
+  breakdown: Record<string, number>;
 }
 
 /** The --json contract (a superset of the issue's required fields). */
@@ -78,6 +96,14 @@ export interface SummaryJson {
   workloadStats: Record<string, number>;
   /** Whether the stray-mapping bug showed up: Xen refused at least one pin. */
   strayMappingBug: boolean;
+  /** --clock virtual only: "virtual", and the VirtualSummary's figures. */
+  clock?: 'virtual';
+  costModel?: string;
+  virtualNs?: number;
+  virtualNsPerOpPerCpu?: number;
+  opsPerModelledSecond?: number;
+  turnSwitches?: number;
+  breakdown?: Record<string, number>;
 }
 
 /** What each strategy is, in a few words (the names the guest uses). */
@@ -248,6 +274,18 @@ export function formatSummary(s: RunSummary): string {
     'audit',
     s.auditOk ? 'ok (frame table agrees with the page tables)' : `FAILED (${plural(problems.length, 'problem')})`,
   ]);
+  if (s.virtual !== undefined) {
+    const v = s.virtual;
+    rows.push([
+      'virtual clock',
+      `${duration(v.virtualNs / 1e6)} modelled (${v.costModel}): ${group(Math.round(v.virtualNsPerOpPerCpu))} ns per op per vCPU, ` +
+        `${rate(v.opsPerModelledSecond)} ops per modelled second`,
+    ]);
+    const parts = Object.entries(v.breakdown)
+      .filter(([, ns]) => ns > 0)
+      .map(([k, ns]) => `${k} ${group(Math.round(ns))}`);
+    rows.push(['  ns per op by cost', parts.join(', ') || 'none']);
+  }
   const iso = s.isolationViolations ?? 0;
   if (iso > 0) rows.push(['isolation', `VIOLATED ${plural(iso, 'time')} (a domain reached a frame it does not own)`]);
   const w = Math.max(...rows.map(([k]) => k.length));
@@ -412,5 +450,6 @@ export function summaryJson(s: RunSummary): SummaryJson {
     isolationViolations: s.isolationViolations ?? 0,
     workloadStats: Object.fromEntries(sortedStats(s.workloadStats)),
     strayMappingBug: pinsRefused > 0,
+    ...(s.virtual === undefined ? {} : { ...s.virtual, breakdown: { ...s.virtual.breakdown } }),
   };
 }

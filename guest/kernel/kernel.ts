@@ -22,6 +22,7 @@ import { TraceBuffer } from '../../src/abi/trace.js';
 import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
+import { vclockBytes } from './vclock.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 const P = _PAGE_PRESENT,
@@ -165,6 +166,7 @@ export class Kernel {
       vmalloc,
       highmem,
       kern,
+      vclock: new SharedArrayBuffer(vclockBytes()),
       vmallocStart: kptFrames.vmallocStart,
       vmallocEnd: kptFrames.vmallocEnd,
     };
@@ -243,13 +245,20 @@ export class Kernel {
     return pfn >= this.cpu.info.lowmemPages;
   }
 
+  /** Pages zeroed and 4 KiB copies in or out, for the virtual clock. */
+  pagesZeroed = 0;
+  pagesCopied = 0;
+
   /** clear_highpage: through the direct map, or a kmap_atomic slot for highmem. */
   clearPage(pfn: number): void {
+    this.pagesZeroed++;
+    this.pagesCopied--; // writePage counts a copy
     this.writePage(pfn, ZERO_PAGE, 0);
   }
 
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
+    this.pagesCopied++;
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0)
         this.printk(`BUG: fault writing lowmem page ${pfn}`);
@@ -263,6 +272,7 @@ export class Kernel {
 
   /** Read 4 KiB of page `pfn` through the MMU. */
   readPage(pfn: number, dst: Uint8Array, off: number): void {
+    this.pagesCopied++;
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, 4096) < 0)
         this.printk(`BUG: fault reading lowmem page ${pfn}`);

@@ -7,6 +7,8 @@
  * WORKLOAD_NAMES, so the two lists cannot drift apart.
  */
 
+import type { CostTable } from './vclock.js';
+
 /** How stray vmap aliases are dealt with (the subject of the benchmarks). */
 export type Strategy = 'lazy' | 'eager' | 'vmap-pages' | 'unmap-aliases';
 export const STRATEGIES: readonly Strategy[] = ['lazy', 'eager', 'vmap-pages', 'unmap-aliases'];
@@ -25,6 +27,8 @@ export interface KernelConfig {
   vcpus: number;
   /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
   trace?: boolean;
+  /** --clock virtual: ns per event, what the virtual clock charges (cost-models/*.json). */
+  costModel?: CostTable;
 }
 
 /** The buffers the boot vCPU made, handed to the others (and to the host, read-only). */
@@ -34,6 +38,8 @@ export interface KernelShared {
   vmalloc: SharedArrayBuffer;
   highmem: SharedArrayBuffer | null;
   kern: SharedArrayBuffer;
+  /** The virtual clocks (guest/kernel/vclock.ts). */
+  vclock: SharedArrayBuffer;
   /** First and last (exclusive) vmalloc address the kernel built page tables for. */
   vmallocStart: number;
   vmallocEnd: number;
