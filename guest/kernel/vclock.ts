@@ -238,7 +238,7 @@ export class VClock implements SpinClock {
     this.#zeroed = this.#counters.pagesZeroed;
     this.#copied = this.#counters.pagesCopied;
     if (this.id === this.nr - 1) {
-      const n = this.#pickNext();
+      const n = this.pickNext();
       Atomics.store(i, I_TURN + n, 1);
       Atomics.notify(i, I_TURN + n);
     }
@@ -248,6 +248,22 @@ export class VClock implements SpinClock {
     this.#active = true;
     setSpinClock(this);
     this.#cpu.clockEvent = () => this.hypercallEvent();
+  }
+
+  /**
+   * Become the running vCPU at clock `now` without begin()'s set-up handshake and without
+   * installing the hooks: how tests drive hand-built cases on one thread.
+   */
+  enter(now: number): void {
+    this.#now = now;
+    this.f[F_CLOCK + this.id] = now;
+    this.#active = true;
+  }
+
+  /** Leave a state entered with enter(): store the clock. */
+  leave(): void {
+    this.f[F_CLOCK + this.id] = this.#now;
+    this.#active = false;
   }
 
   /**
@@ -265,7 +281,7 @@ export class VClock implements SpinClock {
     i[I_STATE + this.id] = VC_IDLE;
     i[I_TURN + this.id] = 0;
     this.#cpu.block();
-    const n = this.#pickNext();
+    const n = this.pickNext();
     if (n >= 0) this.#grant(n);
     else if (this.#anyBlocked()) panic('virtual clock: every vCPU left waits for a lock (deadlock)');
     Atomics.add(i, I_DONE, 1);
@@ -472,8 +488,8 @@ export class VClock implements SpinClock {
 
   /* ---------------------------------------------------------------- turns */
 
-  /** The runnable vCPU with the smallest clock, ties drawn from the seed; -1 if none. */
-  #pickNext(): number {
+  /** The ordering rule's choice: the runnable vCPU with the smallest clock, ties drawn from the seed; -1 if none. */
+  pickNext(): number {
     const f = this.f;
     const i = this.i;
     let best = -1;
@@ -505,7 +521,7 @@ export class VClock implements SpinClock {
   /** The ordering rule: hand the turn to the runnable vCPU with the smallest clock, and wait for ours. */
   #yield(): void {
     this.f[F_CLOCK + this.id] = this.#now;
-    const n = this.#pickNext();
+    const n = this.pickNext();
     if (n === this.id) return;
     if (n < 0) panic('virtual clock: every vCPU waits for a lock (deadlock)');
     this.i[I_TURN + this.id] = 0;
