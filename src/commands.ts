@@ -202,7 +202,11 @@ suite, with ratios measured side by side in the same run. Results, CSV and an HT
 with charts are written under bench/results/ (or --out DIR).
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall.`,
+node dist/bench/run.js --help), hypercall.
+
+--clock virtual runs the vunmap suite on the virtual clock instead: modelled ns per cycle
+for every strategy at 1..64 vCPUs beside Linux 2.6.28's figures, and xfs-dirscan, from a
+cost table (--cost-model default-2008 | server-2023 | FILE).`,
   async run(argv) {
     // bench/ sits above the host (it imports it), so the host starts it by path, in a
     // process of its own with this one's terminal: the suites parse their own options.
