@@ -252,13 +252,16 @@ export class Kernel {
   /** clear_highpage: through the direct map, or a kmap_atomic slot for highmem. */
   clearPage(pfn: number): void {
     this.pagesZeroed++;
-    this.pagesCopied--; // writePage counts a copy
-    this.writePage(pfn, ZERO_PAGE, 0);
+    this.#writePage(pfn, ZERO_PAGE, 0);
   }
 
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
     this.pagesCopied++;
+    this.#writePage(pfn, src, off);
+  }
+
+  #writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0)
         this.printk(`BUG: fault writing lowmem page ${pfn}`);
