@@ -430,3 +430,34 @@ describe('whole runs on the virtual clock', () => {
     await expect(runOnce(vopts({ clock: 'wall', vcpus: 17 }))).rejects.toThrow(/1\.\.64 with --clock virtual/);
   });
 });
+
+describe('the stacked breakdown chart (bench report)', () => {
+  it('draws one chart per group, one bar per x, one segment and legend entry per category', async () => {
+    const { stackedCharts } = await import('../bench/report.js');
+    const rows = [1, 8].flatMap((x) =>
+      ['ipi', 'lockWait'].map((stack, k) => ({
+        case: `eager ${x} ${stack}`,
+        value: (k + 1) * x * 100,
+        unit: 'ns/cycle',
+        group: 'eager: modelled ns per cycle by cost',
+        x,
+        xLabel: 'vCPUs',
+        stack,
+      })),
+    );
+    const charts = stackedCharts(rows);
+    expect(charts).toHaveLength(1);
+    const svg = charts[0]!;
+    expect(svg).toContain('eager: modelled ns per cycle by cost');
+    expect(svg.match(/<rect [^>]*><title>/g)).toHaveLength(4);
+    expect(svg).toContain('8 vCPUs, lockWait: 1,600');
+    expect(svg).toContain('>ipi<');
+  });
+
+  it('refuses a bar whose parts do not match the categories', async () => {
+    const { stackedBarChart } = await import('../bench/charts.js');
+    expect(() =>
+      stackedBarChart({ title: 't', valueLabel: 'ns', categories: ['a', 'b'], bars: [{ label: 'x', parts: [1] }] }),
+    ).toThrow(/one non-negative part per category/);
+  });
+});
