@@ -14,10 +14,10 @@ import { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
 import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
+import { jiffiesAt } from '../kernel/clock.js';
 import { resetVclock, VClock, vclockResult } from '../kernel/vclock.js';
 
 export type Sched = 'parallel' | 'det';
-export const STEPS_PER_TICK = 10;
 
 export interface Workload {
   /** Set up this vCPU's part (before the first step). */
@@ -77,7 +77,7 @@ export function runWorkload(
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
       const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       cpu.pollInterrupts();
     }
   } else {
@@ -104,7 +104,7 @@ export function runWorkload(
         wl.init(k, rng); // in turn as well: mounting does hypercalls
         inited = true;
       }
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       mine++;
       cpu.block(); // before the next vCPU may run
       const r = xorshift(w[H_RNG]!);
@@ -162,7 +162,7 @@ function runVirtual(k: Kernel, wl: Workload, total: number, seed: number): RunRe
   try {
     for (; mine < share; mine++) {
       const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       vc.stepEnd();
     }
   } finally {
