@@ -461,3 +461,37 @@ describe('the stacked breakdown chart (bench report)', () => {
     ).toThrow(/one non-negative part per category/);
   });
 });
+
+describe("Xen's report of what a hypercall did (slot header words 20-23)", () => {
+  it('counts pin entries, mmu_update entries, local flushes, shootdowns and their targets', async () => {
+    const { XenBox } = await import('./helpers/xenbox.js');
+    const { MMUEXT_TLB_FLUSH_ALL, MMUEXT_TLB_FLUSH_LOCAL } = await import('../src/abi/xen.js');
+    const box = new XenBox();
+    const a = box.domain('A', { vcpus: 3 });
+    const words = () => {
+      const b = slotBase(a.info.slots[0]!);
+      const ev = box.t[b + S_VC_EVENTS]!;
+      return {
+        mmu: ev & 0xffff,
+        local: (ev >>> 16) & 0xff,
+        shootdowns: ev >>> 24,
+        pt: box.t[b + S_VC_PT]!,
+        targets: box.t[b + S_VC_TARGETS_LO]!,
+      };
+    };
+    const l1 = a.alloc();
+    expect(a.makeReadOnly(l1.pfn)).toBe(0);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    // 512 entries validated; the type change (writable -> L1) flushed every vCPU that may
+    // hold a stale entry (Xen's tlbflush filter): the caller and vCPUs 1 and 2.
+    expect(words()).toEqual({ mmu: 0, local: 1, shootdowns: 1, pt: 512, targets: 0b110 });
+    const data = a.alloc();
+    const reqs: Array<[number, number, number, number]> = [0, 1, 2].map((i) => [l1.mfn, i, data.mfn * 4096 + 0x63, 0]);
+    expect(a.mmuUpdate(reqs).rc).toBe(0);
+    expect(words()).toEqual({ mmu: 3, local: 0, shootdowns: 0, pt: 0, targets: 0 });
+    expect(a.mmuext([{ cmd: MMUEXT_TLB_FLUSH_LOCAL }]).rc).toBe(0);
+    expect(words()).toEqual({ mmu: 0, local: 1, shootdowns: 0, pt: 0, targets: 0 });
+    expect(a.mmuext([{ cmd: MMUEXT_TLB_FLUSH_ALL }]).rc).toBe(0);
+    expect(words()).toEqual({ mmu: 0, local: 1, shootdowns: 1, pt: 0, targets: 0b110 });
+  });
+});
