@@ -17,6 +17,7 @@ import { STRATEGIES, type Strategy } from '../src/abi/kernel.js';
 import { VCLOCK_CATEGORIES } from '../src/abi/vclock.js';
 import { DEFAULT_COST_MODEL, loadCostModel } from '../src/costmodel.js';
 import { DEFAULT_RUN, runOnce } from '../src/run.js';
+import type { RunSummary, VirtualSummary } from '../src/summary.js';
 import type { Row, SuiteOptions } from './report.js';
 
 const MiB = 2 ** 20;
@@ -76,7 +77,7 @@ export function vunmapVirtualSuite(costModel: string = DEFAULT_COST_MODEL) {
           memoryBytes: 256 * MiB,
           ops: cycles * v,
         });
-        const vs = s.virtual!;
+        const vs = s as RunSummary & VirtualSummary;
         ns.set(`${strategy}/${v}`, vs.virtualNsPerOpPerCpu);
         const linux = LINUX_2628[v];
         const linuxNote =
@@ -142,7 +143,7 @@ export function vunmapVirtualSuite(costModel: string = DEFAULT_COST_MODEL) {
           ops: scanOps * v,
           memoryBytes: 256 * MiB,
         });
-        const vs = s.virtual!;
+        const vs = s as RunSummary & VirtualSummary;
         rows.push({
           case: `dirscan ${strategy.padEnd(13)} ${String(v).padStart(2)} vCPU (modelled)`,
           value: vs.opsPerModelledSecond,

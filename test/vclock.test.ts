@@ -374,10 +374,10 @@ describe('whole runs on the virtual clock', () => {
     const a = (await runOnce(vopts({ ...o, seed: 3 }))).summary;
     const b = (await runOnce(vopts({ ...o, seed: 3 }))).summary;
     const c = (await runOnce(vopts({ ...o, seed: 4 }))).summary;
-    expect(a.virtual!.virtualNs).toBeGreaterThan(0);
-    expect(b.virtual!.virtualNs).toBe(a.virtual!.virtualNs);
-    expect(b.virtual!.breakdown).toEqual(a.virtual!.breakdown);
-    expect(c.virtual!.virtualNs).not.toBe(a.virtual!.virtualNs);
+    expect(a.virtualNs).toBeGreaterThan(0);
+    expect(b.virtualNs).toBe(a.virtualNs);
+    expect(b.breakdown).toEqual(a.breakdown);
+    expect(c.virtualNs).not.toBe(a.virtualNs);
   }, 120_000);
 
   it('--json carries clock, virtualNs, virtualNsPerOpPerCpu and the breakdown by category', async () => {
@@ -403,7 +403,7 @@ describe('whole runs on the virtual clock', () => {
 
   it("eager's modelled cycle grows with the vCPUs its flushes must reach; unmap-aliases' barely does", async () => {
     const ns = async (strategy: 'eager' | 'unmap-aliases', vcpus: number) =>
-      (await runOnce(vopts({ strategy, vcpus, ops: 150 * vcpus }))).summary.virtual!.virtualNsPerOpPerCpu;
+      (await runOnce(vopts({ strategy, vcpus, ops: 150 * vcpus }))).summary.virtualNsPerOpPerCpu!;
     const e1 = await ns('eager', 1);
     const e8 = await ns('eager', 8);
     const u1 = await ns('unmap-aliases', 1);
