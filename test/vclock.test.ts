@@ -495,3 +495,20 @@ describe("Xen's report of what a hypercall did (slot header words 20-23)", () =>
     expect(words()).toEqual({ mmu: 0, local: 1, shootdowns: 1, pt: 0, targets: 0b110 });
   });
 });
+
+describe('the cost tables ship', () => {
+  it('npm pack includes cost-models/, where the built host looks for them', async () => {
+    const { execFileSync } = await import('node:child_process');
+    const root = new URL('..', import.meta.url).pathname;
+    const out = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], {
+      cwd: root,
+      encoding: 'utf8',
+    });
+    const files = (JSON.parse(out.slice(out.indexOf('['))) as Array<{ files: Array<{ path: string }> }>)[0]!.files.map(
+      (f) => f.path,
+    );
+    expect(files).toContain('cost-models/default-2008.json');
+    expect(files).toContain('cost-models/server-2023.json');
+    expect(files).toContain('dist/src/costmodel.js');
+  }, 60_000);
+});
