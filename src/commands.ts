@@ -65,6 +65,8 @@ export const RUN_OPTIONS = {
   'xfsbufd-period': { type: 'string' },
   'purge-threshold': { type: 'string' },
   'shrink-every': { type: 'string' },
+  clock: { type: 'string' },
+  'cost-model': { type: 'string' },
 } as const;
 
 export type RunValues = {
@@ -99,6 +101,12 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
       throw new UsageError(`--record must name a .json file, got "${values.record}"`);
     o.record = values.record;
   }
+  if (values.clock !== undefined) {
+    if (values.clock !== 'wall' && values.clock !== 'virtual')
+      throw new UsageError(`--clock must be wall or virtual, got "${values.clock}"`);
+    o.clock = values.clock;
+  }
+  if (values['cost-model'] !== undefined) o.costModel = values['cost-model'];
   if (values['lock-page'] !== undefined) {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
@@ -211,6 +219,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --clock C          wall (this host's time) | virtual (the modelled machine's time, from a
+                     cost table; det scheduler, 1..64 vCPUs; --json adds virtualNs,
+                     virtualNsPerOpPerCpu and a breakdown by cost) [wall]
+  --cost-model M     --clock virtual: default-2008 | server-2023 | a JSON file [default-2008]
   --xen-log FILE     write every hypervisor log line of the run to FILE
   --guest-log FILE   write every guest printk line of the run to FILE ("cpuN: line")
   --record FILE.json write the run's hypercalls as a script: replay it with
@@ -305,7 +317,11 @@ suite, with ratios measured side by side in the same run. Results, CSV and an HT
 with charts are written under bench/results/ (or --out DIR).
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall.`,
+node dist/bench/run.js --help), hypercall.
+
+--clock virtual runs the vunmap suite on the virtual clock instead: modelled ns per cycle
+for every strategy at 1..64 vCPUs beside Linux 2.6.28's figures, and xfs-dirscan, from a
+cost table (--cost-model default-2008 | server-2023 | FILE).`,
   async run(argv) {
     // bench/ sits above the host (it imports it), so the host starts it by path, in a
     // process of its own with this one's terminal: the suites parse their own options.

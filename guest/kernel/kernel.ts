@@ -42,6 +42,7 @@ import { VMALLOC_STRATEGY_FOR } from './config.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
 import { backtraceLines, dumpStack } from './dump_stack.js';
+import { vclockBytes } from './vclock.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 const P = _PAGE_PRESENT,
@@ -200,6 +201,7 @@ export class Kernel {
       vmalloc,
       highmem,
       kern,
+      vclock: new SharedArrayBuffer(vclockBytes()),
       vmallocStart: kptFrames.vmallocStart,
       vmallocEnd: kptFrames.vmallocEnd,
     };
@@ -296,13 +298,23 @@ export class Kernel {
     return pfn >= this.cpu.info.lowmemPages;
   }
 
+  /** Pages zeroed and 4 KiB copies in or out, for the virtual clock. */
+  pagesZeroed = 0;
+  pagesCopied = 0;
+
   /** clear_highpage: through the direct map, or a kmap_atomic slot for highmem. */
   clearPage(pfn: number): void {
-    this.writePage(pfn, ZERO_PAGE, 0);
+    this.pagesZeroed++;
+    this.#writePage(pfn, ZERO_PAGE, 0);
   }
 
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
+    this.pagesCopied++;
+    this.#writePage(pfn, src, off);
+  }
+
+  #writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, PAGE_SIZE) < 0)
         this.report('bug', [`BUG: fault writing lowmem page ${pfn}`]);
@@ -316,6 +328,7 @@ export class Kernel {
 
   /** Read 4 KiB of page `pfn` through the MMU. */
   readPage(pfn: number, dst: Uint8Array, off: number): void {
+    this.pagesCopied++;
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, PAGE_SIZE) < 0)
         this.report('bug', [`BUG: fault reading lowmem page ${pfn}`]);
