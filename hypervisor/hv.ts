@@ -44,7 +44,9 @@ export class Domain {
 }
 
 /** XenStats' plain counters, kept live (errors by name as a Map while counting). */
-export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason'> & { errors: Map<string, number> };
+export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason' | 'logLines'> & {
+  errors: Map<string, number>;
+};
 
 export class Hv {
   readonly paging: PagingMode;

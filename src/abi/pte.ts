@@ -44,6 +44,16 @@ export function fromBigInt(v: bigint): [lo: number, hi: number] {
   return [Number(v & 0xffffffffn), Number((v >> 32n) & 0xffffffffn)];
 }
 
+/** Low flag bits (and NX) as "P|RW|US": the inverse of parseFlags (bit 7 prints as PSE). */
+export function formatFlags(flags: number, nx = false): string {
+  const names: string[] = [];
+  for (const [name, bit] of Object.entries(PTE_FLAG_NAMES)) {
+    if (name !== 'PAT' && (flags & bit) !== 0) names.push(name);
+  }
+  if (nx) names.push('NX');
+  return names.join('|');
+}
+
 /** Parse "P|RW|US" into low flag bits; returns the bad token when one is unknown. */
 export function parseFlags(text: string): { flags: number; nx: boolean } | { bad: string } {
   let flags = 0;
