@@ -44,6 +44,7 @@ import {
   _PAGE_PSE,
   levelOfType,
   rcName,
+  PAGE_SIZE,
 } from '../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
@@ -59,7 +60,7 @@ import {
   S_OP,
   slotBase,
 } from '../src/abi/layout.js';
-import { formatFlags, hex64, maddrMfn, pteMfn } from '../src/abi/pte.js';
+import { formatFlags, hex64, pteMfn, maddrMfn } from '../src/abi/pte.js';
 import type { DomainConfig, Recording } from '../src/abi/control.js';
 import type { Hv } from './hv.js';
 
@@ -142,7 +143,7 @@ export class Recorder {
     const script = {
       name,
       paging: hv.paging,
-      memory_mb: Math.round((hv.ft.nrFrames * 4096) / 2 ** 20),
+      memory_mb: Math.round((hv.ft.nrFrames * PAGE_SIZE) / 2 ** 20),
       domains: this.#domains.map((c) => ({
         name: c.name,
         frames: c.frames,
@@ -318,7 +319,7 @@ export class Recorder {
         const w = data + h + i * MMU_REQ_WORDS;
         const plo = t[w]! >>> 0;
         if ((plo & 7) === MMU_MACHPHYS_UPDATE) continue;
-        const mfn = maddrMfn(plo, t[w + 1]!);
+        const mfn = maddrMfn(plo, t[w + 1]! >>> 0);
         if (!hv.ft.mfnValid(mfn)) continue;
         const typeHi = hv.ft.typeHi[mfn]!;
         const level = levelOfType(typeHi);
