@@ -56,7 +56,7 @@ export class Hv {
   readonly rootLevel: number;
   readonly ft: FrameTable;
   readonly mem: SharedArrayBuffer;
-  /** Machine memory as words: entry i of frame m is mem32[m*1024 + 2i] (lo), +1 (hi). */
+  /** Machine memory as words: entry i of frame m is mem32[m * FRAME_WORDS + 2i] (lo), +1 (hi). */
   readonly mem32: Uint32Array;
   readonly mem8: Uint8Array;
   readonly transport: Int32Array;

@@ -59,6 +59,12 @@ export const RUN_OPTIONS = {
   'slub-fix': { type: 'string' },
   dcache: { type: 'string' },
   'kunmap-base': { type: 'string' },
+  'aliases-before-pin': { type: 'string' },
+  'dir-entry-bytes': { type: 'string' },
+  'name-len': { type: 'string' },
+  'xfsbufd-period': { type: 'string' },
+  'purge-threshold': { type: 'string' },
+  'shrink-every': { type: 'string' },
 } as const;
 
 export type RunValues = {
@@ -97,6 +103,7 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
   }
+  xfsOptionsFrom(values, workload, o);
   const only = (opt: string, wl: string) => {
     if (workload !== wl) throw new UsageError(`--${opt} is an option of the ${wl} workload`);
   };
@@ -120,8 +127,36 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
   return o;
 }
 
+/** The workloads that mount XFS (the geometry and purge options are theirs). */
+const XFS_WORKLOADS = ['xfs-dirscan', 'log-recovery', 'mixed', 'pat-alias'];
+
+/** --aliases-before-pin and the XFS thread's geometry and purge options, into o. */
+function xfsOptionsFrom(values: RunValues, workload: string, o: RunOptions): void {
+  if (values['aliases-before-pin'] !== undefined)
+    o.aliasesBeforePin = onOff(values['aliases-before-pin'], 'aliases-before-pin', true);
+  const xfs: Array<
+    [keyof RunValues & string, 'dirEntryBytes' | 'nameLen' | 'xfsbufdPeriod' | 'purgeThreshold' | 'shrinkEvery']
+  > = [
+    ['dir-entry-bytes', 'dirEntryBytes'],
+    ['name-len', 'nameLen'],
+    ['xfsbufd-period', 'xfsbufdPeriod'],
+    ['purge-threshold', 'purgeThreshold'],
+    ['shrink-every', 'shrinkEvery'],
+  ];
+  for (const [flag, key] of xfs) {
+    const v = values[flag];
+    if (v === undefined || typeof v !== 'string') continue;
+    if (!XFS_WORKLOADS.includes(workload))
+      throw new UsageError(`--${flag} is an option of the XFS workloads (${XFS_WORKLOADS.join(', ')})`);
+    o[key] = intOpt(v, flag, 0);
+  }
+}
+
 /** What a workload needs unless told otherwise (kmap-churn needs highmem to mean anything). */
 const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
+  // David Chinner's test directory (seed thread, 2007-10-23 07:04): ~100,000 files in ~1,700
+  // 64 KiB blocks (59 entries of 1,104 bytes a block: 1,695 blocks, 106 MiB).
+  'xfs-dirscan': { files: 100_000, dirEntryBytes: 1104 },
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
   'truncate-race': { ops: 3000 },
@@ -171,7 +206,7 @@ Options (defaults in brackets):
   --highpte          pae: user page tables in highmem (CONFIG_HIGHPTE)
   --paging MODE      pae | x86_64 [pae]
   --dir-block SIZE   XFS directory block size: 4K..64K [64K]
-  --files N          entries in the scanned directory [20000]
+  --files N          entries in the scanned directory [xfs-dirscan: 100000, others: 20000]
   --ops N            workload steps, over all vCPUs [4000]
   --seed N           seed of everything random [1]
   --sched S          det (deterministic interleaving) | parallel (real threads) [det]
@@ -190,7 +225,27 @@ Options (defaults in brackets):
   --kunmap-base on|off  slub-dma only: kunmap_atomic(buffer - offset), the patch that
                      changed nothing [off]
 
-Workload defaults that differ: alsa-mmap and slub-dma run 1 op (one playback, one
+  --aliases-before-pin on|off  unmap-aliases only: vm_unmap_aliases() before pinning
+                     (Jeremy Fitzhardinge, 2008); off is Nick Piggin's 2.6.28 lazy layer
+                     without it, where every vmap user leaves stray aliases [on]
+XFS workloads (${XFS_WORKLOADS.join(', ')}):
+  --dir-entry-bytes N  bytes each directory entry takes in its block: a multiple of 8
+                     from 32 up to the block's room [xfs-dirscan: 1104, others: 32]; Dave
+                     Chinner's test put 100,000 files in ~1,700 64 KiB blocks
+  --name-len N       every file name N bytes long, from what "f-<index>-<hash>" needs
+                     (17 up to 1M files) to what the entry holds (N-11, at most 255)
+                     [as short as the index allows]
+                     (xfs-dirscan defaults to Dave Chinner's directory: --files 100000
+                     --dir-entry-bytes 1104, 1,695 blocks; the others to 32-byte entries)
+  --xfsbufd-period CS  xfsbufd's wake-up (and a_list purge) period in centisecs,
+                     50..3000, as fs.xfs.xfsbufd_centisecs [100]
+  --purge-threshold N  a vmap purges the a_list first when it holds more than N
+                     entries, 0..65536 (2.6.23: 64) [64]
+  --shrink-every N   run shrink_slab (the XFS shrinker wakes xfsbufd, which purges)
+                     every N steps of the mount's vCPU, 0..1000000; 0: only under
+                     memory pressure [0]
+Workload defaults that differ: xfs-dirscan scans Dave Chinner's directory (--files
+100000 --dir-entry-bytes 1104); alsa-mmap and slub-dma run 1 op (one playback, one
 transfer) on 1 vCPU; truncate-race runs 3000 ops; kmap-churn 2000 ops on 1 vCPU with
 --highmem 64M --highpte.
 
@@ -238,7 +293,19 @@ ${STRATEGY_HELP}`,
     const rows: RunSummary[] = [];
     for (const strategy of STRATEGIES) {
       if (process.stderr.isTTY) process.stderr.write(`\r\x1b[Krunning xfs-dirscan with --strategy ${strategy} ...`);
-      const opts = runOptionsFrom({ strategy, vcpus: values.vcpus, ops: values.ops, seed: values.seed }, 'xfs-dirscan');
+      // The demo's directory: 20,000 files of 32-byte entries (10 blocks), which the cache
+      // keeps whole, so every free is a drop_caches or an eviction, never reclaim.
+      const opts = runOptionsFrom(
+        {
+          strategy,
+          vcpus: values.vcpus,
+          ops: values.ops,
+          seed: values.seed,
+          files: String(DEFAULT_RUN.files),
+          'dir-entry-bytes': '32',
+        },
+        'xfs-dirscan',
+      );
       rows.push((await runOnce(opts)).summary);
     }
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');

@@ -61,6 +61,18 @@ export interface RunOptions {
   dcache?: DcacheKind;
   /** page_mapping() is NULL for slab pages (the 2.6.22 SLUB fix; default on). */
   slubFix?: boolean;
+  /** unmap-aliases: vm_unmap_aliases() before pinning (default true; false: 2.6.28 before Jeremy's call). */
+  aliasesBeforePin?: boolean;
+  /** XFS directory entry size in bytes: a multiple of 8, 32 up to the block's room (default 32). */
+  dirEntryBytes?: number;
+  /** XFS: every file name this long (default: as short as the index allows, 17..21). */
+  nameLen?: number;
+  /** XFS: xfsbufd period in centisecs, 50..3000 (fs.xfs.xfsbufd_centisecs; default 100). */
+  xfsbufdPeriod?: number;
+  /** XFS: a_list entries above which a vmap purges first, 0..65536 (default 64). */
+  purgeThreshold?: number;
+  /** XFS: shrink_slab every N steps of the mount's vCPU, 0..1000000 (default 0: only under pressure). */
+  shrinkEvery?: number;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -116,6 +128,39 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
   if (o.dcache !== undefined && !DCACHE_KINDS.includes(o.dcache))
     throw new RangeError(`--dcache must be one of ${DCACHE_KINDS.join(', ')}, got "${o.dcache}"`);
+  validateXfsOptions(o);
+}
+
+/** Entries of `entryBytes` in a directory block: after the 16-byte header and 8-byte tail. */
+const DIR_ROOM = (blockBytes: number): number => blockBytes - 24;
+
+/** The XFS thread's options (guest/fs/xfs/backing.ts has the same arithmetic). */
+function validateXfsOptions(o: RunOptions): void {
+  const int = (v: number | undefined, name: string, lo: number, hi: number, what = ''): void => {
+    if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi))
+      throw new RangeError(`--${name} must be an integer in ${lo}..${hi}${what}, got ${v}`);
+  };
+  if (o.aliasesBeforePin === false && o.strategy !== 'unmap-aliases')
+    throw new RangeError(
+      `--aliases-before-pin off is for --strategy unmap-aliases (the vm_unmap_aliases() call it removes), got --strategy ${o.strategy}`,
+    );
+  const room = DIR_ROOM(o.dirBlockBytes);
+  const maxEntry = room - (room % 8);
+  if (o.dirEntryBytes !== undefined && (!Number.isInteger(o.dirEntryBytes) || o.dirEntryBytes % 8 !== 0))
+    throw new RangeError(`--dir-entry-bytes must be a multiple of 8 in 32..${maxEntry}, got ${o.dirEntryBytes}`);
+  int(o.dirEntryBytes, 'dir-entry-bytes', 32, maxEntry, ` (a multiple of 8 that fits a ${o.dirBlockBytes}-byte block)`);
+  const entry = o.dirEntryBytes ?? 32;
+  const minName = 2 + Math.max(6, String(Math.max(0, o.files - 1)).length) + 1 + 8;
+  int(
+    o.nameLen,
+    'name-len',
+    minName,
+    Math.min(255, entry - 11),
+    ` ("f-<index>-<hash>" of ${o.files} files needs ${minName}; a ${entry}-byte entry holds ${Math.min(255, entry - 11)})`,
+  );
+  int(o.xfsbufdPeriod, 'xfsbufd-period', 50, 3000, ' centisecs (fs.xfs.xfsbufd_centisecs)');
+  int(o.purgeThreshold, 'purge-threshold', 0, 65536, ' a_list entries');
+  int(o.shrinkEvery, 'shrink-every', 0, 1_000_000, ' steps');
 }
 
 function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
@@ -187,6 +232,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       dirBlockBytes: o.dirBlockBytes,
       strategy: o.strategy,
       seed: o.seed,
+      ...(o.dirEntryBytes !== undefined ? { dirEntryBytes: o.dirEntryBytes } : {}),
+      ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
+      ...(o.xfsbufdPeriod !== undefined ? { xfsbufdPeriod: o.xfsbufdPeriod } : {}),
+      ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
+      ...(o.shrinkEvery !== undefined ? { shrinkEvery: o.shrinkEvery } : {}),
       ...o.workloadOptions,
     };
     // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
@@ -212,6 +262,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       trace: o.trace !== undefined,
       ...(o.dcache !== undefined ? { dcache: o.dcache } : {}),
       ...(o.slubFix !== undefined ? { slubFix: o.slubFix } : {}),
+      ...(o.aliasesBeforePin !== undefined ? { aliasesBeforePin: o.aliasesBeforePin } : {}),
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;

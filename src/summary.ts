@@ -240,6 +240,11 @@ export function verdict(s: RunSummary): string {
       `(page tables still mapped writable by a stray alias: a lazy vmap or an unused kmap).`
     );
   }
+  const memtype = s.reportCounts?.memtype ?? 0;
+  if (memtype > 0)
+    return `Andi Kleen's attribute alias SHOWED UP: ${plural(memtype, 'set_memory_uc call')} met a page still mapped write-back by a stale vmap (conflicting memory types).`;
+  if (s.workload === 'pat-alias')
+    return `The attribute alias did not show up: ${plural(s.workloadStats?.agpPages ?? 0, 'page')} turned uncached with no write-back alias left.`;
   if (s.pinsAttempted === 0) return 'The stray-mapping bug was not exercised: the run pinned no page tables.';
   const extra = s.dataErrors > 0 ? `, but ${plural(s.dataErrors, 'XFS block')} failed the data checksum` : '';
   return `The stray-mapping bug did not show up: Xen accepted all ${plural(s.pinsAttempted, 'page-table pin')}${extra}.`;

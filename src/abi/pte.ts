@@ -18,6 +18,11 @@ export function pteHi(mfn: number, nx = false): number {
   return ((Math.floor(mfn / 0x100000) & PTE_ADDR_HI) | (nx ? _PAGE_NX_HI : 0)) >>> 0;
 }
 
+/** Frame number of a machine address given as (lo, hi), such as mmu_update's ptr. */
+export function maddrMfn(lo: number, hi: number): number {
+  return (lo >>> 12) + hi * 0x100000;
+}
+
 /** Machine address of entry `index` in frame `mfn`, as (lo, hi) for mmu_update's ptr. */
 export function entryMaddrLo(mfn: number, index: number, cmd = 0): number {
   return (((mfn & 0xfffff) << 12) | (index << 3) | cmd) >>> 0;
