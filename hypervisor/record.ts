@@ -46,7 +46,6 @@ import {
   _PAGE_PSE,
   levelOfType,
   rcName,
-  PAGE_SIZE,
 } from '../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
