@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { arch, cpus, platform, release, totalmem } from 'node:os';
+import { arch, availableParallelism, cpus, platform, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { barChart, escapeXml, formatNumber, lineChart, type LineSeries } from './charts.js';
 
@@ -37,11 +37,44 @@ export interface Row {
   yUnit?: string;
   /** The worker that measured the row, when a suite reports per worker. */
   worker?: number;
+  /** Over the repetitions (value is the median): the lowest, the median and the highest. */
+  min?: number;
+  median?: number;
+  max?: number;
+  repeats?: number;
+  /**
+   * vCPU threads plus the hypervisor thread exceed os.availableParallelism(): the figure
+   * says what this host's scheduler did, not what the transport costs. Marked in tables
+   * and charts, and kept out of the headline ratios.
+   */
+  oversubscribed?: boolean;
+}
+
+/** min, median and max of repeated measurements (the median of an even count: the mean of the middle two). */
+export function spread(values: readonly number[]): { min: number; median: number; max: number; repeats: number } {
+  if (values.length === 0) throw new RangeError('spread: no values');
+  const v = [...values].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  const median = v.length % 2 === 1 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+  return { min: v[0]!, median, max: v[v.length - 1]!, repeats: v.length };
+}
+
+/** A repeated figure as a row: value = median, with min, median, max and the repeat count. */
+export function repeatedRow(base: Omit<Row, 'value'>, values: readonly number[]): Row {
+  const s = spread(values);
+  return { ...base, value: s.median, ...s };
+}
+
+/** Do `threads` threads (vCPUs + the hypervisor) exceed this host's cores? */
+export function isOversubscribed(threads: number, cores = availableParallelism()): boolean {
+  return threads > cores;
 }
 
 /** What runBench passes every suite. */
 export interface SuiteOptions {
   quick?: boolean;
+  /** Repetitions of every case (--repeat N, default 5): rows give min, median and max. */
+  repeat?: number;
   /** Tell the user what is running (shown on a TTY only). */
   progress?: (what: string) => void;
   /** Suite parameters from the command line (--name value), validated by the suite. */
@@ -72,7 +105,7 @@ export interface BenchResults {
   commit: string;
   /** The exact command line, shell-quoted. */
   command: string;
-  options: { quick: boolean; params: Record<string, string> };
+  options: { quick: boolean; repeat?: number; params: Record<string, string> };
   suites: Record<string, SuiteResult>;
 }
 

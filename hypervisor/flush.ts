@@ -14,7 +14,7 @@
  * waiting for its own hypercall stays RUNNING (it is on its pCPU in Xen) and polls its
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
-import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/abi/layout.js';
+import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_SHOOTDOWNS, S_STATE, slotBase } from '../src/abi/layout.js';
 import type { Domain, Hv } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */
@@ -70,7 +70,11 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
       hv.counters.flushesDeferred++;
     }
   }
-  if (others > 0) hv.counters.shootdowns++;
+  if (others > 0) {
+    hv.counters.shootdowns++;
+    // Per initiator too, so a benchmark can count the shootdowns of its timed window.
+    if (initiator >= 0 && initiator < hv.maxSlots) Atomics.add(hv.transport, slotBase(initiator) + S_SHOOTDOWNS, 1);
+  }
   for (let slot = 0; slot < 64 && (waitMask0 | waitMask1) !== 0; slot++) {
     const bit = slot < 32 ? waitMask0 & (1 << slot) : waitMask1 & (1 << (slot - 32));
     if (bit === 0) continue;
