@@ -191,6 +191,11 @@ export const CSV_COLUMNS = [
   'y_unit',
   'worker',
   'note',
+  'min',
+  'median',
+  'max',
+  'repeats',
+  'oversubscribed',
   'commit',
   'started_at',
   'cpu_model',
@@ -225,6 +230,11 @@ export function toCsv(results: BenchResults): string {
         r.yUnit,
         r.worker,
         r.note,
+        r.min,
+        r.median,
+        r.max,
+        r.repeats,
+        r.oversubscribed ? 'yes' : undefined,
         results.commit,
         results.startedAt,
         m.cpuModel,
@@ -286,8 +296,10 @@ const xText = (x: number, label: string): string =>
  *    ("eager 4.80x from 1 vCPU to 8 vCPUs");
  *  - rows off the charts whose note states a ratio ("1.31x the floor ..."), verbatim.
  */
-export function headlineRatios(rows: readonly Row[]): string[] {
+export function headlineRatios(allRows: readonly Row[]): string[] {
   const out: string[] = [];
+  // Oversubscribed points say what this host's scheduler did: never in a headline.
+  const rows = allRows.filter((r) => r.oversubscribed !== true);
   for (const g of lineGroups(rows)) {
     const prefix = g.name ? `${g.name}: ` : '';
     const names = [...g.series.keys()];
@@ -341,8 +353,14 @@ export function suiteCharts(suite: string, rows: readonly Row[]): string[] {
         name,
         points: [...s].map(([x, [sum, n]]) => ({ x, y: sum / n })),
       }));
+      const over = [
+        ...new Set(
+          rows.filter((r) => r.oversubscribed && (r.group ?? '') === g.name && r.x !== undefined).map((r) => r.x!),
+        ),
+      ].sort((a, b) => a - b);
+      const title = g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`;
       return lineChart({
-        title: g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`,
+        title: over.length > 0 ? `${title} (oversubscribed at ${g.xLabel} ${over.join(', ')})` : title,
         xLabel: g.xLabel,
         yLabel: g.yLabel,
         series,
@@ -356,7 +374,10 @@ export function suiteCharts(suite: string, rows: readonly Row[]): string[] {
     for (const g of groups) {
       for (const [name, s] of g.series) {
         const [sum, n] = [...s.values()][0]!;
-        const label = g.name ? (g.series.size > 1 ? `${g.name} (${name})` : g.name) : name;
+        const base = g.name ? (g.series.size > 1 ? `${g.name} (${name})` : g.name) : name;
+        const x = [...s.keys()][0];
+        const over = rows.some((r) => r.oversubscribed && (r.group ?? '') === g.name && r.series === name && r.x === x);
+        const label = over ? `${base} (oversubscribed)` : base;
         const list = byUnit.get(g.yLabel) ?? [];
         list.push({ label, value: sum / n });
         byUnit.set(g.yLabel, list);
@@ -423,12 +444,14 @@ export function formatValue(v: number): string {
 }
 
 function suiteTable(rows: readonly Row[]): string {
-  const head = '<tr><th>case</th><th>value</th><th>unit</th><th>note</th></tr>';
+  const head = '<tr><th>case</th><th>value</th><th>unit</th><th>min .. max</th><th>note</th></tr>';
   const body = rows
     .map(
       (r) =>
         `<tr><td>${escapeXml(r.case)}</td><td class="num">${escapeXml(formatValue(r.value))}</td>` +
-        `<td class="unit">${escapeXml(r.unit)}</td><td class="note">${escapeXml(r.note ?? '')}</td></tr>`,
+        `<td class="unit">${escapeXml(r.unit)}</td>` +
+        `<td class="num">${r.min !== undefined && r.max !== undefined ? escapeXml(`${formatValue(r.min)} .. ${formatValue(r.max)}`) : ''}</td>` +
+        `<td class="note">${escapeXml([r.oversubscribed ? 'oversubscribed' : '', r.note ?? ''].filter((x) => x).join('; '))}</td></tr>`,
     )
     .join('\n');
   return `<table>\n<thead>${head}</thead>\n<tbody>\n${body}\n</tbody>\n</table>`;

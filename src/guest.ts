@@ -31,6 +31,25 @@ export interface GuestCpuStats {
   messages: string[];
 }
 
+/** Counters of one vCPU between two snapshots (guest/workloads/driver.ts). */
+export interface WindowCounters {
+  hypercalls: number;
+  shootdowns: number;
+  ipis: number;
+}
+
+/**
+ * What one vCPU's part of a run did: steps and step-loop time; under the parallel
+ * scheduler also its counters over the timed loop alone (window) and the deferred work of
+ * the tear-down (fini: its time and counters).
+ */
+export interface PerCpuRun {
+  steps: number;
+  loopNs: number;
+  window?: WindowCounters;
+  fini?: WindowCounters & { ns: number };
+}
+
 export class Guest {
   readonly info: DomainInfo;
   readonly cfg: KernelConfig;
@@ -80,13 +99,11 @@ export class Guest {
     sched: 'parallel' | 'det',
     seed: number,
     options: Record<string, unknown> = {},
-  ): Promise<{ wallMs: number; perCpu: Array<{ steps: number; loopNs: number }> }> {
+  ): Promise<{ wallMs: number; perCpu: PerCpuRun[] }> {
     await this.#vcpus[0]!.request({ op: 'reset-sched' });
     const t0 = performance.now();
     const perCpu = await Promise.all(
-      this.#vcpus.map((h) =>
-        h.request<{ steps: number; loopNs: number }>({ op: 'run', workload, ops, sched, seed, options }),
-      ),
+      this.#vcpus.map((h) => h.request<PerCpuRun>({ op: 'run', workload, ops, sched, seed, options })),
     );
     return { wallMs: performance.now() - t0, perCpu };
   }

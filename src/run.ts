@@ -5,7 +5,7 @@
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
 import { type PagingMode, PAGING_MODES } from './abi/xen.js';
-import { Guest, type GuestCpuStats } from './guest.js';
+import { Guest, type PerCpuRun } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import { TraceWriter, writeTrace } from './trace.js';
@@ -92,7 +92,7 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
 }
 
-function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
+function sum<T>(stats: readonly T[], f: (s: T) => number): number {
   return stats.reduce((n, s) => n + f(s), 0);
 }
 
@@ -154,7 +154,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     let elapsedMs: number;
-    let perCpu: Array<{ steps: number; loopNs: number }>;
+    let perCpu: PerCpuRun[];
     try {
       ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
     } finally {
@@ -184,6 +184,16 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     // Per-vCPU cost of a step means something only when vCPUs run side by side.
     if (o.sched === 'parallel')
       wl.nsPerStepPerCpu = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
+    // Counters of the timed loops alone, and of the deferred work after them (parallel).
+    if (perCpu.every((c) => c.window !== undefined && c.fini !== undefined)) {
+      wl.windowHypercalls = sum(perCpu, (c) => c.window!.hypercalls);
+      wl.windowShootdowns = sum(perCpu, (c) => c.window!.shootdowns);
+      wl.windowIpis = sum(perCpu, (c) => c.window!.ipis);
+      wl.finiMs = Math.max(...perCpu.map((c) => c.fini!.ns)) / 1e6;
+      wl.finiHypercalls = sum(perCpu, (c) => c.fini!.hypercalls);
+      wl.finiShootdowns = sum(perCpu, (c) => c.fini!.shootdowns);
+      wl.finiIpis = sum(perCpu, (c) => c.fini!.ipis);
+    }
     // The kernel's own counters that say who was hurt by what.
     for (const key of [
       'forks',
