@@ -30,15 +30,22 @@
  * a pure-spin round trip.
  */
 
-/** Bounds of the adaptive spin, in microseconds. */
-export const MIN_SPIN_US = 1;
 /**
- * Longest spin with a core to spare: longer than a lazy-purge batch's serve (9-14 us) with
- * room, so a vCPU waiting on one does not pay a 117-165 us sleep (perf-notes.md).
+ * Shortest spin. Measured on this 2-core VM with a load average of ~27 from other work
+ * (a null hypercall, 5 x 200,000 calls, /tmp A/B script described in NOTES-bench.md):
+ * a fixed 5 us spin gave 31-52 us per call, 50 us gave 6-139 us, 200 us 81-225 us, and a
+ * floor of 1 us 162-260 us -- under load, a spin shorter than a few us sleeps on calls a
+ * short spin would have caught, and every sleep costs a scheduler wake-up.
  */
-export const MAX_SPIN_US = 200;
+export const MIN_SPIN_US = 5;
+/**
+ * Longest spin with a core to spare: longer than a lazy-purge batch's serve (9-14 us), so
+ * a vCPU waiting on one does not pay a 117-165 us sleep (perf-notes.md); the hypervisor's
+ * former fixed doorbell spin (50 us, measured with vmap-cycle: 70 us per cycle without it).
+ */
+export const MAX_SPIN_US = 50;
 /** Longest spin when threads outnumber cores: about one short serve, then give the core up. */
-export const OVERSUBSCRIBED_SPIN_US = 4;
+export const OVERSUBSCRIBED_SPIN_US = 5;
 /** Loads between two looks at the clock (performance.now() costs ~30-40 ns). */
 export const CLOCK_EVERY = 64;
 
@@ -88,11 +95,8 @@ export class SpinBudget {
     }
     this.slept++;
     if (this.fixed) return;
-    if (waitedMs <= MAX_SPIN_US / 1000) {
-      if (this.budgetMs < MAX_SPIN_US / 1000) this.budgetMs *= 2;
-    } else if (this.budgetMs > MIN_SPIN_US / 1000) {
-      this.budgetMs /= 2;
-    }
+    if (waitedMs <= MAX_SPIN_US / 1000) this.budgetMs = Math.min(MAX_SPIN_US / 1000, this.budgetMs * 2);
+    else this.budgetMs = Math.max(MIN_SPIN_US / 1000, this.budgetMs / 2);
   }
 }
 
