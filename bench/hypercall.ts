@@ -81,8 +81,16 @@ export class PingPong {
     const gen = ++this.#gen;
     const once = <T>(wk: Worker) =>
       new Promise<T>((resolve, reject) => {
-        wk.once('message', resolve);
-        wk.once('error', reject);
+        const onError = (e: Error) => {
+          wk.off('message', onMessage);
+          reject(e);
+        };
+        const onMessage = (m: T) => {
+          wk.off('error', onError);
+          resolve(m);
+        };
+        wk.once('message', onMessage);
+        wk.once('error', onError);
       });
     const served = once<unknown>(this.#server);
     const timed = once<PingPongResult>(this.#client);
