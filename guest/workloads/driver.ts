@@ -16,9 +16,9 @@ import { H_RNG, H_START, H_STOP, H_TURN } from '../kernel/state.js';
 import { S_SHOOTDOWNS, slotBase } from '../../src/abi/layout.js';
 import type { Vcpu } from '../vcpu.js';
 import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
+import { jiffiesAt } from '../kernel/clock.js';
 
 export type Sched = 'parallel' | 'det';
-export const STEPS_PER_TICK = 10;
 
 export interface Workload {
   /** Set up this vCPU's part (before the first step). */
@@ -110,7 +110,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
       const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       cpu.pollInterrupts();
     }
   } else {
@@ -137,7 +137,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
         wl.init(k, rng); // in turn as well: mounting does hypercalls
         inited = true;
       }
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       mine++;
       cpu.block(); // before the next vCPU may run
       const r = xorshift(w[H_RNG]!);
