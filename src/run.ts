@@ -6,7 +6,7 @@
  */
 import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
 import { writeFile } from 'node:fs/promises';
-import { Guest, type GuestCpuStats, type PerCpuRun } from './guest.js';
+import { Guest, type PerCpuRun } from './guest.js';
 import { scriptText } from './script/text.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
