@@ -59,7 +59,7 @@ import {
   S_OP,
   slotBase,
 } from '../src/abi/layout.js';
-import { formatFlags, hex64, pteMfn } from '../src/abi/pte.js';
+import { formatFlags, hex64, maddrMfn, pteMfn } from '../src/abi/pte.js';
 import type { DomainConfig, Recording } from '../src/abi/control.js';
 import type { Hv } from './hv.js';
 
@@ -204,7 +204,7 @@ export class Recorder {
           const plo = t[w]! >>> 0;
           const phi = t[w + 1]! >>> 0;
           const cmd = plo & 7;
-          const table = this.#frame((plo >>> 12) + phi * 0x100000, home);
+          const table = this.#frame(maddrMfn(plo, phi), home);
           const index = (plo & 0xfff) >>> 3;
           const vlo = t[w + 2]! >>> 0;
           const vhi = t[w + 3]! >>> 0;
@@ -318,7 +318,7 @@ export class Recorder {
         const w = data + h + i * MMU_REQ_WORDS;
         const plo = t[w]! >>> 0;
         if ((plo & 7) === MMU_MACHPHYS_UPDATE) continue;
-        const mfn = (plo >>> 12) + (t[w + 1]! >>> 0) * 0x100000;
+        const mfn = maddrMfn(plo, t[w + 1]!);
         if (!hv.ft.mfnValid(mfn)) continue;
         const typeHi = hv.ft.typeHi[mfn]!;
         const level = levelOfType(typeHi);

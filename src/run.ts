@@ -4,7 +4,7 @@
  * kernel on its vCPUs, runs the steps (showing progress on a TTY), shuts the workload
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
-import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
+import { type PagingMode, PAGING_MODES, PAGE_SIZE } from './abi/xen.js';
 import { writeFile } from 'node:fs/promises';
 import { Guest, type PerCpuRun } from './guest.js';
 import { scriptText } from './script/text.js';
@@ -239,17 +239,17 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       ...(o.shrinkEvery !== undefined ? { shrinkEvery: o.shrinkEvery } : {}),
       ...o.workloadOptions,
     };
-    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
+    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one, holding a secret.
     let victim = -1;
     const victimFrames = WORKLOAD_NEEDS[o.workload as WorkloadName]?.victimFrames;
     if (victimFrames !== undefined) {
       const v = await machine.createDomain({ name: 'victim', frames: victimFrames, vcpus: 1 });
       victim = v.domid;
-      const target = v.p2m[v.firstFreePfn]!;
-      const secret = 0x5ec2e7 ^ o.seed;
-      // The victim's data, put there as its own kernel would have written it.
-      new Uint32Array(machine.mem)[target * FRAME_WORDS] = secret >>> 0;
-      options.targetMfn = target;
+      // Its own kernel writes its data and says where; then it idles.
+      const h = await machine.startVcpu(v, 0, 'victim', {});
+      const { mfn, secret } = await h.request<{ mfn: number; secret: number }>({ op: 'plant', seed: o.seed });
+      await h.terminate();
+      options.targetMfn = mfn;
       options.secret = secret;
     }
     const guest = await Guest.boot(machine, info, {
@@ -344,8 +344,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       wl[key] = counters[key] ?? 0;
     }
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
-    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, counts summed.
-    const reports: GuestReport[] = stats.flatMap((s) => s.reports ?? []).slice(0, REPORTS_KEEP);
+    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, the bugs first
+    // (in their order), then what only informs; counts summed.
+    const all = stats.flatMap((s) => s.reports ?? []);
+    const isBug = (r: GuestReport) => GUEST_REPORT_KINDS[r.kind].bug;
+    const reports = [...all.filter(isBug), ...all.filter((r) => !isBug(r))].slice(0, REPORTS_KEEP);
     const reportCounts: Partial<Record<GuestReportKind, number>> = {};
     for (const s of stats)
       for (const k of GUEST_REPORT_KIND_NAMES) {

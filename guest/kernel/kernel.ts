@@ -31,6 +31,7 @@ import {
   C_BAD_PAGES,
   C_BUGS,
   GUEST_REPORTS_KEPT,
+  GUEST_REPORT_KINDS,
   type GuestReport,
   type GuestReportKind,
   type KernelConfig,
@@ -73,6 +74,7 @@ export class Kernel {
   /** This vCPU's reports (the first GUEST_REPORTS_KEPT), and how many of each kind it made. */
   readonly reports: GuestReport[] = [];
   readonly reportCounts: Partial<Record<GuestReportKind, number>> = {};
+  #bugsKept = 0;
   /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
   readonly trace: TraceBuffer | null;
   readonly traceBuffer: SharedArrayBuffer | null;
@@ -251,7 +253,13 @@ export class Kernel {
   report(kind: GuestReportKind, lines: string[]): void {
     for (const l of lines) this.printk(l);
     this.reportCounts[kind] = (this.reportCounts[kind] ?? 0) + 1;
-    if (this.reports.length < GUEST_REPORTS_KEPT) this.reports.push({ kind, cpu: this.id, lines });
+    // The first of each class are kept: bugs, and what only informs, so one cannot crowd out the other.
+    const bug = GUEST_REPORT_KINDS[kind].bug;
+    const kept = bug ? this.#bugsKept : this.reports.length - this.#bugsKept;
+    if (kept < GUEST_REPORTS_KEPT) {
+      this.reports.push({ kind, cpu: this.id, lines });
+      if (bug) this.#bugsKept++;
+    }
     if (kind === 'bad_page') this.state.count(C_BAD_PAGES);
     else if (kind === 'bug' || kind === 'oops') this.state.count(C_BUGS);
   }
