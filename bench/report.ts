@@ -7,7 +7,7 @@
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { arch, cpus, platform, release, totalmem } from 'node:os';
+import { arch, availableParallelism, cpus, platform, release, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { barChart, escapeXml, formatNumber, lineChart, type LineSeries, stackedBarChart } from './charts.js';
 
@@ -42,11 +42,44 @@ export interface Row {
    * chart per `group`, one bar per `x`, the row's value its segment. They take no `series`.
    */
   stack?: string;
+  /** Over the repetitions (value is the median): the lowest, the median and the highest. */
+  min?: number;
+  median?: number;
+  max?: number;
+  repeats?: number;
+  /**
+   * vCPU threads plus the hypervisor thread exceed os.availableParallelism(): the figure
+   * says what this host's scheduler did, not what the transport costs. Marked in tables
+   * and charts, and kept out of the headline ratios.
+   */
+  oversubscribed?: boolean;
+}
+
+/** min, median and max of repeated measurements (the median of an even count: the mean of the middle two). */
+export function spread(values: readonly number[]): { min: number; median: number; max: number; repeats: number } {
+  if (values.length === 0) throw new RangeError('spread: no values');
+  const v = [...values].sort((a, b) => a - b);
+  const m = v.length >> 1;
+  const median = v.length % 2 === 1 ? v[m]! : (v[m - 1]! + v[m]!) / 2;
+  return { min: v[0]!, median, max: v[v.length - 1]!, repeats: v.length };
+}
+
+/** A repeated figure as a row: value = median, with min, median, max and the repeat count. */
+export function repeatedRow(base: Omit<Row, 'value'>, values: readonly number[]): Row {
+  const s = spread(values);
+  return { ...base, value: s.median, ...s };
+}
+
+/** Do `threads` threads (vCPUs + the hypervisor) exceed this host's cores? */
+export function isOversubscribed(threads: number, cores = availableParallelism()): boolean {
+  return threads > cores;
 }
 
 /** What runBench passes every suite. */
 export interface SuiteOptions {
   quick?: boolean;
+  /** Repetitions of every case (--repeat N, default 5): rows give min, median and max. */
+  repeat?: number;
   /** Tell the user what is running (shown on a TTY only). */
   progress?: (what: string) => void;
   /** Suite parameters from the command line (--name value), validated by the suite. */
@@ -77,7 +110,7 @@ export interface BenchResults {
   commit: string;
   /** The exact command line, shell-quoted. */
   command: string;
-  options: { quick: boolean; params: Record<string, string> };
+  options: { quick: boolean; repeat?: number; params: Record<string, string> };
   suites: Record<string, SuiteResult>;
 }
 
@@ -163,6 +196,11 @@ export const CSV_COLUMNS = [
   'y_unit',
   'worker',
   'note',
+  'min',
+  'median',
+  'max',
+  'repeats',
+  'oversubscribed',
   'commit',
   'started_at',
   'cpu_model',
@@ -197,6 +235,11 @@ export function toCsv(results: BenchResults): string {
         r.yUnit,
         r.worker,
         r.note,
+        r.min,
+        r.median,
+        r.max,
+        r.repeats,
+        r.oversubscribed ? 'yes' : undefined,
         results.commit,
         results.startedAt,
         m.cpuModel,
@@ -258,8 +301,10 @@ const xText = (x: number, label: string): string =>
  *    ("eager 4.80x from 1 vCPU to 8 vCPUs");
  *  - rows off the charts whose note states a ratio ("1.31x the floor ..."), verbatim.
  */
-export function headlineRatios(rows: readonly Row[]): string[] {
+export function headlineRatios(allRows: readonly Row[]): string[] {
   const out: string[] = [];
+  // Oversubscribed points say what this host's scheduler did: never in a headline.
+  const rows = allRows.filter((r) => r.oversubscribed !== true);
   for (const g of lineGroups(rows)) {
     const prefix = g.name ? `${g.name}: ` : '';
     const names = [...g.series.keys()];
@@ -345,8 +390,14 @@ function plainCharts(suite: string, rows: readonly Row[]): string[] {
         name,
         points: [...s].map(([x, [sum, n]]) => ({ x, y: sum / n })),
       }));
+      const over = [
+        ...new Set(
+          rows.filter((r) => r.oversubscribed && (r.group ?? '') === g.name && r.x !== undefined).map((r) => r.x!),
+        ),
+      ].sort((a, b) => a - b);
+      const title = g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`;
       return lineChart({
-        title: g.name || `${suite}: ${g.yLabel} vs ${g.xLabel}`,
+        title: over.length > 0 ? `${title} (oversubscribed at ${g.xLabel} ${over.join(', ')})` : title,
         xLabel: g.xLabel,
         yLabel: g.yLabel,
         series,
@@ -360,7 +411,10 @@ function plainCharts(suite: string, rows: readonly Row[]): string[] {
     for (const g of groups) {
       for (const [name, s] of g.series) {
         const [sum, n] = [...s.values()][0]!;
-        const label = g.name ? (g.series.size > 1 ? `${g.name} (${name})` : g.name) : name;
+        const base = g.name ? (g.series.size > 1 ? `${g.name} (${name})` : g.name) : name;
+        const x = [...s.keys()][0];
+        const over = rows.some((r) => r.oversubscribed && (r.group ?? '') === g.name && r.series === name && r.x === x);
+        const label = over ? `${base} (oversubscribed)` : base;
         const list = byUnit.get(g.yLabel) ?? [];
         list.push({ label, value: sum / n });
         byUnit.set(g.yLabel, list);
@@ -427,12 +481,14 @@ export function formatValue(v: number): string {
 }
 
 function suiteTable(rows: readonly Row[]): string {
-  const head = '<tr><th>case</th><th>value</th><th>unit</th><th>note</th></tr>';
+  const head = '<tr><th>case</th><th>value</th><th>unit</th><th>min .. max</th><th>note</th></tr>';
   const body = rows
     .map(
       (r) =>
         `<tr><td>${escapeXml(r.case)}</td><td class="num">${escapeXml(formatValue(r.value))}</td>` +
-        `<td class="unit">${escapeXml(r.unit)}</td><td class="note">${escapeXml(r.note ?? '')}</td></tr>`,
+        `<td class="unit">${escapeXml(r.unit)}</td>` +
+        `<td class="num">${r.min !== undefined && r.max !== undefined ? escapeXml(`${formatValue(r.min)} .. ${formatValue(r.max)}`) : ''}</td>` +
+        `<td class="note">${escapeXml([r.oversubscribed ? 'oversubscribed' : '', r.note ?? ''].filter((x) => x).join('; '))}</td></tr>`,
     )
     .join('\n');
   return `<table>\n<thead>${head}</thead>\n<tbody>\n${body}\n</tbody>\n</table>`;

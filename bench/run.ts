@@ -10,7 +10,7 @@
 import { cpus } from 'node:os';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { hypercallSuite } from './hypercall.js';
+import { checkHypercallOptions, HYPERCALL_PARAMS, hypercallSuite } from './hypercall.js';
 import {
   commandLine,
   gitCommit,
@@ -35,32 +35,42 @@ export const SUITES: Record<string, (opts: SuiteOptions) => Promise<Row[]>> = {
 
 /** The command-line parameters each suite accepts ('value': takes an argument). */
 export const SUITE_PARAMS: Record<string, Readonly<Record<string, 'value' | 'flag'>>> = {
-  hypercall: {},
+  hypercall: HYPERCALL_PARAMS,
   vmalloc: VMALLOC_PARAMS,
   vunmap: VUNMAP_PARAMS,
 };
 
 /** Option checks run before anything starts, so a bad option leaves no results behind. */
 export const SUITE_CHECKS: Record<string, (params: Readonly<Record<string, string>>, quick: boolean) => void> = {
+  hypercall: checkHypercallOptions,
   vmalloc: checkVmallocOptions,
   vunmap: checkVunmapOptions,
 };
 
 /** The runner's own options. */
 const RUNNER_FLAGS = ['quick', 'json', 'help'] as const;
-const RUNNER_VALUES = ['out', 'clock', 'cost-model'] as const;
+const RUNNER_VALUES = ['out', 'clock', 'cost-model', 'repeat'] as const;
+/** Default repetitions of every case. */
+export const DEFAULT_REPEAT = 5;
 
 export function machineLabel(): string {
   const c = cpus();
   return `${c[0]?.model.trim() ?? 'unknown CPU'}, ${c.length} cores, Node ${process.version}`;
 }
 
+const num = (v: number): string =>
+  v >= 100 ? v.toFixed(0) : v >= 10 ? v.toFixed(1) : v >= 0.1 ? v.toFixed(2) : v.toPrecision(2);
+
 export function formatTable(title: string, rows: Row[]): string {
   const w = Math.max(...rows.map((r) => r.case.length));
   const lines = [title, '-'.repeat(title.length)];
+  const spreads = rows.some((r) => r.min !== undefined);
   for (const r of rows) {
-    const v = r.value >= 100 ? r.value.toFixed(0) : r.value >= 10 ? r.value.toFixed(1) : r.value.toFixed(2);
-    lines.push(`${r.case.padEnd(w)}  ${v.padStart(8)} ${r.unit.padEnd(14)}${r.note ? `  ${r.note}` : ''}`);
+    const range = r.min !== undefined && r.max !== undefined ? `[${num(r.min)} .. ${num(r.max)}]` : '';
+    const tags = [r.oversubscribed ? 'OVERSUBSCRIBED' : '', r.note ?? ''].filter((x) => x !== '').join('; ');
+    lines.push(
+      `${r.case.padEnd(w)}  ${num(r.value).padStart(8)} ${r.unit.padEnd(14)}${spreads ? range.padEnd(22) : ''}${tags ? `  ${tags}` : ''}`,
+    );
   }
   return lines.join('\n');
 }
@@ -72,6 +82,8 @@ export interface BenchArgs {
   quick: boolean;
   json: boolean;
   help: boolean;
+  /** Repetitions of every case (--repeat N). */
+  repeat?: number;
   /** Where the timestamped results directory goes (default bench/results). */
   outDir?: string;
   /** Suite parameters: --name value or --name=value. */
@@ -85,9 +97,16 @@ function acceptedOptions(): string {
   const suiteOpts = Object.entries(SUITE_PARAMS).flatMap(([s, p]) =>
     Object.entries(p).map(([k, kind]) => `--${k}${kind === 'value' ? ' V' : ''} (${s})`),
   );
-  return ['--quick', '--json', '--out DIR', '--clock wall|virtual', '--cost-model M', '--help', ...suiteOpts].join(
-    ', ',
-  );
+  return [
+    '--quick',
+    '--json',
+    '--out DIR',
+    '--repeat N',
+    '--clock wall|virtual',
+    '--cost-model M',
+    '--help',
+    ...suiteOpts,
+  ].join(', ');
 }
 
 /** Parse `[SUITE...] [--option[=value]...]`. Throws a RangeError naming what is accepted. */
@@ -118,7 +137,12 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
     if (key === 'out') out.outDir = value;
     else if (key === 'clock') out.clock = value;
     else if (key === 'cost-model') out.costModel = value;
-    else out.params[key] = value ?? 'true';
+    else if (key === 'repeat') {
+      const n = Number(value);
+      if (!Number.isInteger(n) || n < 1 || n > 100)
+        throw new RangeError(`--repeat must be an integer in 1..100, got "${value}"`);
+      out.repeat = n;
+    } else out.params[key] = value ?? 'true';
   }
   return out;
 }
@@ -176,6 +200,7 @@ export async function runBench(
   opts: {
     quick?: boolean;
     json?: boolean;
+    repeat?: number;
     params?: Record<string, string>;
     outDir?: string;
     clock?: string;
@@ -219,7 +244,7 @@ export async function runBench(
     machine: machineInfo(),
     commit: gitCommit(fileURLToPath(new URL('.', import.meta.url))),
     command: commandLine(),
-    options: { quick: opts.quick ?? false, params },
+    options: { quick: opts.quick ?? false, repeat: opts.repeat ?? DEFAULT_REPEAT, params },
     suites: {},
   };
   const out: Record<string, Row[]> = {};
@@ -230,6 +255,7 @@ export async function runBench(
       try {
         out[n] = await suite(n)({
           quick: opts.quick,
+          repeat: opts.repeat ?? DEFAULT_REPEAT,
           params: ownParams(n),
           progress: progress.update,
           describe: (l) => notes.push(l),
@@ -256,14 +282,28 @@ export async function runBench(
       `bench: results in ${shown.startsWith('..') ? dir : shown}/ (report.html, results.json, results.csv)\n`,
     );
   }
-  if (opts.json) process.stdout.write(`${JSON.stringify({ machine: machineLabel(), suites: out }, null, 2)}\n`);
+  // --json: one object on stdout, { suite, rows } for one suite; several: { suites: [{ suite, rows }...] }.
+  if (opts.json) {
+    const each = chosen.map((n) => ({
+      suite: n,
+      machine: machineLabel(),
+      notes: results.suites[n]?.notes ?? [],
+      rows: out[n]!,
+    }));
+    process.stdout.write(`${JSON.stringify(each.length === 1 ? each[0] : { suites: each })}\n`);
+  }
   return out;
 }
 
-const USAGE = `usage: node dist/bench/run.js [SUITE...] [--quick] [--json] [--out DIR] [suite options]
+const USAGE = `usage: node dist/bench/run.js [SUITE...] [--quick] [--json] [--repeat N] [--out DIR] [suite options]
 suites: ${Object.keys(SUITES).join(', ')} (default: all)
+--repeat N: repeat every case N times (default ${DEFAULT_REPEAT}); rows give the median with [min .. max]
+--json: print one JSON object on stdout: { suite, rows: [{ case, value, unit, min, median, max, ... }] }
+  (several suites: { suites: [...] }); the result files are written as well
+hypercall options: --vcpus N (the many-vCPU null hypercall case; default 8)
+vunmap options: --cycles N, --vcpus N
 vmalloc options (lib/test_vmalloc.c's parameters): --test_loop_count|--loops N, --nr_threads|--threads N[,N...],
-  --run_test_mask M, --nr_pages N, --test_repeat_count|--repeat N, --strategy lazy[,eager], --kpt ref[,flat],
+  --run_test_mask M, --nr_pages N, --test_repeat_count N, --strategy lazy[,eager], --kpt ref[,flat],
   --jobs N (cases at once; default 1), --seed N
 --clock virtual [--cost-model default-2008|server-2023|FILE]: the vunmap suite on the virtual clock, 1..64 vCPUs
   (--cycles N per vCPU, --vcpus N the largest count)
@@ -280,6 +320,7 @@ if (isMain) {
       runBench(a.names, {
         quick: a.quick,
         json: a.json,
+        repeat: a.repeat,
         params: a.params,
         outDir: a.outDir,
         ...(a.clock === undefined ? {} : { clock: a.clock }),

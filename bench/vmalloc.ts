@@ -9,7 +9,7 @@
  *
  * The module's parameters, by the same names: test_loop_count (--loops), nr_threads
  * (--threads; a comma list runs each count), run_test_mask (the kernel's bit numbers),
- * nr_pages, test_repeat_count (--repeat). Each case gets a fresh VmallocSpace in a
+ * nr_pages, test_repeat_count (the runner's --repeat is its own: repetitions of a whole case). Each case gets a fresh VmallocSpace in a
  * SharedArrayBuffer and a fresh piscina pool of nr_threads workers that all attach to it
  * (the layer's locks are Atomics-based: that is the real concurrent case), meet at a start
  * barrier and run the test function. As test_vmalloc, each worker reports the average
@@ -69,7 +69,6 @@ export const VMALLOC_PARAMS: Readonly<Record<string, 'value' | 'flag'>> = {
   run_test_mask: 'value',
   nr_pages: 'value',
   test_repeat_count: 'value',
-  repeat: 'value',
   strategy: 'value',
   kpt: 'value',
   jobs: 'value',
@@ -163,7 +162,7 @@ export function parseVmallocOptions(params: Readonly<Record<string, string>> = {
     ? Math.max(1, intParam('nr_pages', nrPagesP[1], 0, MAX_NR_PAGES, `an integer in 0..${MAX_NR_PAGES} (0 = 1)`))
     : 1;
 
-  const repeatP = pick('test_repeat_count', 'repeat');
+  const repeatP = pick('test_repeat_count');
   const repeat = repeatP ? intParam(repeatP[0], repeatP[1], 1, MAX_REPEAT, `an integer in 1..${MAX_REPEAT}`) : 1;
 
   const strategyP = pick('strategy');

@@ -14,10 +14,10 @@
  * 70.6 -> 2.9 us per 4-page map/unmap). This machine has few cores: vCPUs beyond them
  * share them, which the notes say next to the figures.
  */
-import { cpus } from 'node:os';
+import { availableParallelism } from 'node:os';
 import { STRATEGIES, type Strategy } from '../src/abi/kernel.js';
 import { DEFAULT_RUN, runOnce } from '../src/run.js';
-import type { Row, SuiteOptions } from './report.js';
+import { isOversubscribed, repeatedRow, spread, type Row, type SuiteOptions } from './report.js';
 
 const MiB = 2 ** 20;
 const VCPUS = [1, 2, 4, 8];
@@ -51,54 +51,100 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
   const maxV = intParam(opts.params, 'vcpus', 8, 1, 16);
   const vcpus = VCPUS.filter((v) => v <= maxV);
   const say = opts.progress ?? (() => {});
-  const cores = cpus().length;
+  const cores = availableParallelism();
   opts.describe?.(
     `cycle: ${cycles} map/touch/unmap cycles of a 4-page XFS buffer per vCPU (after ${Math.max(500, Math.floor(cycles / 2))} warm-up cycles), ` +
-      `parallel scheduler; ${cores} cores: vCPUs above ${cores} share them.`,
+      `parallel scheduler; ${cores} cores: points where vCPUs + the hypervisor thread exceed them are marked oversubscribed.`,
   );
+  const R = opts.repeat ?? 5;
   const rows: Row[] = [];
-  const nsPerCycle = new Map<string, number>();
+  const warmup = Math.max(500, Math.floor(cycles / 2));
+  opts.describe?.(
+    `cycle: each point ${R} times (--repeat), strategies back to back in each repetition; value = median [min .. max]. ` +
+      'Counters per cycle come from the timed loops alone (snapshots at the start barrier, after warm-up, and at the end); ' +
+      'the purge left at the end (fini) is its own row.',
+  );
   for (const v of vcpus) {
-    for (const strategy of STRATEGIES) {
-      say(`cycle: ${strategy}, ${v} vCPU${v > 1 ? 's' : ''}`);
-      // Each vCPU warms up (JIT, first touches) before its timed loop, in the same run.
-      const { summary: s } = await runOnce({
-        ...DEFAULT_RUN,
-        workload: 'vmap-cycle',
-        strategy,
-        vcpus: v,
-        sched: 'parallel',
-        memoryBytes: 256 * MiB,
-        ops: cycles * v,
-        workloadOptions: { warmup: Math.max(500, Math.floor(cycles / 2)) },
-      });
-      const ns = s.workloadStats!.nsPerStepPerCpu!;
-      nsPerCycle.set(`${strategy}/${v}`, ns);
-      rows.push({
-        case: `cycle ${strategy.padEnd(13)} ${v} vCPU`,
-        value: ns,
-        unit: 'ns/cycle',
-        note: `${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ${(s.hypercalls / s.ops).toFixed(1)} hypercalls per cycle; lazy peak ${s.lazyPeakPages} pages`,
-        series: strategy,
-        group: '4-page map/touch/unmap',
-        x: v,
-        xLabel: 'vCPUs',
-        yUnit: 'ns/cycle',
-      });
+    const over = isOversubscribed(v + 1, cores);
+    const ns = new Map<string, number[]>();
+    const per = new Map<string, { sd: number[]; ipi: number[]; hc: number[]; finiUs: number[]; finiHc: number[] }>();
+    const ratio: number[] = [];
+    for (let i = 0; i < R; i++) {
+      for (const strategy of STRATEGIES) {
+        say(`cycle: ${strategy}, ${v} vCPU${v > 1 ? 's' : ''}, ${i + 1}/${R}`);
+        // Each vCPU warms up (JIT, first touches) before the start barrier, in the same run.
+        const { summary: s } = await runOnce({
+          ...DEFAULT_RUN,
+          workload: 'vmap-cycle',
+          strategy,
+          vcpus: v,
+          sched: 'parallel',
+          memoryBytes: 256 * MiB,
+          ops: cycles * v,
+          workloadOptions: { warmup },
+        });
+        const w = s.workloadStats!;
+        const timed = s.ops;
+        if (!ns.has(strategy)) ns.set(strategy, []);
+        ns.get(strategy)!.push(w.nsPerStepPerCpu!);
+        let p = per.get(strategy);
+        if (!p) per.set(strategy, (p = { sd: [], ipi: [], hc: [], finiUs: [], finiHc: [] }));
+        p.sd.push(w.windowShootdowns! / timed);
+        p.ipi.push(w.windowIpis! / timed);
+        p.hc.push(w.windowHypercalls! / timed);
+        p.finiUs.push(w.finiMs! * 1000);
+        p.finiHc.push(w.finiHypercalls!);
+      }
+      const e = ns.get('eager')!;
+      const u = ns.get('unmap-aliases')!;
+      ratio.push(e[e.length - 1]! / u[u.length - 1]!);
     }
-  }
-  for (const v of vcpus) {
-    const eager = nsPerCycle.get(`eager/${v}`)!;
-    const lazy = nsPerCycle.get(`unmap-aliases/${v}`)!;
+    for (const strategy of STRATEGIES) {
+      const p = per.get(strategy)!;
+      const m = (xs: number[]) => spread(xs).median;
+      rows.push(
+        repeatedRow(
+          {
+            case: `cycle ${strategy.padEnd(13)} ${v} vCPU`,
+            unit: 'ns/cycle',
+            note: `timed window: ${m(p.sd).toFixed(2)} shootdowns, ${m(p.ipi).toFixed(3)} IPIs, ${m(p.hc).toFixed(2)} hypercalls per cycle`,
+            series: strategy,
+            group: '4-page map/touch/unmap',
+            x: v,
+            xLabel: 'vCPUs',
+            yUnit: 'ns/cycle',
+            ...(over ? { oversubscribed: true } : {}),
+          },
+          ns.get(strategy)!,
+        ),
+      );
+      rows.push(
+        repeatedRow(
+          {
+            case: `fini (purge left at the end) ${strategy.padEnd(13)} ${v} vCPU`,
+            unit: 'us',
+            note: `after the timed window, slowest vCPU; ${m(p.finiHc).toFixed(0)} hypercalls`,
+            group: 'deferred work',
+            ...(over ? { oversubscribed: true } : {}),
+          },
+          p.finiUs,
+        ),
+      );
+    }
     const linux = v === 1 ? '5.1x' : v === 2 ? '11.2x' : v === 4 ? '17.7x' : v === 8 ? '24.4x' : 'n/a';
-    const ratio = eager / lazy;
-    rows.push({
-      case: `ratio eager / unmap-aliases, ${v} vCPU`,
-      value: ratio,
-      unit: 'x',
-      note: `${ratio.toFixed(2)}x here; Linux 2.6.28 on 8 cores: ${linux}`,
-      group: 'ratios',
-    });
+    const med = spread(ratio).median;
+    rows.push(
+      repeatedRow(
+        {
+          case: `ratio eager / unmap-aliases, ${v} vCPU`,
+          unit: 'x',
+          note: `${med.toFixed(2)}x here (median of back-to-back pairs); Linux 2.6.28 on 8 cores: ${linux}`,
+          group: 'ratios',
+          ...(over ? { oversubscribed: true } : {}),
+        },
+        ratio,
+      ),
+    );
   }
 
   const scanVcpus = quick ? vcpus.filter((v) => v <= 2) : vcpus.filter((v) => v <= 4);
@@ -117,20 +163,22 @@ export async function vunmapSuite(opts: SuiteOptions): Promise<Row[]> {
           ops: (quick ? 500 : 1500) * v,
           memoryBytes: 256 * MiB,
         });
-        const perSec = s.ops / (s.workloadStats!.loopMs! / 1000);
+        const w = s.workloadStats!;
+        const perSec = s.ops / (w.loopMs! / 1000);
         rows.push({
           case: `dirscan ${strategy.padEnd(13)} ${v} vCPU ${String(dirBlockBytes / 1024).padStart(2)} KiB`,
           value: perSec,
           unit: 'ops/s',
           note:
-            `refused pins ${s.rejected.total}; ${(s.tlb.shootdowns / s.ops).toFixed(2)} shootdowns, ${(s.tlb.ipis / s.ops).toFixed(3)} IPIs, ` +
-            `${(s.hypercalls / s.ops).toFixed(1)} hypercalls per op; lazy peak ${s.lazyPeakPages} pages`,
+            `refused pins ${s.rejected.total}; timed window: ${(w.windowShootdowns! / s.ops).toFixed(2)} shootdowns, ` +
+            `${(w.windowIpis! / s.ops).toFixed(3)} IPIs, ${(w.windowHypercalls! / s.ops).toFixed(1)} hypercalls per op; lazy peak ${s.lazyPeakPages} pages`,
           series: strategy,
           group: `xfs-dirscan, ${dirBlockBytes / 1024} KiB blocks`,
           x: v,
           xLabel: 'vCPUs',
           y: 1e9 / perSec,
           yUnit: 'ns/op',
+          ...(isOversubscribed(v + 1, cores) ? { oversubscribed: true } : {}),
         });
       }
     }

@@ -11,13 +11,12 @@
  *  - resume() sets RUNNING and services a pending flush before the next access.
  *
  * Hypercall submission (one outstanding per slot): the arguments are plain stores, then
- * Atomics.store(S_STATE, SLOT_REQUEST) publishes them; the doorbell is bumped and
- * notified; we spin on S_STATE, then fall back to Atomics.wait. Measured on a 2-CPU VM:
- * ~0.4 us per round trip while both sides spin on CPUs of their own, ~13 us for a futex
- * handoff, ~45 us when the scheduler puts both threads on one CPU (each burns its spin
- * budget before sleeping). The hypervisor writes S_RESULT, stores SLOT_DONE and
- * notifies S_STATE; we read the result and hand the slot back (SLOT_IDLE). The vCPU is
- * blocked for the wait and leaves in the runstate it entered with.
+ * Atomics.store(S_STATE, SLOT_REQUEST) publishes them; the doorbell is bumped, and
+ * notified only when the hypervisor said it sleeps (T_HV_SLEEPING). We spin on S_STATE
+ * for the adaptive budget of src/abi/wait.ts, then set S_WAITING and fall back to
+ * Atomics.wait. The hypervisor writes S_RESULT, stores SLOT_DONE and notifies S_STATE
+ * when S_WAITING is set; we read the result and hand the slot back (SLOT_IDLE). The vCPU
+ * is blocked for the wait and leaves in the runstate it entered with.
  */
 import type { DomainInfo } from '../src/abi/control.js';
 import type { VcpuInit } from '../src/abi/vcpu.js';
@@ -29,6 +28,9 @@ import {
   S_RESULT,
   S_RUNSTATE,
   S_STATE,
+  S_WAITING,
+  T_HV_SLEEPING,
+  T_HV_THREADS,
   S_FLUSHES,
   S_IPIS,
   SLOT_DONE,
@@ -38,6 +40,8 @@ import {
   slotBase,
   slotDataBase,
 } from '../src/abi/layout.js';
+import { availableParallelism } from 'node:os';
+import { CLOCK_EVERY, SpinBudget, fixedSpinFromEnv } from '../src/abi/wait.js';
 import { Mmu } from './arch/x86/mmu.js';
 import { TN, type TraceBuffer, traceNowUs } from '../src/abi/trace.js';
 
@@ -49,8 +53,6 @@ const HYPERCALL_TRACE_NAME: Readonly<Record<number, number>> = {
   26: TN.mmuext_op,
 };
 
-/** Spins on S_STATE before sleeping in Atomics.wait. */
-const HYPERCALL_SPINS = 2000;
 /** Longest sleep in a hypercall wait before looking for a flush IPI again. */
 const HYPERCALL_WAIT_MS = 0.1;
 
@@ -91,6 +93,12 @@ export class Vcpu {
   readonly #base: number;
   readonly #state: number;
   readonly #rs: number;
+  readonly #waiting: number;
+  /** This vCPU's adaptive spin (src/abi/wait.ts). */
+  readonly spin = new SpinBudget({
+    cores: availableParallelism(),
+    fixedSpinUs: fixedSpinFromEnv(process.env.PVMMU_SPIN_US),
+  });
 
   constructor(init: VcpuInit) {
     this.info = init.info;
@@ -104,6 +112,7 @@ export class Vcpu {
     this.dataBase = slotDataBase(init.slot);
     this.#state = base + S_STATE;
     this.#rs = base + S_RUNSTATE;
+    this.#waiting = base + S_WAITING;
     this.mmu = new Mmu(init.mem, init.info.paging, {
       mailbox: this.t,
       slot: init.slot,
@@ -148,19 +157,35 @@ export class Vcpu {
     t[this.#base + S_OP] = op;
     Atomics.store(t, st, SLOT_REQUEST); // publishes op, args and data
     Atomics.add(t, T_DOORBELL, 1);
-    Atomics.notify(t, T_DOORBELL, 1);
-    let spins = HYPERCALL_SPINS;
+    // Notify only a sleeping hypervisor (the flag protocol of src/abi/wait.ts).
+    if (Atomics.load(t, T_HV_SLEEPING) !== 0) Atomics.notify(t, T_DOORBELL, 1);
     const rs = this.#rs;
+    let n = 0;
+    let start = 0;
+    let limit = 0;
+    let slept = false;
     while (Atomics.load(t, st) !== SLOT_DONE) {
       // A vCPU inside a hypercall is still running (in Xen, on its pCPU): it takes flush
       // IPIs while it waits. The poster wakes it through S_STATE if it sleeps.
       const r = Atomics.load(t, rs);
       if ((r & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush((r & RS_RUNNING) !== 0);
-      if (spins > 0) spins--;
-      // The poster notifies S_STATE, but it may do so between our look at the runstate
-      // and our wait: the timeout bounds that lost wake-up.
-      else Atomics.wait(t, st, SLOT_REQUEST, HYPERCALL_WAIT_MS);
+      if (++n % CLOCK_EVERY !== 0) continue;
+      const now = performance.now();
+      if (start === 0) {
+        start = now;
+        limit = this.spin.limitMs(Atomics.load(t, T_HV_THREADS));
+        continue;
+      }
+      if (now - start < limit) continue;
+      // Sleep: say so, then look once more (the hypervisor stores SLOT_DONE, then looks at
+      // S_WAITING). The poster of a flush notifies S_STATE as well, and may do so between
+      // our look at the runstate and our wait: the timeout bounds that lost wake-up.
+      slept = true;
+      Atomics.store(t, this.#waiting, 1);
+      if (Atomics.load(t, st) !== SLOT_DONE) Atomics.wait(t, st, SLOT_REQUEST, HYPERCALL_WAIT_MS);
+      Atomics.store(t, this.#waiting, 0);
     }
+    if (start !== 0) this.spin.record(performance.now() - start, slept);
     const rc = t[this.#base + S_RESULT]!;
     Atomics.store(t, st, SLOT_IDLE);
     this.hypercalls++;

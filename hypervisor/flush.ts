@@ -14,7 +14,7 @@
  * waiting for its own hypercall stays RUNNING (it is on its pCPU in Xen) and polls its
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
-import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/abi/layout.js';
+import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_SHOOTDOWNS, S_STATE, slotBase } from '../src/abi/layout.js';
 import { type Domain, type Hv, VE_LOCAL_FLUSHES, VE_SHOOTDOWNS, VE_TARGETS_HI, VE_TARGETS_LO } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */
@@ -81,6 +81,8 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
   if (others > 0) {
     hv.counters.shootdowns++;
     hv.vcEvents[VE_SHOOTDOWNS]!++;
+    // Per initiator too, so a benchmark can count the shootdowns of its timed window.
+    if (initiator >= 0 && initiator < hv.maxSlots) Atomics.add(hv.transport, slotBase(initiator) + S_SHOOTDOWNS, 1);
   }
   for (let slot = 0; slot < 64 && (waitMask0 | waitMask1) !== 0; slot++) {
     const bit = slot < 32 ? waitMask0 & (1 << slot) : waitMask1 & (1 << (slot - 32));

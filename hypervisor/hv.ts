@@ -81,6 +81,12 @@ export class Hv {
    * demonstration; the isolation check shows what it lets a guest do.
    */
   readonly enforceWritable: boolean;
+  /**
+   * A test planted the 'no-writable-check' defect (XenOptions.testPlant): get_page_from_l1e
+   * no longer refuses an RW entry whose frame cannot take PGT_writable_page. The auditor
+   * still knows the rule. Never set outside tests.
+   */
+  readonly plantNoWritableCheck: boolean;
   /** One past the highest slot ever bound to a vCPU (the doorbell loop scans below it). */
   slotHighWater = 0;
   /** The global TLB clock (Xen's tlbflush_clock). */
@@ -125,6 +131,7 @@ export class Hv {
     // Frame 0 stays Xen's, as the low frames of a host do: mfn 0 is never a guest frame.
     this.ft = new FrameTable(opts.frames, 1);
     this.enforceWritable = opts.enforce ?? true;
+    this.plantNoWritableCheck = opts.testPlant === 'no-writable-check';
     if (MAX_VCPUS_PER_DOMAIN > 64) throw new Error('vCPU bitmaps are two words');
   }
 

@@ -5,9 +5,9 @@
  * The doorbell (T_DOORBELL) is a counter: whoever has work (a vCPU with a request in its
  * slot, the controller with a message on the control port) bumps it and notifies. The
  * loop reads the counter BEFORE scanning, so a bump that lands during a scan makes the
- * next wait return at once: no wakeup is lost. It spins briefly before Atomics.wait,
- * because waking a sleeper costs far more than a spin that catches the next request
- * (see guest/vcpu.ts for the figures).
+ * next wait return at once: no wakeup is lost. It spins before Atomics.wait for the
+ * adaptive budget of src/abi/wait.ts (the figures are there), and says when it sleeps
+ * (T_HV_SLEEPING) so that a vCPU notifies the doorbell only then.
  *
  * Control requests arrive on a MessagePort drained with receiveMessageOnPort after each
  * wake (this thread's event loop never runs while the loop does). An exception in a
@@ -26,24 +26,21 @@ import {
   SLOT_REQUEST,
   T_CONTROL,
   T_DOORBELL,
+  T_HV_SLEEPING,
   T_HV_STATE,
+  T_HV_THREADS,
   slotBase,
 } from '../src/abi/layout.js';
 import type { XenControlReply, XenControlRequest, XenThreadData, XenThreadEvent } from '../src/abi/control.js';
+import { availableParallelism } from 'node:os';
+import { CLOCK_EVERY, SpinBudget, fixedSpinFromEnv } from '../src/abi/wait.js';
 import { Xen } from './xen.js';
 
-/**
- * Doorbell loads before sleeping. Fixed on purpose: measured on a 2-CPU VM, an adaptive
- * budget that shrinks after each sleep made the hypervisor and the vCPU share one CPU
- * more often (~17-45 us per round trip instead of ~0.4 us).
- */
-const DOORBELL_SPINS = 2000;
-/**
- * How long the hypervisor spins on the doorbell before sleeping (PVMMU_HV_SPIN_US, default
- * 50). Measured with `pvmmu run vmap-cycle --vcpus 1 --sched parallel`: 70 us per cycle
- * with the 2000-load spin alone (every hypercall paid a futex wake), see the README.
- */
-const DOORBELL_SPIN_US = Number(process.env.PVMMU_HV_SPIN_US ?? 50);
+/** The doorbell's adaptive spin (src/abi/wait.ts); PVMMU_SPIN_US fixes it, in us. */
+const spin = new SpinBudget({
+  cores: availableParallelism(),
+  fixedSpinUs: fixedSpinFromEnv(process.env.PVMMU_SPIN_US),
+});
 
 function errorReply(id: number, e: unknown): XenControlReply {
   const err = e instanceof Error ? e : new Error(String(e));
@@ -124,8 +121,15 @@ function drainControl(xen: Xen, t: Int32Array, port: MessagePort): boolean {
 function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort): void {
   let seen = Atomics.load(t, T_DOORBELL);
   let control = -1;
+  let threads = 0;
   for (;;) {
     serveSlots(xen, t, maxSlots, port);
+    // The transport's threads, for the vCPUs' spin (one compare when unchanged).
+    const th = Math.min(maxSlots, xen.slotsInUse()) + 1;
+    if (th !== threads) {
+      threads = th;
+      Atomics.store(t, T_HV_THREADS, th);
+    }
     // receiveMessageOnPort costs about a microsecond: only when a message was posted.
     const c = Atomics.load(t, T_CONTROL);
     if (c !== control) {
@@ -133,24 +137,27 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
       if (!drainControl(xen, t, port)) return;
     }
     let now: number;
-    let spins = DOORBELL_SPINS;
-    let deadline = 0;
+    let n = 0;
+    let start = 0;
+    let limit = 0;
+    let slept = false;
     while ((now = Atomics.load(t, T_DOORBELL)) === seen) {
-      if (spins > 0) {
-        spins--;
-        continue;
-      }
-      // Keep spinning for DOORBELL_SPIN_US in all, looking at the clock every 256 loads:
-      // a guest between two hypercalls usually comes back within that, and a futex
-      // wake-up costs ~13 us on this kind of VM against ~0.4 us for a spinning one.
+      if (++n % CLOCK_EVERY !== 0) continue;
       const clock = performance.now();
-      if (deadline === 0) deadline = clock + DOORBELL_SPIN_US / 1000;
-      if (clock < deadline) {
-        spins = 256;
+      if (start === 0) {
+        start = clock;
+        limit = spin.limitMs(threads);
         continue;
       }
+      if (clock - start < limit) continue;
+      // Sleep: say so, then look once more (a vCPU bumps the doorbell, then looks at
+      // T_HV_SLEEPING). The controller always notifies.
+      slept = true;
+      Atomics.store(t, T_HV_SLEEPING, 1);
       Atomics.wait(t, T_DOORBELL, seen);
+      Atomics.store(t, T_HV_SLEEPING, 0);
     }
+    if (start !== 0) spin.record(performance.now() - start, slept);
     seen = now;
   }
 }

@@ -311,13 +311,16 @@ ${STRATEGY_HELP}`,
 
 workloadCommands.bench = {
   summary: 'benchmarks: vunmap batching vs eager unmap, vmalloc, the hypercall transport',
-  usage: 'pvmmu bench [SUITE...] [--quick] [--json] [--out DIR] [suite options]',
+  usage: 'pvmmu bench [SUITE...] [--quick] [--json] [--repeat N] [--out DIR] [suite options]',
   help: `Runs the named suites (default: all) on real vCPU worker threads and prints one table per
 suite, with ratios measured side by side in the same run. Results, CSV and an HTML report
-with charts are written under bench/results/ (or --out DIR).
+with charts are written under bench/results/ (or --out DIR). Every case runs --repeat N times
+(default 5) and reports its median with [min .. max]; --json prints one JSON object on stdout,
+{ suite, rows: [{ case, value, unit, min, median, max, ... }] }. Points where vCPUs plus the
+hypervisor thread exceed the host's cores are marked oversubscribed.
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall.
+node dist/bench/run.js --help), hypercall (--vcpus N for the many-vCPU case).
 
 --clock virtual runs the vunmap suite on the virtual clock instead: modelled ns per cycle
 for every strategy at 1..64 vCPUs beside Linux 2.6.28's figures, and xfs-dirscan, from a

@@ -43,10 +43,23 @@ export interface GuestCpuStats {
   reportCounts: Partial<Record<GuestReportKind, number>>;
 }
 
-/** What one vCPU's run returns (guest/workloads/driver.ts RunResult). */
+/** Counters of one vCPU between two snapshots (guest/workloads/driver.ts). */
+export interface WindowCounters {
+  hypercalls: number;
+  shootdowns: number;
+  ipis: number;
+}
+
+/**
+ * What one vCPU's part of a run did (guest/workloads/driver.ts RunResult): steps and
+ * step-loop time; under the parallel scheduler also its counters over the timed loop alone
+ * (window) and the deferred work of the tear-down (fini: its time and counters).
+ */
 export interface GuestCpuRun {
   steps: number;
   loopNs: number;
+  window?: WindowCounters;
+  fini?: WindowCounters & { ns: number };
   /** --clock virtual: its virtual clock at the end, and ns by category (src/abi/vclock.ts). */
   virtualNs?: number;
   breakdown?: number[];

@@ -178,7 +178,7 @@ function validateXfsOptions(o: RunOptions): void {
   int(o.shrinkEvery, 'shrink-every', 0, 1_000_000, ' steps');
 }
 
-function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
+function sum<T>(stats: readonly T[], f: (s: T) => number): number {
   return stats.reduce((n, s) => n + f(s), 0);
 }
 
@@ -336,6 +336,16 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     // Per-vCPU cost of a step means something only when vCPUs run side by side.
     if (o.sched === 'parallel')
       wl.nsPerStepPerCpu = Math.max(...perCpu.map((c) => (c.steps > 0 ? c.loopNs / c.steps : 0)));
+    // Counters of the timed loops alone, and of the deferred work after them (parallel).
+    if (perCpu.every((c) => c.window !== undefined && c.fini !== undefined)) {
+      wl.windowHypercalls = sum(perCpu, (c) => c.window!.hypercalls);
+      wl.windowShootdowns = sum(perCpu, (c) => c.window!.shootdowns);
+      wl.windowIpis = sum(perCpu, (c) => c.window!.ipis);
+      wl.finiMs = Math.max(...perCpu.map((c) => c.fini!.ns)) / 1e6;
+      wl.finiHypercalls = sum(perCpu, (c) => c.fini!.hypercalls);
+      wl.finiShootdowns = sum(perCpu, (c) => c.fini!.shootdowns);
+      wl.finiIpis = sum(perCpu, (c) => c.fini!.ipis);
+    }
     // The kernel's own counters that say who was hurt by what.
     for (const key of [
       'forks',

@@ -33,6 +33,7 @@ import {
   S_OP,
   S_RUNSTATE,
   SLOT_WORDS,
+  T_HV_SLEEPING,
   layoutFor,
   slotBase,
   transportBytes,
@@ -48,7 +49,8 @@ import type { DomainInfo } from '../src/abi/control.js';
 /*
  * The stand-in serves one slot: it snapshots the slot into a ring of captures, then
  * answers like Xen would for the layout (mmu_update/mmuext_op: all done through pdone;
- * multicall: entry i of call n gets -(n*100 + i)).
+ * multicall: entry i of call n gets -(n*100 + i)). It notifies S_STATE always, which a
+ * vCPU that spins simply does not need.
  */
 const STAND_IN = `
 const { workerData } = require('node:worker_threads');
@@ -69,7 +71,10 @@ for (;;) {
     Atomics.notify(t, base);
   }
   let now;
+  // Say it sleeps (T_HV_SLEEPING), as the hypervisor does: a vCPU notifies the doorbell only then.
+  Atomics.store(t, ${T_HV_SLEEPING}, 1);
   while ((now = Atomics.load(t, 0)) === seen) Atomics.wait(t, 0, seen);
+  Atomics.store(t, ${T_HV_SLEEPING}, 0);
   seen = now;
 }`;
 

@@ -10,6 +10,8 @@ const H_BOOTED = 0;
 export const H_TURN = 1;
 export const H_RNG = 2;
 export const H_STOP = 3;
+/** The parallel scheduler's start barrier: vCPUs that finished init() (guest/workloads/driver.ts). */
+export const H_START = 11;
 const H_COUNTERS = COUNTERS_BASE;
 const HEADER_WORDS = H_COUNTERS + NR_COUNTERS;
 

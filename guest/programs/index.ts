@@ -35,9 +35,29 @@ function nonNegInt(req: VcpuRequest, key: string, dflt: number): number {
   return v;
 }
 
+/**
+ * With req.barrier (a SharedArrayBuffer, word 0 counting arrivals) and req.parties: wait
+ * until that many vCPUs have arrived, so parallel timed loops start together. Sleeps
+ * rather than spins, so that late arrivals get the cores.
+ */
+function startBarrier(req: VcpuRequest): void {
+  const sab = req.barrier;
+  if (sab === undefined) return;
+  const parties = nonNegInt(req, 'parties', 1);
+  if (!(sab instanceof SharedArrayBuffer) || sab.byteLength < 4)
+    throw new TypeError(`ping ${req.op}: barrier must be a SharedArrayBuffer of at least 4 bytes`);
+  const b = new Int32Array(sab, 0, 1);
+  if (Atomics.add(b, 0, 1) + 1 >= parties) {
+    Atomics.notify(b, 0);
+    return;
+  }
+  for (let v = Atomics.load(b, 0); v < parties; v = Atomics.load(b, 0)) Atomics.wait(b, 0, v, 10);
+}
+
 /** Run `call` req.n times (stopping at the first error); the elapsed time per call. */
 function timed(req: VcpuRequest, call: () => number, what: string): { n: number; ns: number; nsPerCall: number } {
   const n = nonNegInt(req, 'n', 1);
+  startBarrier(req);
   let rc = 0;
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < n && rc === 0; i++) rc = call();
@@ -48,7 +68,8 @@ function timed(req: VcpuRequest, call: () => number, what: string): { n: number;
 
 /**
  * ping: the transport's own test and benchmark guest.
- *   hypercall-ping {n}        n null hypercalls (sched_op yield) -> {n, ns, nsPerCall}
+ *   hypercall-ping {n, barrier?, parties?}   n null hypercalls (sched_op yield), after
+ *                             the start barrier when given -> {n, ns, nsPerCall}
  *   tlb-flush-all {n}         n MMUEXT_TLB_FLUSH_ALL (a shootdown of the domain's other
  *                             vCPUs, waiting for the running ones) -> {n, ns, nsPerCall}
  *   spin {ms, untilFlushes}   run (RUNNING) polling interrupts until this vCPU has serviced

@@ -12,7 +12,9 @@
  */
 import { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
+import { H_RNG, H_START, H_STOP, H_TURN } from '../kernel/state.js';
+import { S_SHOOTDOWNS, slotBase } from '../../src/abi/layout.js';
+import type { Vcpu } from '../vcpu.js';
 import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
 import { jiffiesAt } from '../kernel/clock.js';
 import { resetVclock, VClock, vclockResult } from '../kernel/vclock.js';
@@ -48,6 +50,51 @@ export interface RunResult {
   breakdown?: number[];
   /** --clock virtual: turn hand-offs between vCPUs in the whole run (the host's cost of the model). */
   turnSwitches?: number;
+  /**
+   * parallel only: this vCPU's counters over its timed loop alone (snapshots at the start
+   * barrier and at the loop's end), and what fini() -- the deferred work, such as a purge
+   * left at the end -- took: its time and its counters.
+   */
+  window?: WindowCounters;
+  fini?: WindowCounters & { ns: number };
+}
+
+/** A vCPU's counters between two snapshots. */
+export interface WindowCounters {
+  hypercalls: number;
+  /** Flushes of other vCPUs its hypercalls started (the hypervisor counts them per slot). */
+  shootdowns: number;
+  /** Flushes it serviced while running (IPIs it acknowledged). */
+  ipis: number;
+}
+
+function snapshot(cpu: Vcpu): WindowCounters {
+  return {
+    hypercalls: cpu.hypercalls,
+    shootdowns: Atomics.load(cpu.t, slotBase(cpu.slot) + S_SHOOTDOWNS),
+    ipis: cpu.ipis,
+  };
+}
+
+function since(a: WindowCounters, b: WindowCounters): WindowCounters {
+  return { hypercalls: b.hypercalls - a.hypercalls, shootdowns: b.shootdowns - a.shootdowns, ipis: b.ipis - a.ipis };
+}
+
+/**
+ * The start barrier of the parallel scheduler: every vCPU's timed loop starts once all
+ * have finished init() (warm-up included). Waits as an idle vCPU (not RUNNING), so a
+ * shootdown from a vCPU still warming up does not wait for us.
+ */
+function startBarrier(k: Kernel): void {
+  const w = k.state.w;
+  const nr = k.cfg.vcpus;
+  if (Atomics.add(w, H_START, 1) + 1 >= nr) {
+    Atomics.notify(w, H_START);
+    return;
+  }
+  const was = k.cpu.block();
+  for (let v = Atomics.load(w, H_START); v < nr; v = Atomics.load(w, H_START)) Atomics.wait(w, H_START, v, 1);
+  if (was) k.cpu.resume();
 }
 
 /** Which clock a det run keeps: wall (the host's time only) or virtual (guest/kernel/vclock.ts). */
@@ -70,9 +117,12 @@ export function runWorkload(
   let mine = 0;
   let inited = false;
   let t0 = 0n;
+  let win0: WindowCounters | null = null;
   if (sched === 'parallel') {
     wl.init(k, rng);
     inited = true;
+    startBarrier(k);
+    win0 = snapshot(cpu);
     t0 = process.hrtime.bigint();
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
@@ -127,7 +177,16 @@ export function runWorkload(
     Atomics.store(w, H_STOP, k.id + 1);
     Atomics.notify(w, H_STOP);
   } else {
+    const end = snapshot(cpu);
+    const f0 = process.hrtime.bigint();
     wl.fini(k);
+    const ns = Number(process.hrtime.bigint() - f0);
+    return {
+      steps: mine,
+      loopNs,
+      window: since(win0!, end),
+      fini: { ns, ...since(end, snapshot(cpu)) },
+    };
   }
   return { steps: mine, loopNs };
 }
@@ -138,6 +197,7 @@ export function resetScheduler(k: Kernel, seed = k.cfg.seed): void {
   Atomics.store(w, COUNTERS_BASE + C_OPS, 0);
   Atomics.store(w, H_STOP, 0);
   Atomics.store(w, H_TURN, 0);
+  Atomics.store(w, H_START, 0);
   resetVclock(k.shared.vclock, k.cfg.vcpus, seed);
 }
 

@@ -16,6 +16,14 @@ export interface XenOptions {
   maxSlots: number;
   /** false only for the stray-write demonstration (see Hv.enforceWritable). */
   enforce?: boolean;
+  /**
+   * Test-only: plant a known defect, to show that the tests catch it
+   * (test/planted-defect.test.ts). 'no-writable-check': get_page_from_l1e no longer refuses
+   * an RW entry whose frame cannot take PGT_writable_page (a page table): it accepts the
+   * entry without the type reference, while the auditor still expects the rule. Reachable only by constructing Xen directly (the test
+   * harness test/helpers/xenbox.ts); never through Machine, the CLI or a worker.
+   */
+  testPlant?: TestPlant;
   /** Write down every hypercall served as a script step (hypervisor/record.ts). */
   record?: boolean;
 }
@@ -28,6 +36,10 @@ export interface Recording {
   /** Hypercalls a script cannot express (not sched_op), left out. */
   skipped: number;
 }
+
+/** The defects a test may plant (XenOptions.testPlant). */
+export const TEST_PLANTS = ['no-writable-check'] as const;
+export type TestPlant = (typeof TEST_PLANTS)[number];
 
 export interface DomainConfig {
   name: string;

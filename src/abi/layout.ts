@@ -17,6 +17,14 @@ export const T_HV_STATE = 1; /** HV_STARTING / HV_RUNNING / HV_STOPPING / HV_STO
 export const T_MAX_SLOTS = 2;
 /** Bumped by the controller with each control message, so the loop looks at its port only then. */
 export const T_CONTROL = 3;
+/*
+ * The wait policy (src/abi/wait.ts; bench's words 8-9): the hypervisor stores 1 in
+ * T_HV_SLEEPING before it sleeps on the doorbell, so a vCPU notifies only then; and it
+ * publishes in T_HV_THREADS the transport's threads (vCPU slots in use + itself), which the
+ * vCPUs set against the cores.
+ */
+export const T_HV_SLEEPING = 8;
+export const T_HV_THREADS = 9;
 export const T_HEADER_WORDS = 64;
 
 export const HV_STARTING = 0;
@@ -31,10 +39,15 @@ export const S_RESULT = 2; /** return value (negative errno) */
 export const S_RUNSTATE = 3; /** RS_RUNNING | RS_FLUSH_PENDING (see below) */
 export const S_FLUSHES = 4; /** TLB flushes this vCPU has serviced (written by the vCPU) */
 export const S_IPIS = 5; /** flushes that reached it while running (it had to ack) */
+/** 1 while the vCPU sleeps in its hypercall wait: the hypervisor notifies S_STATE only then. */
+export const S_WAITING = 6;
+/** Shootdowns (a flush of any other vCPU) this slot's hypercalls started; written by the hypervisor. */
+export const S_SHOOTDOWNS = 7;
 export const S_ARGS = 8; /** 6 arguments, each as (lo, hi) words: 12 words */
 /*
- * Words 6-7 and 20-31 are free. Work in progress keeps to its own range: 6-7 the transport's
- * wait policy, 20-23 the virtual clock, 24-27 recording, 28-31 fault injection.
+ * Words 20-31 are free. Work in progress keeps to its own range: 6-7 the transport's
+ * wait policy (taken: S_WAITING, S_SHOOTDOWNS), 20-23 the virtual clock, 24-27 recording,
+ * 28-31 fault injection.
  */
 export const S_HEADER_WORDS = 32;
 /**

@@ -30,7 +30,15 @@ import { MulticallBatch, mmuUpdate, mmuextOp, updateVaMapping } from '../../gues
 import type { Vcpu } from '../../guest/vcpu.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
 import { Xen } from '../../hypervisor/xen.js';
-import type { DomainInfo } from '../../src/abi/control.js';
+import { type DomainInfo, TEST_PLANTS, type TestPlant } from '../../src/abi/control.js';
+
+/** PVMMU_TEST_PLANT: one of TEST_PLANTS, or unset; anything else is a mistake worth a loud error. */
+function plantFromEnv(v: string | undefined): TestPlant | undefined {
+  if (v === undefined || v === '') return undefined;
+  if (!(TEST_PLANTS as readonly string[]).includes(v))
+    throw new RangeError(`PVMMU_TEST_PLANT must be one of ${TEST_PLANTS.join(', ')}, got "${v}"`);
+  return v as TestPlant;
+}
 
 export type Req = [mfn: number, index: number, lo: number, hi: number, cmd?: number];
 export interface ExtOp {
@@ -49,13 +57,29 @@ export class XenBox {
   readonly t: Int32Array;
   readonly paging: PagingMode;
 
-  constructor(opts: { paging?: PagingMode; frames?: number; maxSlots?: number; enforce?: boolean } = {}) {
+  /**
+   * `testPlant` (or, when absent, PVMMU_TEST_PLANT in the environment) plants a known
+   * defect in the hypervisor (XenOptions.testPlant), so that test/planted-defect.test.ts can
+   * run the fuzzer and the rule tests against it unchanged and see them fail.
+   */
+  constructor(
+    opts: { paging?: PagingMode; frames?: number; maxSlots?: number; enforce?: boolean; testPlant?: TestPlant } = {},
+  ) {
     this.paging = opts.paging ?? 'pae';
     const frames = opts.frames ?? 8192;
     const maxSlots = opts.maxSlots ?? 8;
     const mem = new SharedArrayBuffer(frames * 4096);
     const transport = new SharedArrayBuffer(transportBytes(maxSlots));
-    this.xen = new Xen({ paging: this.paging, frames, mem, transport, maxSlots, enforce: opts.enforce });
+    const plant = opts.testPlant ?? plantFromEnv(process.env.PVMMU_TEST_PLANT);
+    this.xen = new Xen({
+      paging: this.paging,
+      frames,
+      mem,
+      transport,
+      maxSlots,
+      enforce: opts.enforce,
+      ...(plant === undefined ? {} : { testPlant: plant }),
+    });
     this.mem32 = new Uint32Array(mem);
     this.t = new Int32Array(transport);
   }
