@@ -6,7 +6,7 @@
  */
 import { type PagingMode, PAGING_MODES, PAGE_SIZE } from './abi/xen.js';
 import { writeFile } from 'node:fs/promises';
-import { Guest, type GuestCpuRun, type GuestCpuStats } from './guest.js';
+import { Guest, type GuestCpuRun, } from './guest.js';
 import { scriptText } from './script/text.js';
 import { loadCostModel } from './costmodel.js';
 import { MAX_VCPUS_PER_DOMAIN } from './abi/layout.js';
