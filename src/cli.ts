@@ -12,6 +12,7 @@ import { runScript } from './script/run.js';
 import { formatJsonLines, formatText, totals } from './script/report.js';
 import { type Command, UsageError } from './command.js';
 import { workloadCommands } from './commands.js';
+import { fuzzCommand } from './fuzz.js';
 
 export { UsageError };
 
@@ -53,6 +54,7 @@ The format is described in README.md ("Scripted guests"); examples: test/scripts
 };
 
 Object.assign(commands, workloadCommands);
+commands.fuzz = fuzzCommand;
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));
