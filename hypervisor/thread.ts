@@ -65,6 +65,8 @@ function control(xen: Xen, req: XenControlRequest): unknown {
       return xen.drainLog();
     case 'freeFrames':
       return xen.freeFrames();
+    case 'injectFault':
+      return xen.injectFault(req.slot);
     default:
       throw new TypeError(`unknown control op "${(req as { op: unknown }).op}"`);
   }

@@ -409,6 +409,14 @@ export class Machine {
     return this.#control({ op: 'freeFrames' }) as Promise<number>;
   }
 
+  /**
+   * Test-only: make the hypervisor throw inside serveSlot on the next request of `slot`,
+   * as a Xen bug would. That call fails with -EFAULT and the bug lands in xenBugs.
+   */
+  async injectFault(slot: number): Promise<void> {
+    await this.#control({ op: 'injectFault', slot });
+  }
+
   /** Stop every vCPU and the hypervisor thread. Idempotent. */
   shutdown(): Promise<void> {
     this.#shutdown ??= (async () => {

@@ -219,7 +219,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       leakedFrames: guest.bootFreePages - freeAfter + (machineFree0 - machineFreeAfter),
       guestReports: stats
         .flatMap((s) =>
-          s.messages.filter((m) => /^ {2}call|multicall|Bad page|BUG|refused|failed|maps it writable/.test(m)),
+          s.messages.filter((m) =>
+            /^ {2}call|multicall|Bad page|BUG|refused|failed|maps it writable|Out of memory|Killed process/.test(m),
+          ),
         )
         .slice(0, 12),
       throughputOpsPerSec: o.ops / (elapsedMs / 1000),

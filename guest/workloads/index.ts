@@ -9,6 +9,7 @@ import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
+import { OomHog } from './oom_hog.js';
 import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
 
 /** How each workload of src/abi/kernel.ts's WORKLOAD_NAMES is made from its options. */
@@ -46,6 +47,9 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
   },
   'kmap-churn': {
     make: () => new KmapChurn(),
+  },
+  'oom-hog': {
+    make: () => new OomHog(),
   },
 };
 

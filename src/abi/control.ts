@@ -117,6 +117,7 @@ export type XenControlRequest =
   | { id: number; op: 'stats' } /** -> XenStats */
   | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
   | { id: number; op: 'freeFrames' } /** -> number */
+  | { id: number; op: 'injectFault'; slot: number } /** -> undefined; test-only: serveSlot of that slot throws once */
   | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */
 
 export type XenControlReply =

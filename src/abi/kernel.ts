@@ -95,6 +95,7 @@ export const WORKLOAD_SUMMARIES = {
   'vmap-cycle': 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
   'truncate-race': 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
+  'oom-hog': 'tasks fault in every page until the domain runs out of memory: the OOM killer reports and kills',
 } as const satisfies Record<string, string>;
 export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
 export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SUMMARIES) as WorkloadName[];
