@@ -25,6 +25,6 @@ export default {
   ignorePatterns: ['dist', 'bench/results', 'reports', '.stryker-tmp'],
   tempDirName: '.stryker-tmp',
   cleanTempDir: 'always',
-  timeoutMS: 20000,
+  timeoutMS: 3000,
   thresholds: { high: 90, low: 80, break: null },
 };

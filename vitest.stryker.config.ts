@@ -12,6 +12,6 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ['default'],
-    env: { PVMMU_FUZZ_SEED: '24301', PVMMU_FUZZ_RUNS: '40' },
+    env: { PVMMU_FUZZ_SEED: '24301', PVMMU_FUZZ_RUNS: '8' },
   },
 });
