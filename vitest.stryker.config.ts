@@ -8,7 +8,7 @@ import { defineConfig } from 'vitest/config';
 
 export default defineConfig({
   test: {
-    include: ['test/hypervisor/**/*.test.ts', 'test/fuzz/**/*.test.ts'],
+    include: ['test/hypervisor/**/*.test.ts', 'test/fuzz/hypercalls.test.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ['default'],
