@@ -8,6 +8,7 @@ import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/abi/
 import { FrameTable } from './frame-table.js';
 import { XenConsole } from './log.js';
 import type { XenOptions, XenStats } from '../src/abi/control.js';
+import { FRAME_WORDS, PAGE_SIZE } from '../src/abi/xen.js';
 
 /** A vCPU as the hypervisor knows it. */
 export interface Vcpu {
@@ -43,7 +44,9 @@ export class Domain {
 }
 
 /** XenStats' plain counters, kept live (errors by name as a Map while counting). */
-export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason'> & { errors: Map<string, number> };
+export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason' | 'logLines'> & {
+  errors: Map<string, number>;
+};
 
 export class Hv {
   readonly paging: PagingMode;
@@ -53,7 +56,7 @@ export class Hv {
   readonly rootLevel: number;
   readonly ft: FrameTable;
   readonly mem: SharedArrayBuffer;
-  /** Machine memory as words: entry i of frame m is mem32[m*1024 + 2i] (lo), +1 (hi). */
+  /** Machine memory as words: entry i of frame m is mem32[m * FRAME_WORDS + 2i] (lo), +1 (hi). */
   readonly mem32: Uint32Array;
   readonly mem8: Uint8Array;
   readonly transport: Int32Array;
@@ -93,14 +96,14 @@ export class Hv {
     this.layout = layoutFor(opts.paging);
     this.levels = this.layout.levels;
     this.rootLevel = this.levels;
-    if (opts.mem.byteLength < opts.frames * 4096) {
+    if (opts.mem.byteLength < opts.frames * PAGE_SIZE) {
       throw new RangeError(
-        `machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * 4096}`,
+        `machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * PAGE_SIZE}`,
       );
     }
     this.mem = opts.mem;
-    this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * 1024);
-    this.mem8 = new Uint8Array(opts.mem, 0, opts.frames * 4096);
+    this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * FRAME_WORDS);
+    this.mem8 = new Uint8Array(opts.mem, 0, opts.frames * PAGE_SIZE);
     this.transport = new Int32Array(opts.transport);
     this.maxSlots = opts.maxSlots;
     this.slotDomain = new Int32Array(opts.maxSlots).fill(-1);

@@ -13,6 +13,7 @@ import { formatJsonLines, formatText, totals } from './script/report.js';
 import { type Command, UsageError } from './command.js';
 import { workloadCommands } from './commands.js';
 import { fuzzCommand } from './fuzz.js';
+import { regressCommands } from './regress-commands.js';
 
 export { UsageError };
 
@@ -53,7 +54,7 @@ The format is described in README.md ("Scripted guests"); examples: test/scripts
   },
 };
 
-Object.assign(commands, workloadCommands);
+Object.assign(commands, workloadCommands, regressCommands);
 commands.fuzz = fuzzCommand;
 
 function mainHelp(): string {

@@ -4,7 +4,24 @@
  * gathers the numbers into a RunSummary; nothing here measures anything.
  */
 import { PAGE_SIZE } from './abi/xen.js';
+import {
+  GUEST_REPORT_KINDS,
+  GUEST_REPORT_KIND_NAMES,
+  type GuestReport,
+  type GuestReportKind,
+  WORKLOAD_NEEDS,
+  type WorkloadName,
+} from './abi/kernel.js';
 
+/**
+ * The one summary of a workload run: runOnce fills it, formatSummary and formatComparison
+ * read it, and `--json` (and the library's runWorkload, and each line of a sweep) prints it
+ * with its derived fields filled in (SummaryJson, below).
+ *
+ * To add a field: one line here. A field runOnce always fills can be required; one that
+ * older producers (or hand-made summaries in tests) may leave out is optional and gets its
+ * --json default in summaryJson, which copies every other field as it is.
+ */
 export interface RunSummary {
   workload: string;
   /** lazy | eager | vmap-pages | unmap-aliases (others are shown as given). */
@@ -13,9 +30,14 @@ export interface RunSummary {
   kmapFlush: boolean;
   vcpus: number;
   seed: number;
+  /** pae | x86_64 */
+  paging: string;
+  /** The vCPU scheduler: parallel | det. */
+  sched: string;
   /** Workload operations completed. */
   ops: number;
   elapsedMs: number;
+  throughputOpsPerSec: number;
   hypercalls: number;
   /** Refused hypercalls (or batch entries), by the hypervisor log's reason key. */
   rejected: { total: number; byReason: Record<string, number> };
@@ -29,6 +51,8 @@ export interface RunSummary {
   vunmaps: number;
   /** Most pages held at once by lazily unmapped (or page-referencing) vmaps. */
   lazyPeakPages: number;
+  /** The same in bytes (derived: --json fills it). */
+  lazyPeakBytes?: number;
   /** XFS blocks read back with a bad checksum. */
   dataErrors: number;
   auditOk: boolean;
@@ -36,49 +60,22 @@ export interface RunSummary {
   leakedFrames: number;
   /** Linux-style lines from the guest kernel (bad_page, multicall failures, ...). */
   guestReports: string[];
-  throughputOpsPerSec: number;
-  /** pae | x86_64 */
-  paging: string;
-  /** The vCPU scheduler: parallel | deterministic. */
-  sched: string;
   /** Times a domain reached a frame it does not own (the auditor's isolation check). */
   isolationViolations?: number;
   /** The workload's own counters, summed over vCPUs (shown under "Workload counters"). */
   workloadStats?: Record<string, number>;
+  /** The guest kernel's reports as data (the first few, every vCPU's). */
+  reports?: GuestReport[];
+  /** How many reports of each kind the guest made (all of them, not only those kept). */
+  reportCounts?: Partial<Record<GuestReportKind, number>>;
+  /** Whether the stray-mapping bug showed up: Xen refused at least one pin (derived). */
+  strayMappingBug?: boolean;
+  /** What the run showed that is a bug (empty: clean); `pvmmu run` exits 1 when not empty (derived). */
+  bugs?: string[];
 }
 
-/** The --json contract (a superset of the issue's required fields). */
-export interface SummaryJson {
-  workload: string;
-  strategy: string;
-  kmapFlush: boolean;
-  vcpus: number;
-  seed: number;
-  paging: string;
-  sched: string;
-  ops: number;
-  elapsedMs: number;
-  throughputOpsPerSec: number;
-  hypercalls: number;
-  rejected: { total: number; byReason: Record<string, number> };
-  firstXenLines: string[];
-  pinsAttempted: number;
-  pinsRefused: number;
-  tlb: { shootdowns: number; ipis: number };
-  vmaps: number;
-  vunmaps: number;
-  lazyPeakPages: number;
-  lazyPeakBytes: number;
-  dataErrors: number;
-  auditOk: boolean;
-  auditProblems: string[];
-  leakedFrames: number;
-  guestReports: string[];
-  isolationViolations: number;
-  workloadStats: Record<string, number>;
-  /** Whether the stray-mapping bug showed up: Xen refused at least one pin. */
-  strayMappingBug: boolean;
-}
+/** The --json form: the same summary with every optional field filled in. */
+export type SummaryJson = Required<RunSummary>;
 
 /** What each strategy is, in a few words (the names the guest uses). */
 export const STRATEGY_DESCRIPTIONS: Readonly<Record<string, string>> = {
@@ -195,8 +192,47 @@ function strategyLabel(s: RunSummary): string {
 
 /* ------------------------------------------------------------ one run */
 
+/**
+ * What the run showed that is a bug, each as "what (count)": refused pins, the guest's
+ * bug reports by kind (bad page state, kernel BUG, oops, memtype conflict, ...), data
+ * errors, leaked frames, an audit failure, isolation violations. Empty when the run was
+ * clean. Derived from the numbers and the reports' kinds, never from log text.
+ */
+export function bugsShown(s: RunSummary): string[] {
+  const out: string[] = [];
+  const refused = refusedPins(s);
+  if (refused > 0) out.push(`refused pins (${group(refused)})`);
+  for (const k of GUEST_REPORT_KIND_NAMES) {
+    const n = s.reportCounts?.[k] ?? 0;
+    if (n > 0 && GUEST_REPORT_KINDS[k].bug) out.push(`${GUEST_REPORT_KINDS[k].what} (${group(n)})`);
+  }
+  if (s.dataErrors > 0) out.push(`data errors (${group(s.dataErrors)})`);
+  if (s.leakedFrames !== 0) out.push(`leaked frames (${group(s.leakedFrames)})`);
+  const iso = s.isolationViolations ?? 0;
+  if (!s.auditOk && iso === 0) out.push('audit failure');
+  if (iso > 0) out.push(`isolation violations (${group(iso)})`);
+  return out;
+}
+
+/** The last line of a run's report: what it showed, and the exit status that follows. */
+export function exitLine(s: RunSummary): string {
+  const bugs = bugsShown(s);
+  return bugs.length === 0 ? 'Result: clean (exit 0)' : `Result: the run showed a bug: ${bugs.join(', ')} (exit 1)`;
+}
+
+/** The headline of a seed workload (one not about the unmap strategies): its reports. */
+function seedVerdict(s: RunSummary): string {
+  const shown = GUEST_REPORT_KIND_NAMES.filter((k) => GUEST_REPORT_KINDS[k].bug && (s.reportCounts?.[k] ?? 0) > 0).map(
+    (k) => plural(s.reportCounts![k]!, `${GUEST_REPORT_KINDS[k].what} report`),
+  );
+  if (s.dataErrors > 0) shown.push(`${plural(s.dataErrors, 'data error')}`);
+  if (shown.length === 0) return `The bug did not show up: the guest kernel reported nothing wrong.`;
+  return `The bug SHOWED UP: ${shown.join(', ')} (the guest kernel's reports are below).`;
+}
+
 /** The one plain-words line about the 2007 bug. */
 export function verdict(s: RunSummary): string {
+  if (WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree) return seedVerdict(s);
   const refused = refusedPins(s);
   if (refused > 0) {
     return (
@@ -204,6 +240,11 @@ export function verdict(s: RunSummary): string {
       `(page tables still mapped writable by a stray alias: a lazy vmap or an unused kmap).`
     );
   }
+  const memtype = s.reportCounts?.memtype ?? 0;
+  if (memtype > 0)
+    return `Andi Kleen's attribute alias SHOWED UP: ${plural(memtype, 'set_memory_uc call')} met a page still mapped write-back by a stale vmap (conflicting memory types).`;
+  if (s.workload === 'pat-alias')
+    return `The attribute alias did not show up: ${plural(s.workloadStats?.agpPages ?? 0, 'page')} turned uncached with no write-back alias left.`;
   if (s.pinsAttempted === 0) return 'The stray-mapping bug was not exercised: the run pinned no page tables.';
   const extra = s.dataErrors > 0 ? `, but ${plural(s.dataErrors, 'XFS block')} failed the data checksum` : '';
   return `The stray-mapping bug did not show up: Xen accepted all ${plural(s.pinsAttempted, 'page-table pin')}${extra}.`;
@@ -214,11 +255,16 @@ export function formatSummary(s: RunSummary): string {
   checkSummary(s, 'formatSummary');
   const desc = STRATEGY_DESCRIPTIONS[s.strategy];
   const out: string[] = [];
-  out.push(`Workload ${s.workload}, strategy ${s.strategy}${desc ? ` (${desc})` : ''}`);
-  out.push(
-    `  kmap_flush_unused before pins: ${s.kmapFlush ? 'on' : 'off'}; ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ` +
-      `${s.paging} paging, ${s.sched} scheduler`,
-  );
+  if (WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree) {
+    out.push(`Workload ${s.workload}`);
+    out.push(`  ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ${s.paging} paging, ${s.sched} scheduler`);
+  } else {
+    out.push(`Workload ${s.workload}, strategy ${s.strategy}${desc ? ` (${desc})` : ''}`);
+    out.push(
+      `  kmap_flush_unused before pins: ${s.kmapFlush ? 'on' : 'off'}; ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ` +
+        `${s.paging} paging, ${s.sched} scheduler`,
+    );
+  }
   out.push('');
   out.push(verdict(s));
   out.push('');
@@ -240,7 +286,11 @@ export function formatSummary(s: RunSummary): string {
   rows.push(['lazy mappings peak', `${plural(s.lazyPeakPages, 'page')} held (${pagesToMiB(s.lazyPeakPages)})`]);
   rows.push([
     'data checksum errors',
-    s.dataErrors === 0 ? '0' : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
+    s.dataErrors === 0
+      ? '0'
+      : WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree
+        ? `${group(s.dataErrors)} (reads of data that is not what was written)`
+        : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
   ]);
   rows.push(['leaked frames', group(s.leakedFrames)]);
   const problems = s.auditProblems ?? [];
@@ -272,7 +322,14 @@ export function formatSummary(s: RunSummary): string {
   if (s.guestReports.length > 0) {
     out.push('', 'Guest kernel reports:');
     for (const l of s.guestReports) out.push(`  ${l}`);
+    const counts = GUEST_REPORT_KIND_NAMES.filter((k) => (s.reportCounts?.[k] ?? 0) > 0);
+    const total = counts.reduce((n, k) => n + s.reportCounts![k]!, 0);
+    if (total > 0)
+      out.push(
+        `  (${plural(total, 'report')} in all: ${counts.map((k) => `${k} ${group(s.reportCounts![k]!)}`).join(', ')})`,
+      );
   }
+  out.push('', exitLine(s));
   return out.join('\n');
 }
 
@@ -377,40 +434,21 @@ export function formatComparison(rows: RunSummary[]): string {
 
 /* ------------------------------------------------------------ --json */
 
-/** The --json object: every RunSummary field, pinsRefused resolved, and the verdict as a boolean. */
+/** The --json object: a copy of the summary (every field, known or not), derived fields filled in. */
 export function summaryJson(s: RunSummary): SummaryJson {
   checkSummary(s, 'summaryJson');
+  const j = structuredClone(s) as SummaryJson;
   const byReason: Record<string, number> = {};
   for (const k of Object.keys(s.rejected.byReason).sort()) byReason[k] = s.rejected.byReason[k]!;
-  const pinsRefused = refusedPins(s);
-  return {
-    workload: s.workload,
-    strategy: s.strategy,
-    kmapFlush: s.kmapFlush,
-    vcpus: s.vcpus,
-    seed: s.seed,
-    paging: s.paging,
-    sched: s.sched,
-    ops: s.ops,
-    elapsedMs: s.elapsedMs,
-    throughputOpsPerSec: s.throughputOpsPerSec,
-    hypercalls: s.hypercalls,
-    rejected: { total: s.rejected.total, byReason },
-    firstXenLines: [...s.firstXenLines],
-    pinsAttempted: s.pinsAttempted,
-    pinsRefused,
-    tlb: { shootdowns: s.tlb.shootdowns, ipis: s.tlb.ipis },
-    vmaps: s.vmaps,
-    vunmaps: s.vunmaps,
-    lazyPeakPages: s.lazyPeakPages,
-    lazyPeakBytes: s.lazyPeakPages * PAGE_SIZE,
-    dataErrors: s.dataErrors,
-    auditOk: s.auditOk,
-    auditProblems: [...(s.auditProblems ?? [])],
-    leakedFrames: s.leakedFrames,
-    guestReports: [...s.guestReports],
-    isolationViolations: s.isolationViolations ?? 0,
-    workloadStats: Object.fromEntries(sortedStats(s.workloadStats)),
-    strayMappingBug: pinsRefused > 0,
-  };
+  j.rejected = { total: s.rejected.total, byReason };
+  j.pinsRefused = refusedPins(s);
+  j.lazyPeakBytes = s.lazyPeakPages * PAGE_SIZE;
+  j.auditProblems = [...(s.auditProblems ?? [])];
+  j.isolationViolations = s.isolationViolations ?? 0;
+  j.workloadStats = Object.fromEntries(sortedStats(s.workloadStats));
+  j.strayMappingBug = j.pinsRefused > 0;
+  j.reports ??= [];
+  j.reportCounts ??= {};
+  j.bugs = bugsShown(s);
+  return j;
 }

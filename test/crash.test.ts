@@ -119,6 +119,9 @@ describe('a guest that exhausts its memory', () => {
       ops: 500,
       progress: false,
     });
+    // The OOM killer's reports, as data (kind 'oom') and in the summary's lines.
+    expect(s.reportCounts?.oom).toBeGreaterThan(0);
+    expect(s.reports?.some((r) => r.kind === 'oom')).toBe(true);
     const oom = s.guestReports.filter((l) => l.startsWith('Out of memory'));
     expect(oom.length).toBeGreaterThan(0);
     expect(oom[0]).toMatch(
@@ -142,6 +145,7 @@ describe('a guest that exhausts its memory', () => {
       progress: false,
     });
     expect(s.guestReports.filter((l) => l.startsWith('Out of memory'))).toEqual([]);
+    expect(s.reportCounts?.oom ?? 0).toBe(0);
     expect(s.workloadStats!.tasksKilled).toBe(0);
     expect(s.leakedFrames).toBe(0);
     expect(s.auditOk).toBe(true);

@@ -16,8 +16,8 @@
  *   - The Int32 header is always the first column and the Float64 header the second.
  */
 import { EINVAL } from '../../src/abi/xen.js';
-import { formatKernelVa } from '../../src/abi/layout.js';
-import type { LogBuf } from '../kernel/printk.js';
+import { formatKernelVa, MAX_VCPUS_PER_DOMAIN } from '../../src/abi/layout.js';
+import { LogBuf } from '../kernel/printk.js';
 import { spinLock, spinTrylock, spinUnlock } from '../mm/spinlock.js';
 
 export type ColumnType = 'f64' | 'i32' | 'u8';
@@ -94,6 +94,22 @@ export function attachHeaders(
   return { hdr: new Int32Array(sab, 0, hdrWords), f64: new Float64Array(sab, hdrWords * 4, f64Words) };
 }
 
+/** What a vCPU passes to attach a shared kernel structure. */
+export interface SharedKernelDeps {
+  /** This vCPU's number: the lock owner (unique per thread). */
+  cpu: number;
+  /**
+   * Called while spinning on a lock: a vCPU must keep acknowledging TLB-flush IPIs while
+   * it waits, or a holder that waits on its shootdown would wait for it forever.
+   */
+  onSpin?: () => void;
+  /** Where kernel-style messages go, besides the structure's own `messages` (printk). */
+  report?: (line: string) => void;
+}
+
+/** Messages a structure keeps per vCPU. */
+const MESSAGE_CAPACITY = 256;
+
 /**
  * One vCPU's handle on a shared kernel structure: its spinlocks (owned by this CPU, with
  * the spin callback that keeps flush IPIs served), printk, and Linux's convention for a
@@ -112,6 +128,23 @@ export class SharedKernelCtx {
     /** Header word holding the virtual-address width, for %p. */
     readonly vaBitsWord: number,
   ) {}
+
+  /**
+   * The handle of vCPU deps.cpu (a RangeError names a bad one: host-side configuration).
+   * Call it before reading the buffer, so that a bad cpu is reported first.
+   */
+  static check(deps: SharedKernelDeps): void {
+    if (!Number.isInteger(deps.cpu) || deps.cpu < 0 || deps.cpu >= MAX_VCPUS_PER_DOMAIN) {
+      throw new RangeError(`deps.cpu must be an integer in 0..${MAX_VCPUS_PER_DOMAIN - 1}, got ${deps.cpu}`);
+    }
+  }
+
+  /** The handle of vCPU deps.cpu on a structure whose Int32 header is hdr. */
+  static forVcpu(deps: SharedKernelDeps, hdr: Int32Array, misuseWord: number, vaBitsWord: number): SharedKernelCtx {
+    SharedKernelCtx.check(deps);
+    const log = new LogBuf(MESSAGE_CAPACITY, deps.report ?? null);
+    return new SharedKernelCtx(deps.cpu, deps.onSpin, log, hdr, misuseWord, vaBitsWord);
+  }
 
   lock(word: Int32Array, index: number): void {
     spinLock(word, index, this.cpu, this.onSpin);
@@ -134,7 +167,11 @@ export class SharedKernelCtx {
     return formatKernelVa(va, this.hdr[this.vaBitsWord]!);
   }
 
-  /** Report a caller's mistake, count it (in `counter`, default misuseWord), return -EINVAL. */
+  /**
+   * A caller's mistake, Linux's way (WARN(1, "Trying to vfree() nonexistent vm area ...")):
+   * printk the reason, count it (in `counter`, default misuseWord), change nothing, and
+   * return -EINVAL. Throwing is kept for host-side configuration (create, attach).
+   */
   misuse(line: string, counter = this.misuseWord): number {
     Atomics.add(this.hdr, counter, 1);
     this.printk(line);

@@ -31,9 +31,11 @@ function badness(k: Kernel, t: number): number {
 /** out_of_memory(): report, and mark the allocating task `t` to be killed. */
 export function outOfMemory(k: Kernel, t: number, gfpMask: number, order: number): void {
   const comm = taskComm(t);
-  k.printk(`${comm} invoked oom-killer: gfp_mask=0x${gfpMask.toString(16)}, order=${order}, oomkilladj=0`);
-  k.printk(`Out of memory (oom_kill_allocating_task): kill process ${t} (${comm}) score ${badness(k, t)} or a child`);
-  k.printk(`Killed process ${t} (${comm})`);
+  k.report('oom', [
+    `${comm} invoked oom-killer: gfp_mask=0x${gfpMask.toString(16)}, order=${order}, oomkilladj=0`,
+    `Out of memory (oom_kill_allocating_task): kill process ${t} (${comm}) score ${badness(k, t)} or a child`,
+    `Killed process ${t} (${comm})`,
+  ]);
   k.state.count(C_TASKS_KILLED);
   let set = victims.get(k);
   if (set === undefined) victims.set(k, (set = new Set()));

@@ -35,10 +35,15 @@
  * flush under purge_lock, so a vCPU waiting for purge_lock must keep serving flush IPIs:
  * deps.onSpin.
  */
-import { LogBuf } from '../kernel/printk.js';
 import { ENOMEM, PAGE_SIZE } from '../../src/abi/xen.js';
 import { MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/abi/layout.js';
-import { attachColumns, attachHeaders, createColumns, SharedKernelCtx } from '../lib/shared_columns.js';
+import {
+  attachColumns,
+  attachHeaders,
+  createColumns,
+  SharedKernelCtx,
+  type SharedKernelDeps,
+} from '../lib/shared_columns.js';
 import { PAGE_KERNEL, type KernelPageTables, type PageAllocator, type PageRefs } from './kernel_pt.js';
 import {
   C_ALLOC_FAILURES,
@@ -85,7 +90,6 @@ import {
   type VmallocGeometry,
 } from './vmalloc_layout.js';
 import {
-  isPow2,
   VA_RAM,
   VA_VMAP_BLOCK,
   VM_ALLOC,
@@ -97,26 +101,13 @@ import {
   VM_USERMAP,
   VM_VM_AREA,
   VM_VPAGES,
-  type VmapAreaInfo,
-  VmapAreas,
-} from './vmap_area.js';
+} from './vmalloc_flags.js';
+import { isPow2, type VmapAreaInfo, VmapAreas } from './vmap_area.js';
 import { VMAP_BBMAP_BITS_MAX, VMAP_BBMAP_BITS_MIN, VmapBlocks } from './vmap_block.js';
 
 export { H_PURGE_LOCK, H_VMAP_AREA_LOCK } from './vmalloc_layout.js';
-export {
-  VA_RAM,
-  VA_VMAP_BLOCK,
-  VM_ALLOC,
-  VM_HOLD_REFS,
-  VM_IOREMAP,
-  VM_LAZY_FREE,
-  VM_LAZY_FREEING,
-  VM_MAP,
-  VM_USERMAP,
-  VM_VM_AREA,
-  VM_VPAGES,
-  type VmapAreaInfo,
-} from './vmap_area.js';
+export * from './vmalloc_flags.js';
+export type { VmapAreaInfo } from './vmap_area.js';
 export { VMAP_BBMAP_BITS_MAX, VMAP_BBMAP_BITS_MIN, VMAP_MAX_ALLOC } from './vmap_block.js';
 
 /** What vmap accepts (VM_ALLOC is vmalloc's: its pages are vfree's to free). */
@@ -161,22 +152,17 @@ export interface VmallocConfig {
   vmapBlockPages?: number;
 }
 
-export interface VmallocDeps {
-  /** This vCPU's number: the lock owner (unique per thread) and vm_map_ram's default CPU. */
-  cpu: number;
-  /**
-   * Called while spinning on a lock: a vCPU must keep acknowledging TLB-flush IPIs while
-   * it waits, or a purge holding purge_lock across its shootdown would wait for it forever.
-   */
-  onSpin?: () => void;
+/**
+ * cpu is also vm_map_ram's default CPU; onSpin matters most for purge_lock, which a purge
+ * holds across its shootdown.
+ */
+export interface VmallocDeps extends SharedKernelDeps {
   /** This vCPU's kernel page tables. */
   kpt: KernelPageTables;
   /** get_page/put_page (vmapPages). */
   refs: PageRefs;
   /** alloc_page/__free_page (vmalloc/vfree). */
   allocator: PageAllocator;
-  /** Where kernel-style messages go, besides `messages` (printk). */
-  report?: (line: string) => void;
 }
 
 export interface VmallocStats {
@@ -224,12 +210,12 @@ export interface VmapAlias {
 
 const floorPow2 = (x: number): number => (x < 1 ? 0 : 2 ** Math.floor(Math.log2(x)));
 
-const MESSAGE_CAPACITY = 256;
-
 export class VmallocSpace {
   readonly sab: SharedArrayBuffer;
   /** The Int32 header (locks at H_VMAP_AREA_LOCK / H_PURGE_LOCK; for tests and tools). */
   readonly header: Int32Array;
+  /** This vCPU (deps.cpu). */
+  readonly cpu: number;
   readonly vmallocStart: number;
   readonly vmallocEnd: number;
   readonly maxAreas: number;
@@ -237,14 +223,6 @@ export class VmallocSpace {
   readonly numOnlineCpus: number;
   /** VMAP_BBMAP_BITS: pages per vmap block. */
   readonly vmapBlockPages: number;
-  readonly #log: LogBuf;
-  /** Recent kernel-style messages from this vCPU (bounded). */
-  get messages(): string[] {
-    return this.#log.lines;
-  }
-
-  /** This vCPU (deps.cpu). */
-  readonly cpu: number;
   readonly #ctx: SharedKernelCtx;
   readonly #kpt: KernelPageTables;
   readonly #refs: PageRefs;
@@ -252,6 +230,11 @@ export class VmallocSpace {
   readonly #hdr: Int32Array;
   readonly #areas: VmapAreas;
   readonly #blocks: VmapBlocks;
+
+  /** Recent kernel-style messages from this vCPU (bounded). */
+  get messages(): string[] {
+    return this.#ctx.log.lines;
+  }
 
   /* ------------------------------------------------------------ construction */
 
@@ -349,19 +332,16 @@ export class VmallocSpace {
 
   private constructor(sab: SharedArrayBuffer, deps: VmallocDeps) {
     this.sab = sab;
-    if (!Number.isInteger(deps.cpu) || deps.cpu < 0 || deps.cpu >= MAX_VCPUS_PER_DOMAIN) {
-      throw new RangeError(`deps.cpu must be an integer in 0..${MAX_VCPUS_PER_DOMAIN - 1}, got ${deps.cpu}`);
-    }
+    SharedKernelCtx.check(deps);
     this.cpu = deps.cpu;
     this.#kpt = deps.kpt;
     this.#refs = deps.refs;
     this.#allocator = deps.allocator;
-    this.#log = new LogBuf(MESSAGE_CAPACITY, deps.report ?? null);
     const { hdr, f64 } = attachHeaders(sab, HDR_WORDS, HDR_F64, 'VmallocSpace');
     const geometry = readGeometry(hdr);
     const cols = attachColumns(sab, vmallocColumns(geometry), 'VmallocSpace');
     this.#hdr = this.header = cols.hdr;
-    this.#ctx = new SharedKernelCtx(deps.cpu, deps.onSpin, this.#log, cols.hdr, C_MISUSE, H_VA_BITS);
+    this.#ctx = SharedKernelCtx.forVcpu(deps, cols.hdr, C_MISUSE, H_VA_BITS);
     this.vmallocStart = f64[F_VMALLOC_START]!;
     this.vmallocEnd = f64[F_VMALLOC_END]!;
     this.maxAreas = geometry.maxAreas;

@@ -97,27 +97,10 @@ import {
   H_VMAP_AREA_LOCK,
   type VmallocColumns,
 } from './vmalloc_layout.js';
+import { VA_VMAP_BLOCK, VM_HOLD_REFS, VM_LAZY_FREE, VM_LAZY_FREEING, VM_VM_AREA } from './vmalloc_flags.js';
 
-/* ----------------------------------------------------------------------- flags */
-
-/** vmap_area.flags, with 2.6.28's values. */
-export const VM_LAZY_FREE = 0x01;
-export const VM_LAZY_FREEING = 0x02;
-export const VM_VM_AREA = 0x04;
-/** Model-private area flags: a per-CPU vmap block; a vm_map_ram mapping too big for one. */
-export const VA_VMAP_BLOCK = 0x10;
-export const VA_RAM = 0x20;
-/** Transient: taken by the purge in progress. */
-export const VA_PURGE_SELECTED = 0x100;
-
-/** vm_struct.flags (kept per area, in aVmFlags), with Linux's values. */
-export const VM_IOREMAP = 0x01;
-export const VM_ALLOC = 0x02;
-export const VM_MAP = 0x04;
-export const VM_USERMAP = 0x08;
-export const VM_VPAGES = 0x10;
-/** Model: the area holds a page reference per mapped page (vmap_pages). */
-export const VM_HOLD_REFS = 0x100;
+/** Area flag, transient: taken by the purge in progress. */
+const VA_PURGE_SELECTED = 0x100;
 
 export const isPow2 = (x: number): boolean => Number.isInteger(x) && x > 0 && (x & (x - 1)) === 0;
 const alignUp = (x: number, a: number): number => Math.ceil(x / a) * a;
@@ -490,7 +473,12 @@ export class VmapAreas {
     if (nr > Atomics.load(this.#hdr, H_LAZY_MAX)) this.purgeVmapAreaLazy(false, false, Infinity, -Infinity);
   }
 
-  /** Eager unmap of a detached (VM_LAZY_FREEING) area: clear, flush, release, free. */
+  /**
+   * Eager unmap of a detached (VM_LAZY_FREEING) area: clear, flush, release, free. A vmap
+   * block's area still maps only the regions vm_unmap_ram left dirty while the strategy was
+   * lazy (an eager vm_unmap_ram clears its own): those PTEs were counted in the lazy pages,
+   * and leave the count here.
+   */
   unmapEager(s: number, freePages: boolean): void {
     const kpt = this.#kpt;
     const h = this.#hdr;
@@ -500,6 +488,7 @@ export class VmapAreas {
       kpt.flushTlbKernelRange(this.aStart[s]!, this.aEnd[s]!);
       Atomics.add(h, C_FLUSHES, 1);
       Atomics.add(h, C_PTES_CLEARED, cleared);
+      if (this.aFlags[s]! & VA_VMAP_BLOCK) Atomics.sub(h, C_LAZY_PAGES, cleared);
     }
     if (freePages) this.freeAreaPages(s);
     this.#putAreaRefs(s);

@@ -43,7 +43,8 @@ import {
   STRATEGY_LAZY,
   type VmallocColumns,
 } from './vmalloc_layout.js';
-import { VA_VMAP_BLOCK, VM_LAZY_FREE, VM_LAZY_FREEING, type VmapAreas } from './vmap_area.js';
+import { VA_VMAP_BLOCK, VM_LAZY_FREE, VM_LAZY_FREEING } from './vmalloc_flags.js';
+import type { VmapAreas } from './vmap_area.js';
 
 /** vm_map_ram: largest mapping served from a vmap block (pages). */
 export const VMAP_MAX_ALLOC = 64;
