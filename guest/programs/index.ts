@@ -111,5 +111,6 @@ const PROGRAMS: Record<ProgramName, () => Promise<ProgramModule>> = {
   script: () => import('./script.js'),
   bench: () => import('./bench.js'),
   kernel: () => import('./kernel.js'),
+  victim: () => import('./victim.js'),
   fuzz: () => import('./fuzz.js'),
 };
