@@ -21,7 +21,7 @@ const examples = readdirSync(dir)
 const cli = join(import.meta.dirname, '..', 'dist', 'src', 'cli.js');
 
 /** "script.paging: ...", "steps[3].entry.flags: ...", "steps[0].ops[1]: ..." */
-const NAMES_A_FIELD = /^(script|steps\[\d+\])(\.[A-Za-z_]+|\[\d+\])*: \S/;
+const NAMES_A_FIELD = /^(script|steps\[\d+\])(\.[A-Za-z0-9_]+|\[\d+\])*: \S/;
 
 /** Parse; returns the error message, or null for a valid script. Anything but a ScriptError fails. */
 function parseError(input: unknown): string | null {

@@ -28,6 +28,7 @@ import {
 import { fromBigInt, toBigInt } from '../../src/abi/pte.js';
 import { rcName } from '../../src/abi/xen.js';
 import { encodeCall, encodeEntry, type Resolver } from '../../src/script/encode.js';
+import { fillWords } from '../../src/script/handlers.js';
 import { type Addr, type Script, type Step, parseScript } from '../../src/script/schema.js';
 import { XenBox } from '../helpers/xenbox.js';
 
@@ -128,6 +129,11 @@ function runInProcess(script: Script): { failures: string[]; auditOk: boolean } 
         const lo = va < 0 ? -1 : m.load64(va);
         got = lo < 0 ? 'fault' : 'ok';
         if (lo >= 0) value = toBigInt(lo, m.hi);
+        break;
+      }
+      case 'fill': {
+        const [fd, pfn] = pfnOf(s.frame, s.domain);
+        got = rcName(box.xen.fillFrame(fd.info.domid, pfn, fillWords(s, res)));
         break;
       }
       case 'audit': {
