@@ -28,6 +28,13 @@ import { pteMfn } from '../src/abi/pte.js';
 
 const MAX_PROBLEMS = 200;
 
+/** Kinds of type holder, for the message of a disagreement. */
+const H_PIN = 0;
+const H_BASEPTR = 1;
+const H_L1 = 2;
+const H_LINEAR = 3;
+const H_SLOT = 4;
+
 export function audit(hv: Hv): AuditReport {
   const ft = hv.ft;
   const n = ft.nrFrames;
@@ -41,11 +48,13 @@ export function audit(hv: Hv): AuditReport {
   const report = (mfn: number, what: string): void => {
     if (problems.length < MAX_PROBLEMS) problems.push({ mfn, what });
   };
-  const holdType = (mfn: number, type: number, why: string): void => {
+  // The holder is (kind, a, b), named only for a problem: a string per entry made the
+  // audit several times slower (measured with the fuzzer, which audits after every call).
+  const holdType = (mfn: number, type: number, kind: number, a: number, b: number): void => {
     if (expType[mfn] !== 0 && expType[mfn] !== type) {
       report(
         mfn,
-        `held as ${PGT_NAMES[(type & PGT_type_mask) >>> 0]} by ${why} but also as ${PGT_NAMES[(expType[mfn]! & PGT_type_mask) >>> 0]}`,
+        `held as ${PGT_NAMES[(type & PGT_type_mask) >>> 0]} by ${holderName(kind, a, b)} but also as ${PGT_NAMES[(expType[mfn]! & PGT_type_mask) >>> 0]}`,
       );
     }
     expType[mfn] = type;
@@ -56,7 +65,7 @@ export function audit(hv: Hv): AuditReport {
     if (ft.allocated[mfn]) expCount[mfn]!++;
     if (ft.typeHi[mfn]! & PGT_pinned) {
       expCount[mfn]!++;
-      holdType(mfn, (ft.typeHi[mfn]! & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0, 'a pin');
+      holdType(mfn, (ft.typeHi[mfn]! & (PGT_type_mask | PGT_pae_xen_l2)) >>> 0, H_PIN, 0, 0);
     }
   }
   const rootType = (hv.levels << 29) >>> 0;
@@ -65,7 +74,7 @@ export function audit(hv: Hv): AuditReport {
       for (const root of [v.cr3, v.userCr3]) {
         if (root < 0) continue;
         expCount[root]!++;
-        holdType(root, rootType, `d${d.domid}v${v.id}'s baseptr`);
+        holdType(root, rootType, H_BASEPTR, d.domid, v.id);
       }
     }
   }
@@ -104,7 +113,7 @@ export function audit(hv: Hv): AuditReport {
             report(target, `page-table frame mapped writable by slot ${i} of L1 ${t.toString(16)}`);
             isolationViolations++;
           }
-          if (hv.enforceWritable) holdType(target, PGT_writable_page, `L1 ${t.toString(16)} slot ${i}`);
+          if (hv.enforceWritable) holdType(target, PGT_writable_page, H_L1, t, i);
         }
         continue;
       }
@@ -113,17 +122,13 @@ export function audit(hv: Hv): AuditReport {
       const targetType = (ft.typeHi[target]! & PGT_type_mask) >>> 0;
       if (targetType === (x & PGT_type_mask) >>> 0) {
         // A linear entry holds the target as whatever table it already is.
-        holdType(
-          target,
-          (targetType | (ft.typeHi[target]! & PGT_pae_xen_l2)) >>> 0,
-          `linear entry ${i} of L${level} ${t.toString(16)}`,
-        );
+        holdType(target, (targetType | (ft.typeHi[target]! & PGT_pae_xen_l2)) >>> 0, H_LINEAR, t, i);
         expLinear[target]!++;
         expLinear[t]!--;
       } else {
         let want = ((level - 1) << 29) >>> 0;
         if (hv.paging === 'pae' && level === 3 && i === 3) want = (want | PGT_pae_xen_l2) >>> 0;
-        holdType(target, want, `slot ${i} of L${level} ${t.toString(16)}`);
+        holdType(target, want, H_SLOT, t, i);
       }
     }
   }
@@ -159,6 +164,14 @@ export function audit(hv: Hv): AuditReport {
     if (!hv.domains.has(owner)) report(mfn, `owned by d${owner}, which does not exist`);
   }
   return { ok: problems.length === 0, framesChecked: n, problems, isolationViolations };
+}
+
+function holderName(kind: number, a: number, b: number): string {
+  if (kind === H_PIN) return 'a pin';
+  if (kind === H_BASEPTR) return `d${a}v${b}'s baseptr`;
+  if (kind === H_L1) return `L1 ${a.toString(16)} slot ${b}`;
+  if (kind === H_LINEAR) return `linear entry ${b} of ${a.toString(16)}`;
+  return `slot ${b} of ${a.toString(16)}`;
 }
 
 function ownerName(owner: number): string {

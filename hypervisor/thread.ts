@@ -62,6 +62,8 @@ function control(xen: Xen, req: XenControlRequest): unknown {
       return xen.drainLog();
     case 'freeFrames':
       return xen.freeFrames();
+    case 'injectFault':
+      return xen.injectFault(req.slot);
     case 'takeRecording':
       return xen.takeRecording(req.name);
     case 'fillFrame':

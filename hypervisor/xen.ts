@@ -65,6 +65,8 @@ export class Xen {
   /** Reason of the first log line of the call being served (the root cause). */
   #firstReason: string | null = null;
   readonly #byReason = new Map<string, number>();
+  /** The slot whose next request throws (injectFault), or -1. */
+  #faultSlot = -1;
   /** Calls per hypercall number (0 collects unknown numbers >= 64). */
   readonly #perOp = new Float64Array(64);
   /** Set only when recording (XenOptions.record). */
@@ -198,12 +200,28 @@ export class Xen {
     return this.#hv.domains.get(domid)?.vcpus[vcpu]?.cr3 ?? -1;
   }
 
+  /**
+   * Test-only fault hook (a control op, never reachable by a guest): the next request
+   * served from `slot` throws before it touches anything, as a bug in Xen would. The
+   * thread fails that call with -EFAULT and reports it; crash.test.ts checks both.
+   */
+  injectFault(slot: number): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.#hv.maxSlots) {
+      throw new RangeError(`injectFault: slot must be an integer in 0..${this.#hv.maxSlots - 1}, got ${slot}`);
+    }
+    this.#faultSlot = slot;
+  }
+
   /** Serve the request waiting in `slot` and wake its vCPU. */
   serveSlot(slot: number): void {
     const hv = this.#hv;
     const t = hv.transport;
     const b = slotBase(slot);
     if (slot < 0 || slot >= hv.maxSlots || Atomics.load(t, b + S_STATE) !== SLOT_REQUEST) return;
+    if (slot === this.#faultSlot) {
+      this.#faultSlot = -1;
+      throw new Error(`injected fault: serveSlot(${slot}) threw (op ${t[b + S_OP]})`);
+    }
     const domid = hv.slotDomain[slot]!;
     const d = domid >= 0 ? hv.domains.get(domid) : undefined;
     let rc: number;

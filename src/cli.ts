@@ -12,6 +12,7 @@ import { runScript } from './script/run.js';
 import { formatJsonLines, formatText, totals } from './script/report.js';
 import { type Command, UsageError } from './command.js';
 import { workloadCommands } from './commands.js';
+import { fuzzCommand } from './fuzz.js';
 import { regressCommands } from './regress-commands.js';
 
 export { UsageError };
@@ -56,6 +57,7 @@ results and log lines as its expectations; \`pvmmu reduce FILE.json\` shrinks it
 };
 
 Object.assign(commands, workloadCommands, regressCommands);
+commands.fuzz = fuzzCommand;
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

@@ -415,6 +415,14 @@ export class Machine {
     return this.#control({ op: 'freeFrames' }) as Promise<number>;
   }
 
+  /**
+   * Test-only: make the hypervisor throw inside serveSlot on the next request of `slot`,
+   * as a Xen bug would. That call fails with -EFAULT and the bug lands in xenBugs.
+   */
+  async injectFault(slot: number): Promise<void> {
+    await this.#control({ op: 'injectFault', slot });
+  }
+
   /** The hypercalls served so far as a script (a machine created with record: true). */
   takeRecording(name: string): Promise<Recording> {
     return this.#control({ op: 'takeRecording', name }) as Promise<Recording>;

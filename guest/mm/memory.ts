@@ -47,6 +47,7 @@ import {
   C_UPDATE_FAILURES,
 } from '../../src/abi/kernel.js';
 import { KM_PTE0 } from './highmem.js';
+import { outOfMemory, takeOomVictim } from './oom_kill.js';
 import { GFP_HIGHUSER, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 
 export const USER_BASE = 0x10000000;
@@ -139,9 +140,11 @@ export function pgdAlloc(k: Kernel, t: number): boolean {
     }
   } else {
     const pud = allocPt(k, GFP_KERNEL);
-    const pmd = pud < 0 ? -1 : allocPt(k, GFP_KERNEL);
-    if (pmd < 0) return false;
+    if (pud < 0) return false;
+    // Recorded at once, so freeAll returns it when the pmd cannot be had (out of memory).
     w[k.state.t(t, T_PMD)] = pud;
+    const pmd = allocPt(k, GFP_KERNEL);
+    if (pmd < 0) return false;
     w[k.state.t(t, T_PMD + 1)] = pmd;
     pokeEntry(k, pgd, 0, pteLo(p2m[pud]!, PAGE_TABLE), pteHi(p2m[pud]!));
     pokeEntry(k, pud, 0, pteLo(p2m[pmd]!, PAGE_TABLE), pteHi(p2m[pmd]!));
@@ -189,7 +192,11 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
   if (pte < 0) pte = pteAlloc(k, t);
   if (pte < 0) return false;
   const pfn = k.pa.allocPages(GFP_HIGHUSER | __GFP_ZERO, 0, k.id);
-  if (pfn < 0) return false;
+  if (pfn < 0) {
+    // VM_FAULT_OOM: the OOM killer marks this task; the caller tears it down.
+    outOfMemory(k, t, GFP_HIGHUSER | __GFP_ZERO, 0);
+    return false;
+  }
   const mfn = k.kpt.pfnToMfn(pfn);
   if (setEntry(k, t, pte, vaIndex(USER_BASE, 1) + i, pteLo(mfn, P | RW | US | A | D), pteHi(mfn)) < 0) {
     k.pa.freePages(pfn, 0, k.id);
@@ -209,11 +216,20 @@ export function taskCreate(k: Kernel, npages: number): number {
   for (let i = 0; i < MAX_USER_PAGES; i++) w[k.state.t(t, T_PAGES + i)] = 0;
   for (let i = 0; i < 4; i++) w[k.state.t(t, T_PMD + i)] = -1;
   if (!pgdAlloc(k, t)) {
+    // pgd_alloc found no page: the OOM killer takes the task being built.
+    outOfMemory(k, t, GFP_KERNEL | __GFP_ZERO, 0);
+    takeOomVictim(k, t);
     freeAll(k, t);
     return -1;
   }
   for (let i = 0; i < npages; i++) {
-    if (!handleMmFault(k, t, i)) break;
+    if (!handleMmFault(k, t, i)) {
+      if (takeOomVictim(k, t)) {
+        freeAll(k, t);
+        return -1;
+      }
+      break;
+    }
     // Every page starts with its own signature, checked each time the task runs.
     writeUserWord(k, w[k.state.t(t, T_PAGES + i)]!, signature(t, i));
   }
@@ -239,13 +255,22 @@ export function doFork(k: Kernel, parent: number): number {
   for (let i = 0; i < MAX_USER_PAGES; i++) w[k.state.t(child, T_PAGES + i)] = 0;
   for (let i = 0; i < 4; i++) w[k.state.t(child, T_PMD + i)] = -1;
   if (!pgdAlloc(k, child)) {
+    // pgd_alloc found no page: the OOM killer takes the task being built.
+    outOfMemory(k, child, GFP_KERNEL | __GFP_ZERO, 0);
+    takeOomVictim(k, child);
     freeAll(k, child);
     return -1;
   }
   for (let i = 0; i < MAX_USER_PAGES; i++) {
     const src = w[k.state.t(parent, T_PAGES + i)]!;
     if (src <= 0) continue;
-    if (!handleMmFault(k, child, i)) break;
+    if (!handleMmFault(k, child, i)) {
+      if (takeOomVictim(k, child)) {
+        freeAll(k, child);
+        return -1;
+      }
+      break;
+    }
     k.readPage(src, page, 0);
     // The child's copy says whose it is, so a mix-up would be caught when it runs.
     new DataView(page.buffer).setUint32(0, signature(child, i), true);

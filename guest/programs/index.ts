@@ -133,4 +133,5 @@ const PROGRAMS: Record<ProgramName, () => Promise<ProgramModule>> = {
   bench: () => import('./bench.js'),
   kernel: () => import('./kernel.js'),
   victim: () => import('./victim.js'),
+  fuzz: () => import('./fuzz.js'),
 };

@@ -9,6 +9,7 @@ import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
+import { OomHog } from './oom_hog.js';
 import { PatAlias } from './pat_alias.js';
 import { AlsaMmap } from './alsa_mmap.js';
 import { SlubDma } from './slub_dma.js';
@@ -58,6 +59,9 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
   },
   'slub-dma': {
     make: (o) => new SlubDma(o.kunmapBase === true),
+  },
+  'oom-hog': {
+    make: () => new OomHog(),
   },
 };
 

@@ -143,6 +143,7 @@ export type XenControlRequest =
   | { id: number; op: 'stats' } /** -> XenStats */
   | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
   | { id: number; op: 'freeFrames' } /** -> number */
+  | { id: number; op: 'injectFault'; slot: number } /** -> undefined; test-only: serveSlot of that slot throws once */
   | { id: number; op: 'takeRecording'; name: string } /** -> Recording (throws when not recording) */
   | { id: number; op: 'fillFrame'; domid: number; pfn: number; words: Uint32Array } /** -> 0 or -EBUSY */
   | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */

@@ -127,6 +127,7 @@ export const WORKLOAD_SUMMARIES = {
   'slub-dma':
     'a driver DMAs into a kmalloc buffer through kmap_atomic, then flush_dcache_page: the 2007 SLUB page_mapping oops',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
+  'oom-hog': 'tasks fault in every page until the domain runs out of memory: the OOM killer reports and kills',
   'pat-alias':
     "a driver makes freed XFS buffer pages uncached (set_memory_uc) under a stale write-back vmap: Andi Kleen's case",
 } as const satisfies Record<string, string>;
@@ -149,6 +150,8 @@ export const GUEST_REPORT_KINDS = {
   /** A task or a check found data that is not what was written (dataErrors counts them). */
   data: { bug: false, what: 'data check' },
   page_allocation_failure: { bug: false, what: 'page allocation failure' },
+  /** The OOM killer's report (guest/mm/oom_kill.ts): a task was killed for memory. */
+  oom: { bug: false, what: 'OOM kill' },
   warning: { bug: false, what: 'warning' },
 } as const satisfies Record<string, { bug: boolean; what: string }>;
 export type GuestReportKind = keyof typeof GUEST_REPORT_KINDS;

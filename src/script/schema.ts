@@ -89,6 +89,8 @@ const STEP_OPS = [
   'audit',
   'fill',
 ];
+/** Frames of all domains together: the machine (frames x 1.25 + 4 MiB) must stay within 2 GiB. */
+const MAX_SCRIPT_FRAMES = 400_000;
 const MULTICALL_OPS = ['mmu_update', 'mmuext', 'update_va_mapping'];
 const EXPECT_WORDS = ['ok', 'fault', ...Object.keys(ERRNO_BY_NAME)];
 const MMU_CMDS = ['normal', 'preserve_ad', 'machphys'];
@@ -396,6 +398,14 @@ export function parseScript(input: unknown, source = 'script'): Script {
     if (d.lowmem_frames !== undefined) spec.lowmemFrames = int(d, 'lowmem_frames', at, 64, 1 << 19);
     return spec;
   });
+  // The machine is sized from the domains (src/script/run.ts): they must fit in 2 GiB.
+  const frames = domains.reduce((n, d) => n + d.frames, 0);
+  if (frames > MAX_SCRIPT_FRAMES) {
+    fail(
+      `${source}.domains`,
+      `the domains' frames add up to ${frames}; at most ${MAX_SCRIPT_FRAMES} fit a 2 GiB machine`,
+    );
+  }
   const names = new Set<string>();
   for (const d of domains) {
     if (names.has(d.name)) fail(`${source}.domains`, `domain "${d.name}" is listed twice`);
