@@ -990,11 +990,6 @@ export class PageAllocator implements PageFreer {
     }
   }
 
-  /** get_pageblock_migratetype. */
-  private pageblockType(pfn: number): number {
-    return this.pageblockTypes[pfn >>> this.pageblockOrder]!;
-  }
-
   /**
    * __free_one_page: merge with free buddies as far as they go, onto the list of the
    * pageblock's type. zone->lock held.
