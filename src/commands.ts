@@ -52,6 +52,8 @@ const RUN_OPTIONS = {
   trace: { type: 'string' },
   unenforced: { type: 'boolean' },
   'lock-page': { type: 'string' },
+  mobility: { type: 'string' },
+  'pin-fraction': { type: 'string' },
 } as const;
 
 type RunValues = {
@@ -83,6 +85,14 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
   }
+  if (values.mobility !== undefined) o.mobility = onOff(values.mobility, 'mobility', false);
+  if (values['pin-fraction'] !== undefined) {
+    if (workload !== 'fragmentation') throw new UsageError('--pin-fraction is an option of the fragmentation workload');
+    const v = values['pin-fraction'];
+    if (!/^(0(\.\d+)?|\.\d+|1(\.0+)?)$/.test(v) || Number(v) > 0.5)
+      throw new UsageError(`--pin-fraction must be a number from 0 to 0.5 (the share of memory), got "${v}"`);
+    o.workloadOptions = { ...o.workloadOptions, pinFraction: Number(v) };
+  }
   if (workload === 'truncate-race' && o.sched !== 'det')
     throw new UsageError('truncate-race runs under --sched det only');
   if (values.unenforced && workload !== 'stray-write') {
@@ -96,6 +106,7 @@ const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
   'truncate-race': { ops: 3000 },
+  fragmentation: { memoryBytes: 64 * 2 ** 20, vcpus: 1, ops: 6000 },
 };
 
 const STRATEGY_HELP = `Strategies (--strategy):
@@ -136,6 +147,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --mobility on|off  group pages by mobility (2.6.24's __GFP_MOVABLE pageblocks); off is
+                     2.6.23 [off]
+  --pin-fraction F   fragmentation only: share of memory the long-lived tasks' pinned page
+                     tables take, 0..0.5 [0.25]
 
 ${STRATEGY_HELP}`,
   async run(argv) {

@@ -13,6 +13,7 @@ import { NameTable, TraceBuffer } from './abi/trace.js';
 import type { RunSummary } from './summary.js';
 import type { XenLogRecord } from './abi/control.js';
 import { STRATEGIES, type Strategy, WORKLOAD_NAMES } from './abi/kernel.js';
+import { fragmentationReport, isFragmentationKey } from './fragmentation.js';
 
 export interface RunOptions {
   workload: string;
@@ -37,6 +38,8 @@ export interface RunOptions {
   trace?: string;
   /** Extra options for the workload (e.g. vmap-cycle's warm-up). */
   workloadOptions?: Record<string, unknown>;
+  /** Group pages by mobility (2.6.24); off is 2.6.23. */
+  mobility?: boolean;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -90,7 +93,29 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--seed must be a non-negative integer, got ${o.seed}`);
   if (o.sched !== 'parallel' && o.sched !== 'det')
     throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
+  if (o.mobility !== undefined && typeof o.mobility !== 'boolean')
+    throw new RangeError(`--mobility must be on or off, got ${JSON.stringify(o.mobility)}`);
+  const pin = o.workloadOptions?.pinFraction;
+  if (pin !== undefined) {
+    if (o.workload !== 'fragmentation')
+      throw new RangeError('--pin-fraction is an option of the fragmentation workload');
+    if (typeof pin !== 'number' || !(pin >= 0 && pin <= 0.5))
+      throw new RangeError(`--pin-fraction must be a number from 0 to 0.5, got ${String(pin)}`);
+  }
+  if (o.workload === 'fragmentation') {
+    // The long-lived set needs one task per 6 (pae) or 4 (x86_64) pinned page-table pages.
+    const pages = Math.floor((o.memoryBytes / 4096) * 0.9);
+    const tasks = Math.floor((pages * (typeof pin === 'number' ? pin : 0.25)) / (o.paging === 'pae' ? 6 : 4));
+    if (tasks > FRAGMENTATION_MAX_LONG_LIVED)
+      throw new RangeError(
+        `--pin-fraction ${typeof pin === 'number' ? pin : 0.25} of --memory ${o.memoryBytes / MiB}M needs ${tasks} long-lived tasks; ` +
+          `the guest's task table holds ${FRAGMENTATION_MAX_LONG_LIVED}: give less --memory or a smaller --pin-fraction`,
+      );
+  }
 }
+
+/** Long-lived tasks the fragmentation workload may ask for (the guest's task table has 1,024 rows). */
+export const FRAGMENTATION_MAX_LONG_LIVED = 960;
 
 function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
   return stats.reduce((n, s) => n + f(s), 0);
@@ -129,6 +154,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       dirBlockBytes: o.dirBlockBytes,
       strategy: o.strategy,
       seed: o.seed,
+      ...(o.workload === 'fragmentation' ? { ops: o.ops, vcpus: o.vcpus } : {}),
       ...o.workloadOptions,
     };
     let victim = -1;
@@ -150,6 +176,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       seed: o.seed,
       vcpus: o.vcpus,
       trace: o.trace !== undefined,
+      mobility: o.mobility === true,
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
@@ -196,6 +223,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     ] as const) {
       wl[key] = counters[key] ?? 0;
     }
+    wl.movablePinned = counters.movablePinned ?? 0;
+    const fragmentation = fragmentationReport(wl);
+    for (const key of Object.keys(wl)) if (isFragmentationKey(key)) delete wl[key];
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
     const summary: RunSummary = {
       workload: o.workload,
@@ -228,6 +258,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       workloadStats: wl,
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
+      mobility: o.mobility === true,
+      ...(fragmentation ? { fragmentation } : {}),
     };
     return { summary, xenLog: log.slice(0, LOG_KEEP) };
   } finally {

@@ -4,6 +4,7 @@
  * gathers the numbers into a RunSummary; nothing here measures anything.
  */
 import { PAGE_SIZE } from './abi/xen.js';
+import { type FragmentationReport, formatFragmentation } from './fragmentation.js';
 
 export interface RunSummary {
   workload: string;
@@ -45,6 +46,10 @@ export interface RunSummary {
   isolationViolations?: number;
   /** The workload's own counters, summed over vCPUs (shown under "Workload counters"). */
   workloadStats?: Record<string, number>;
+  /** Grouping pages by mobility (--mobility). */
+  mobility?: boolean;
+  /** The fragmentation workload's report. */
+  fragmentation?: FragmentationReport;
 }
 
 /** The --json contract (a superset of the issue's required fields). */
@@ -78,6 +83,14 @@ export interface SummaryJson {
   workloadStats: Record<string, number>;
   /** Whether the stray-mapping bug showed up: Xen refused at least one pin. */
   strayMappingBug: boolean;
+  /** --mobility. */
+  mobility: 'on' | 'off';
+  /** fragmentation only. */
+  highOrder?: FragmentationReport['highOrder'];
+  pageblocks?: FragmentationReport['pageblocks'];
+  pinnedPtPagesByBlockType?: FragmentationReport['pinnedPtPagesByBlockType'];
+  reclaimableBlocks?: FragmentationReport['reclaimableBlocks'];
+  pagetypeinfo?: FragmentationReport['pagetypeinfo'];
 }
 
 /** What each strategy is, in a few words (the names the guest uses). */
@@ -273,6 +286,7 @@ export function formatSummary(s: RunSummary): string {
     out.push('', 'Guest kernel reports:');
     for (const l of s.guestReports) out.push(`  ${l}`);
   }
+  if (s.fragmentation) out.push('', ...formatFragmentation(s.fragmentation, s.mobility === true));
   return out.join('\n');
 }
 
@@ -412,5 +426,7 @@ export function summaryJson(s: RunSummary): SummaryJson {
     isolationViolations: s.isolationViolations ?? 0,
     workloadStats: Object.fromEntries(sortedStats(s.workloadStats)),
     strayMappingBug: pinsRefused > 0,
+    mobility: s.mobility ? 'on' : 'off',
+    ...(s.fragmentation ?? {}),
   };
 }

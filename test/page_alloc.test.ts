@@ -889,8 +889,9 @@ function runBoth(c: typeof cfgArb extends fc.Arbitrary<infer T> ? T : never, ops
         if (!onF) return; // reclaim dropped it already
         fast.memMap.clearPageFlag(p!, PG_dirty);
         ref.clearFlag(p!, PG_dirty);
-        fast.removeFromPageCache(p!, op.cpu);
-        ref.removeFromPageCache(p!, op.cpu);
+        expect(fast.removeFromPageCache(p!, mappingOfAddressSpace(7), op.cpu)).toBe(
+          ref.removeFromPageCache(p!, mappingOfAddressSpace(7), op.cpu),
+        );
         dead.push(p!);
         break;
       }

@@ -17,7 +17,7 @@ import { GFP_KERNEL, PageAllocator, type PageAllocConfig, pageAllocBytes } from 
 import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
-import type { KernelConfig, KernelShared } from '../../src/abi/kernel.js';
+import { C_MOVABLE_PINNED, type KernelConfig, type KernelShared } from '../../src/abi/kernel.js';
 import { TraceBuffer } from '../../src/abi/trace.js';
 import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
 import { KernState } from './state.js';
@@ -97,6 +97,13 @@ export class Kernel {
     this.highmem = shared.highmem ? Highmem.attach(shared.highmem, { cpu: this.id, onSpin, kpt, report }) : null;
     this.state = new KernState(shared.kern);
     kpt.onError = (line) => this.printk(line);
+    if (this.pa.mobility) {
+      // The debug check on every page mapped into vmalloc space (vmap, vmalloc).
+      kpt.onMap = (va, mfn) => {
+        if (va >= shared.vmallocStart && va < shared.vmallocEnd)
+          this.checkUnmovable(this.mfnToPfn(mfn), 'is held by a vmap');
+      };
+    }
     if (cfg.trace) {
       this.traceBuffer = new SharedArrayBuffer(TraceBuffer.bytesFor(TRACE_RECORDS));
       this.trace = new TraceBuffer({
@@ -124,6 +131,7 @@ export class Kernel {
       paging: info.paging,
       lowmemPages: info.lowmemPages,
       firstFreePfn: info.firstFreePfn,
+      mobility: cfg.mobility === true,
     };
     const pages = new SharedArrayBuffer(pageAllocBytes(paCfg));
     PageAllocator.format(pages, paCfg);
@@ -179,6 +187,15 @@ export class Kernel {
   /** A secondary vCPU joining a booted kernel. */
   static attach(cpu: Vcpu, mem: SharedArrayBuffer, cfg: KernelConfig, shared: KernelShared): Kernel {
     return new Kernel(cpu, cfg, shared, new XenKernelPageTables(cpu, mem));
+  }
+
+  /**
+   * Grouping by mobility's debug check (on whenever grouping is): a page that can never
+   * move -- pinned as a page table, held by a vmap -- must not be a MOVABLE allocation
+   * in a MOVABLE pageblock. A violation is printk'd (WARNING) and counted.
+   */
+  checkUnmovable(pfn: number, what: string): void {
+    if (pfn >= 0 && !this.pa.checkUnmovable(pfn, what, this.id)) this.state.count(C_MOVABLE_PINNED);
   }
 
   addAliasProbe(probe: (pfn: number) => string | null): void {

@@ -45,7 +45,7 @@ import {
   C_UPDATE_FAILURES,
 } from '../../src/abi/kernel.js';
 import { KM_PTE0 } from './highmem.js';
-import { GFP_HIGHUSER, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
+import { GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 
 export const USER_BASE = 0x10000000;
 const P = _PAGE_PRESENT,
@@ -185,7 +185,7 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
   let pte = w[k.state.t(t, T_PTE)]!;
   if (pte < 0) pte = pteAlloc(k, t);
   if (pte < 0) return false;
-  const pfn = k.pa.allocPages(GFP_HIGHUSER | __GFP_ZERO, 0, k.id);
+  const pfn = k.pa.allocPages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO, 0, k.id);
   if (pfn < 0) return false;
   const mfn = k.kpt.pfnToMfn(pfn);
   if (setEntry(k, t, pte, vaIndex(USER_BASE, 1) + i, pteLo(mfn, P | RW | US | A | D), pteHi(mfn)) < 0) {

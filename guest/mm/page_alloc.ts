@@ -196,7 +196,8 @@ export const MAX_ORDER = 11;
  * free page of that pageblock to its own type, and relabels the pageblock when more than
  * half of it was free. MIGRATE_RESERVE blocks (the first min_free_kbytes' worth of each
  * zone, rounded up to whole blocks) are taken only when every other list is empty: they
- * stay whole for the high-order atomic allocations that reach below the min watermark.
+ * stay whole for the high-order atomic allocations: only an allocation that cannot sleep
+ * may take them (see __rmqueueFallback for how that differs from 2.6.24).
  * With mobility off (2.6.23), every block is UNMOVABLE and every allocation is too: one
  * list per order, exactly the allocator before grouping.
  */
@@ -216,7 +217,7 @@ export const FALLBACKS: readonly (readonly number[])[] = [
   [MIGRATE_RESERVE, MIGRATE_RESERVE, MIGRATE_RESERVE], // never used
 ];
 /** x86 without hugepages: pageblock_order = MAX_ORDER - 1 (4 MiB blocks). */
-export const PAGEBLOCK_ORDER = MAX_ORDER - 1;
+export const PAGEBLOCK_ORDER = 9;
 /** Per-page record of how a block was allocated: not by the allocator (boot, reserved). */
 export const ALLOC_MIGRATETYPE_NONE = 0xff;
 /** SWAP_CLUSTER_MAX: LRU pages the reclaim scan looks at per call. */
@@ -889,9 +890,13 @@ export class PageAllocator implements PageFreer {
    * block (order >= pageblock_order / 2), or any block for a RECLAIMABLE allocation, pulls
    * every free page of its pageblock onto `start`'s lists, and the pageblock becomes
    * `start`'s when more than half of it was free; a whole pageblock taken is relabelled
-   * outright. RESERVE only when nothing else is left. zone->lock held.
+   * outright. RESERVE only when nothing else is left, and only for an atomic allocation
+   * (`reserve`): the blocks are kept for high-order atomic allocations, while a caller
+   * that may sleep reclaims instead. (2.6.24 let any allocation have RESERVE last; with
+   * pageblocks larger than the min watermark that lets ordinary allocations eat the
+   * reserve before reclaim ever runs.) zone->lock held.
    */
-  private __rmqueueFallback(zb: number, order: number, start: number): number {
+  private __rmqueueFallback(zb: number, order: number, start: number, reserve: boolean): number {
     const z = this.z;
     const pbo = this.pageblockOrder;
     const fb = FALLBACKS[start]!;
@@ -914,14 +919,14 @@ export class PageAllocator implements PageFreer {
         return pfn;
       }
     }
-    return this.__rmqueueSmallest(zb, order, MIGRATE_RESERVE);
+    return reserve ? this.__rmqueueSmallest(zb, order, MIGRATE_RESERVE) : -1;
   }
 
-  /** __rmqueue: own type first, then the fallbacks. zone->lock held. */
-  private __rmqueue(zb: number, order: number, type: number): number {
+  /** __rmqueue: own type first, then the fallbacks (RESERVE for atomic callers). zone->lock held. */
+  private __rmqueue(zb: number, order: number, type: number, reserve: boolean): number {
     const pfn = this.__rmqueueSmallest(zb, order, type);
     if (pfn !== -1 || !this.mobility) return pfn;
-    return this.__rmqueueFallback(zb, order, type);
+    return this.__rmqueueFallback(zb, order, type, reserve);
   }
 
   /**
@@ -1023,12 +1028,12 @@ export class PageAllocator implements PageFreer {
   }
 
   /** rmqueue_bulk: `count` order-0 pages of `type` onto the tail of its per-CPU list. Returns how many. */
-  private rmqueueBulk(zb: number, pb: number, count: number, cpu: number, type: number): number {
+  private rmqueueBulk(zb: number, pb: number, count: number, cpu: number, type: number, reserve: boolean): number {
     const z = this.z;
     let i = 0;
     this.lockZone(zb, cpu);
     for (; i < count; i++) {
-      const pfn = this.__rmqueue(zb, 0, type);
+      const pfn = this.__rmqueue(zb, 0, type, reserve);
       if (pfn === -1) break;
       this.flags[pfn] = (this.flags[pfn]! | (1 << PG_pcp)) >>> 0;
       this.pcpAddTail(pb, type, pfn);
@@ -1132,7 +1137,8 @@ export class PageAllocator implements PageFreer {
         const pb = this.pcpBase(zone, cpu);
         const h = pb + P_HEAD + 2 * type;
         const tl = pb + P_TAIL + 2 * type;
-        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type) === 0) return -1;
+        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & __GFP_WAIT) === 0) === 0)
+          return -1;
         if ((gfp & __GFP_COLD) === 0) {
           pfn = z[h]!;
           const n = this.next[pfn]!;
@@ -1152,7 +1158,7 @@ export class PageAllocator implements PageFreer {
         this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
       } else {
         this.lockZone(zb, cpu);
-        pfn = this.__rmqueue(zb, order, type);
+        pfn = this.__rmqueue(zb, order, type, (gfp & __GFP_WAIT) === 0);
         this.unlockZone(zb, cpu);
         if (pfn === -1) return -1;
       }
@@ -1394,16 +1400,21 @@ export class PageAllocator implements PageFreer {
 
   /**
    * remove_from_page_cache + page_cache_release: off the LRU, mapping cleared, the
-   * cache's reference dropped (the last one frees the page).
+   * cache's reference dropped (the last one frees the page). Only while the page is on
+   * the LRU with page->mapping `mapping`: false when reclaim took it first (whoever
+   * unlinks it under lru_lock owns the cache's reference).
    */
-  removeFromPageCache(pfn: number, cpu: number): void {
+  removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
     this.memMap.checkPfn(pfn, 'remove_from_page_cache');
     const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
     spinLock(this.z, zb + Z_LRU_LOCK, cpu, this.onSpin);
-    if ((this.flags[pfn]! & (1 << PG_lru)) !== 0) this.lruDel(zb, pfn);
+    const mine = (this.flags[pfn]! & (1 << PG_lru)) !== 0 && this.mapping[pfn] === mapping;
+    if (mine) this.lruDel(zb, pfn);
     spinUnlock(this.z, zb + Z_LRU_LOCK, cpu);
+    if (!mine) return false;
     this.mapping[pfn] = 0;
     this.memMap.putPage(pfn, cpu);
+    return true;
   }
 
   /** Could reclaim drop this LRU page now: clean, unlocked, unmapped, referenced only by the cache. */

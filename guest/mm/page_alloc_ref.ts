@@ -325,8 +325,8 @@ export class PageAllocatorRef {
     }
   }
 
-  /** A block for an allocation of `type`: own lists, then the fallbacks, RESERVE last. */
-  private takeBlock(z: number, order: number, type: number): number {
+  /** A block for an allocation of `type`: own lists, then the fallbacks, RESERVE last (atomic callers only). */
+  private takeBlock(z: number, order: number, type: number, atomic: boolean): number {
     const own = this.takeSmallest(z, order, type);
     if (own !== -1 || !this.mobility) return own;
     const zone = this.zones[z]!;
@@ -350,7 +350,7 @@ export class PageAllocatorRef {
         return pfn;
       }
     }
-    return this.takeSmallest(z, order, MIGRATE_RESERVE);
+    return atomic ? this.takeSmallest(z, order, MIGRATE_RESERVE) : -1;
   }
 
   private isFree(pfn: number): boolean {
@@ -465,7 +465,7 @@ export class PageAllocatorRef {
         const list = zone.pcp[cpu]![type]!;
         if (list.length === 0) {
           for (let i = 0; i < zone.pcpBatch; i++) {
-            const p = this.takeBlock(z, 0, type);
+            const p = this.takeBlock(z, 0, type, (gfp & __GFP_WAIT) === 0);
             if (p === -1) break;
             list.push(p);
             this.onPcp.add(p);
@@ -477,7 +477,7 @@ export class PageAllocatorRef {
         this.onPcp.delete(pfn);
         this.clearFlag(pfn, PG_pcp);
       } else {
-        pfn = this.takeBlock(z, order, type);
+        pfn = this.takeBlock(z, order, type, (gfp & __GFP_WAIT) === 0);
         if (pfn === -1) return -1;
       }
       if (this.prepNew(pfn, order, gfp, cpu)) return pfn;
@@ -561,10 +561,12 @@ export class PageAllocatorRef {
     this.clearFlag(pfn, PG_lru);
   }
 
-  removeFromPageCache(pfn: number, cpu: number): void {
-    if (this.hasFlag(pfn, PG_lru)) this.lruDel(pfn);
+  removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
+    if (!this.hasFlag(pfn, PG_lru) || this.mapping[pfn] !== mapping) return false;
+    this.lruDel(pfn);
     this.mapping[pfn] = 0;
     this.putPage(pfn, cpu);
+    return true;
   }
 
   private reclaimable(pfn: number): boolean {

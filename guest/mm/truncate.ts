@@ -17,7 +17,7 @@ import { pteHi, pteLo } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { mappingOfAddressSpace } from './page.js';
-import { GFP_HIGHUSER, __GFP_ZERO } from './page_alloc.js';
+import { GFP_HIGHUSER_MOVABLE, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 import { pteAlloc, setEntry } from './memory.js';
 
 /** Pages the file can have; its pages map at PTE slots FILE_SLOT0 + index of a task. */
@@ -94,7 +94,7 @@ export class FileMapping {
     let pfn = w[F_CACHE + i]!;
     if (pfn === 0) {
       // Read the page in: the page cache's reference, mapping and index.
-      pfn = k.pa.allocPages((GFP_HIGHUSER & ~0x02) | __GFP_ZERO, 0, k.id);
+      pfn = k.pa.allocPages((GFP_HIGHUSER_MOVABLE & ~__GFP_HIGHMEM) | __GFP_ZERO, 0, k.id);
       if (pfn < 0) return -1;
       k.pa.memMap.mapping[pfn] = this.#mapping;
       k.pa.memMap.index[pfn] = i;

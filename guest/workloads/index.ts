@@ -9,6 +9,7 @@ import { XfsWorkload } from './xfs_dirscan.js';
 import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
+import { Fragmentation } from './fragmentation.js';
 import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
 
 /** How each workload of src/abi/kernel.ts's WORKLOAD_NAMES is made from its options. */
@@ -46,6 +47,14 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
   },
   'kmap-churn': {
     make: () => new KmapChurn(),
+  },
+  fragmentation: {
+    make: (o) =>
+      new Fragmentation({
+        pinFraction: typeof o.pinFraction === 'number' ? o.pinFraction : 0.25,
+        ops: typeof o.ops === 'number' ? o.ops : 4000,
+        vcpus: typeof o.vcpus === 'number' ? o.vcpus : 1,
+      }),
   },
 };
 

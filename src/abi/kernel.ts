@@ -25,6 +25,8 @@ export interface KernelConfig {
   vcpus: number;
   /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
   trace?: boolean;
+  /** Group pages by mobility (2.6.24's __GFP_MOVABLE pageblocks); off is 2.6.23. Default off. */
+  mobility?: boolean;
 }
 
 /** The buffers the boot vCPU made, handed to the others (and to the host, read-only). */
@@ -67,6 +69,20 @@ export const C_PT_ALIASED = 13;
  * branches do not take the same index: 14-17 the seed-bug workloads, 18-21 the XFS
  * thread's paths, 22-25 grouping by mobility, 26-29 the virtual clock.
  */
+/** Grouping by mobility: pages pinned as page tables or vmapped inside a MOVABLE pageblock, allocated MOVABLE. */
+export const C_MOVABLE_PINNED = 22;
+/** Grouping by mobility: high-order (order > 0) allocations the fragmentation workload asked for, and got. */
+export const C_HIGH_ORDER_ATTEMPTS = 23;
+export const C_HIGH_ORDER_SUCCESSES = 24;
+/** Grouping by mobility: page-cache pages dropped by reclaim (lumpy reclaim's block-mates included). */
+export const C_PAGES_RECLAIMED = 25;
+/** The names of counters 22-25 (kept apart from COUNTER_NAMES, whose indices run without gaps). */
+export const MOBILITY_COUNTER_NAMES: readonly (readonly [number, string])[] = [
+  [C_MOVABLE_PINNED, 'movablePinned'],
+  [C_HIGH_ORDER_ATTEMPTS, 'highOrderAttempts'],
+  [C_HIGH_ORDER_SUCCESSES, 'highOrderSuccesses'],
+  [C_PAGES_RECLAIMED, 'pagesReclaimed'],
+];
 export const NR_COUNTERS = 32;
 export const COUNTER_NAMES = [
   'pins',
@@ -95,6 +111,8 @@ export const WORKLOAD_SUMMARIES = {
   'vmap-cycle': 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
   'truncate-race': 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
+  fragmentation:
+    'tasks, page cache, XFS buffers and slab under pressure, then order-3/order-9 allocations: grouping by mobility',
 } as const satisfies Record<string, string>;
 export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
 export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SUMMARIES) as WorkloadName[];
