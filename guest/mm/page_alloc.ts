@@ -38,7 +38,8 @@
  * badPage with Linux's text and "fixed up" as 2.6.15 did (flags cleared, counts reset); a
  * page found with PG_reserved (or a compound mark, at an order-0 free) is reported and not
  * freed, and a page that is already free is reported and left alone, so the free lists stay
- * consistent. Caller errors (bad GFP bits, order, cpu, pfn) throw RangeError.
+ * consistent. Caller errors (bad GFP bits, order, cpu, pfn) are a WARNING and NULL, as in
+ * Linux; RangeError is for the host's configuration only.
  */
 import { type PagingMode, PAGE_SIZE } from '../../src/abi/xen.js';
 import { layoutFor } from '../../src/abi/layout.js';
@@ -168,18 +169,24 @@ export function gfpName(gfp: number): string {
   return out.length ? out.join('|') : 'GFP_NOWAIT';
 }
 
-/** Throws a RangeError naming what is wrong with `gfp` and what is accepted. */
-export function checkGfp(gfp: number, fn: string): void {
+/** What is wrong with `gfp` (naming what is accepted), or null when nothing is. */
+export function gfpError(gfp: number, fn: string): string | null {
   if (!Number.isInteger(gfp) || gfp < 0 || (gfp & ~GFP_VALID_MASK) !== 0) {
     const bad = Number.isInteger(gfp) ? `0x${(gfp & ~GFP_VALID_MASK).toString(16)}` : String(gfp);
-    throw new RangeError(
+    return (
       `${fn}: unknown GFP bits ${bad} in mode ${String(gfp)}; accepted: ` +
-        GFP_BIT_NAMES.map(([v, n]) => `${n} 0x${v.toString(16)}`).join(', '),
+      GFP_BIT_NAMES.map(([v, n]) => `${n} 0x${v.toString(16)}`).join(', ')
     );
   }
-  if ((gfp & (__GFP_DMA | __GFP_HIGHMEM)) === (__GFP_DMA | __GFP_HIGHMEM)) {
-    throw new RangeError(`${fn}: __GFP_DMA and __GFP_HIGHMEM together name no zone (mode 0x${gfp.toString(16)})`);
-  }
+  if ((gfp & (__GFP_DMA | __GFP_HIGHMEM)) === (__GFP_DMA | __GFP_HIGHMEM))
+    return `${fn}: __GFP_DMA and __GFP_HIGHMEM together name no zone (mode 0x${gfp.toString(16)})`;
+  return null;
+}
+
+/** Throws a RangeError naming what is wrong with `gfp` and what is accepted (for slab's own checks). */
+export function checkGfp(gfp: number, fn: string): void {
+  const why = gfpError(gfp, fn);
+  if (why !== null) throw new RangeError(why);
 }
 
 /* --------------------------------------------------------------- constants */
@@ -798,28 +805,53 @@ export class PageAllocator implements PageFreer {
     spinUnlock(this.z, zb + Z_LOCK, cpu);
   }
 
-  private checkCpu(cpu: number, fn: string): void {
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus) {
-      throw new RangeError(`${fn}: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`);
-    }
+  /*
+   * A guest caller's mistake (a bad cpu, order, pfn or GFP mask) is handled as Linux does:
+   * printk a WARNING, then NULL (-1) or nothing done -- never an exception, which would
+   * kill the vCPU. RangeError is kept for the host's configuration (PageAllocConfig).
+   */
+
+  private cpuError(cpu: number, fn: string): string | null {
+    return Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus
+      ? null
+      : `${fn}: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`;
   }
 
-  private checkOrder(order: number, fn: string): void {
-    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER) {
-      throw new RangeError(`${fn}: order ${order} is outside 0..${MAX_ORDER - 1}`);
-    }
+  private orderError(order: number, fn: string): string | null {
+    return Number.isInteger(order) && order >= 0 && order < MAX_ORDER
+      ? null
+      : `${fn}: order ${order} is outside 0..${MAX_ORDER - 1}`;
   }
 
-  private checkBlock(pfn: number, order: number, fn: string): void {
-    this.checkOrder(order, fn);
-    this.memMap.checkPfn(pfn, fn);
-    if (pfn % (1 << order) !== 0 || pfn + (1 << order) > this.nrPages) {
-      throw new RangeError(`${fn}: pfn ${pfn} is not the start of an order-${order} block inside the mem_map`);
-    }
+  private pfnError(pfn: number, fn: string): string | null {
+    return Number.isInteger(pfn) && pfn >= 0 && pfn < this.nrPages
+      ? null
+      : `${fn}: pfn ${pfn} is outside the mem_map (0..${this.nrPages - 1})`;
+  }
+
+  private blockError(pfn: number, order: number, fn: string): string | null {
+    const bad = this.orderError(order, fn) ?? this.pfnError(pfn, fn);
+    if (bad !== null) return bad;
+    if (pfn % (1 << order) !== 0 || pfn + (1 << order) > this.nrPages)
+      return `${fn}: pfn ${pfn} is not the start of an order-${order} block inside the mem_map`;
     const zone = this.flags[pfn]! >>> ZONES_PGSHIFT;
-    if (this.flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone) {
-      throw new RangeError(`${fn}: the order-${order} block at pfn ${pfn} crosses the end of zone ${ZONE_NAMES[zone]}`);
-    }
+    if (this.flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone)
+      return `${fn}: the order-${order} block at pfn ${pfn} crosses the end of zone ${ZONE_NAMES[zone]}`;
+    return null;
+  }
+
+  /** printk + WARN_ON for a caller's mistake; true when there was one (the caller then bails out). */
+  private misuse(why: string | null, fn: string, cpu: number): boolean {
+    if (why === null) return false;
+    const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
+    this.report({
+      kind: 'warning',
+      comm: this.comm(c),
+      cpu: c,
+      function: fn,
+      lines: [`WARNING: at mm/page_alloc.c: ${why}`],
+    });
+    return true;
   }
 
   /* ------------------------------------------------------------ free lists */
@@ -1221,9 +1253,21 @@ export class PageAllocator implements PageFreer {
    *  5. fail, with "page allocation failure" unless __GFP_NOWARN.
    */
   allocPages(gfp: number, order: number, cpu: number): number {
-    if ((gfp | 0) !== gfp || (gfp & ~GFP_VALID_MASK) !== 0 || (gfp & 3) === 3) checkGfp(gfp, 'alloc_pages');
-    if (order !== (order & 15) || order >= MAX_ORDER) this.checkOrder(order, 'alloc_pages');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, 'alloc_pages');
+    if (
+      ((gfp | 0) !== gfp || (gfp & ~GFP_VALID_MASK) !== 0 || (gfp & 3) === 3) &&
+      this.misuse(gfpError(gfp, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
+    if (
+      (order !== (order & 15) || order >= MAX_ORDER) &&
+      this.misuse(this.orderError(order, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
+    if (
+      (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
+      this.misuse(this.cpuError(cpu, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
     if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) return this.warnMovableMask(gfp, cpu);
     const zl = this.zonelists[gfp & 3]!;
     const type = this.mobility ? gfpflagsToMigratetype(gfp, true) : MIGRATE_UNMOVABLE;
@@ -1352,8 +1396,8 @@ export class PageAllocator implements PageFreer {
    * Returns 0, or -EINVAL (with a WARNING) for a page that cannot be a page-cache page.
    */
   lruCacheAdd(pfn: number, cpu: number): number {
-    this.memMap.checkPfn(pfn, 'add_to_page_cache_lru');
-    this.checkCpu(cpu, 'add_to_page_cache_lru');
+    const fn = 'add_to_page_cache_lru';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return -22;
     const f = this.flags[pfn]!;
     if ((f & ((1 << PG_lru) | (1 << PG_buddy) | (1 << PG_pcp) | (1 << PG_slab))) !== 0 || this.count[pfn]! < 1) {
       this.report({
@@ -1405,7 +1449,8 @@ export class PageAllocator implements PageFreer {
    * unlinks it under lru_lock owns the cache's reference).
    */
   removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
-    this.memMap.checkPfn(pfn, 'remove_from_page_cache');
+    const fn = 'remove_from_page_cache';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return false;
     const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
     spinLock(this.z, zb + Z_LRU_LOCK, cpu, this.onSpin);
     const mine = (this.flags[pfn]! & (1 << PG_lru)) !== 0 && this.mapping[pfn] === mapping;
@@ -1598,8 +1643,16 @@ export class PageAllocator implements PageFreer {
 
   /** __free_pages: drop the caller's reference; the last one frees the block. */
   freePages(pfn: number, order: number, cpu: number): void {
-    if (order !== 0 || (pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) this.checkBlock(pfn, order, '__free_pages');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, '__free_pages');
+    if (
+      (order !== 0 || (pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) &&
+      this.misuse(this.blockError(pfn, order, '__free_pages'), '__free_pages', cpu)
+    )
+      return;
+    if (
+      (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
+      this.misuse(this.cpuError(cpu, '__free_pages'), '__free_pages', cpu)
+    )
+      return;
     if (this.memMap.putPageTestzero(pfn, '__free_pages', cpu)) {
       if (order === 0) this.__freeHotColdPage(pfn, false, cpu, false);
       else this.freePagesOk(pfn, order, cpu, false);
@@ -1641,8 +1694,9 @@ export class PageAllocator implements PageFreer {
    * locally); a page freed twice is still caught by its PG_pcp/PG_buddy mark or its count.
    */
   private __freeHotColdPage(pfn: number, cold: boolean, cpu: number, lookInBlocks: boolean): void {
-    if ((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) this.memMap.checkPfn(pfn, 'free_hot_cold_page');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, 'free_hot_cold_page');
+    const fn = 'free_hot_cold_page';
+    if (((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) && this.misuse(this.pfnError(pfn, fn), fn, cpu)) return;
+    if ((cpu !== (cpu & 63) || cpu >= this.nrCpus) && this.misuse(this.cpuError(cpu, fn), fn, cpu)) return;
     if ((this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0) this.mapping[pfn] = 0;
     if (this.freePagesCheck(pfn, 'free_hot_cold_page', cpu, lookInBlocks)) return;
     const z = this.z;
@@ -1702,8 +1756,8 @@ export class PageAllocator implements PageFreer {
 
   /** `lookInBlocks` as for __freeHotColdPage: false after a 1 -> 0 put of the head. */
   private freePagesOk(pfn: number, order: number, cpu: number, lookInBlocks: boolean): void {
-    this.checkBlock(pfn, order, '__free_pages_ok');
-    this.checkCpu(cpu, '__free_pages_ok');
+    const fn = '__free_pages_ok';
+    if (this.misuse(this.blockError(pfn, order, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
     if ((this.flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0) this.destroyCompoundPage(pfn, order, cpu);
     let keep = 0;
     for (let p = pfn; p < pfn + (1 << order); p++) keep += this.freePagesCheck(p, '__free_pages_ok', cpu, lookInBlocks);
@@ -1852,9 +1906,11 @@ export class PageAllocator implements PageFreer {
    * the allocator once the kernel no longer needs it.
    */
   freeBootmemPage(pfn: number, cpu: number): void {
-    this.memMap.checkPfn(pfn, 'free_bootmem');
+    const fn = 'free_bootmem';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
     if (!this.memMap.PageReserved(pfn)) {
-      throw new RangeError(`free_bootmem: pfn ${pfn} is not a reserved boot page`);
+      this.misuse(`free_bootmem: pfn ${pfn} is not a reserved boot page`, fn, cpu);
+      return;
     }
     this.memMap.ClearPageReserved(pfn);
     this.count[pfn] = 1;
@@ -1863,7 +1919,7 @@ export class PageAllocator implements PageFreer {
 
   /** drain_local_pages: this CPU's lists, all zones, back to the buddies. */
   drainLocalPages(cpu: number): void {
-    this.checkCpu(cpu, 'drain_local_pages');
+    if (this.misuse(this.cpuError(cpu, 'drain_local_pages'), 'drain_local_pages', cpu)) return;
     for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
       const pb = this.pcpBase(zone, cpu);
       const n = this.z[pb + P_COUNT]!;
