@@ -48,7 +48,7 @@ import {
   __GFP_NOWARN,
   __GFP_WAIT,
   __GFP_ZERO,
-  checkGfp,
+  gfpError,
   gfpName,
   gfpflagsToMigratetype,
   resolvePageAllocConfig,
@@ -364,11 +364,25 @@ export class PageAllocatorRef {
   /* --------------------------------------------------------------- allocation */
 
   allocPages(gfp: number, order: number, cpu: number): number {
-    checkGfp(gfp, 'alloc_pages');
-    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER)
-      throw new RangeError(`alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`);
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus)
-      throw new RangeError(`alloc_pages: cpu ${cpu} is not a vCPU of this allocator`);
+    // A caller's mistake: a WARNING and NULL, as the fast allocator does.
+    const why =
+      gfpError(gfp, 'alloc_pages') ??
+      (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER
+        ? `alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`
+        : !Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus
+          ? `alloc_pages: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`
+          : null);
+    if (why !== null) {
+      const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
+      this.report({
+        kind: 'warning',
+        comm: this.comm(c),
+        cpu: c,
+        function: 'alloc_pages',
+        lines: [`WARNING: at mm/page_alloc.c: ${why}`],
+      });
+      return -1;
+    }
     if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) {
       const comm = this.comm(cpu);
       this.report({
