@@ -19,10 +19,12 @@ import {
   _PAGE_PRESENT,
   _PAGE_RW,
   PGT_NAMES,
+  FRAME_WORDS,
 } from '../src/abi/xen.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/abi/layout.js';
 import type { Hv } from './hv.js';
 import type { AuditProblem, AuditReport } from '../src/abi/control.js';
+import { pteMfn } from '../src/abi/pte.js';
 
 const MAX_PROBLEMS = 200;
 
@@ -78,10 +80,10 @@ export function audit(hv: Hv): AuditReport {
     for (let i = 0; i < entries; i++) {
       if (level === 4 && i >= XEN_L4_FIRST && i <= XEN_L4_LAST) continue;
       if (level === 2 && x & PGT_pae_xen_l2 && i >= PAE_XEN_L2_FIRST) continue;
-      const lo = m[t * 1024 + 2 * i]!;
+      const lo = m[t * FRAME_WORDS + 2 * i]!;
       if ((lo & _PAGE_PRESENT) === 0) continue;
-      const hi = m[t * 1024 + 2 * i + 1]!;
-      const target = (lo >>> 12) + (hi & 0xfffff) * 0x100000;
+      const hi = m[t * FRAME_WORDS + 2 * i + 1]!;
+      const target = pteMfn(lo, hi);
       if (target >= n) {
         report(t, `slot ${i} maps mfn ${target} beyond machine memory`);
         isolationViolations++;

@@ -22,9 +22,11 @@ import {
   pgtForLevel,
   levelOfType,
   PGT_validated,
+  FRAME_WORDS,
+  PAGE_SIZE,
 } from '../src/abi/xen.js';
 import { MAX_VCPUS_PER_DOMAIN, S_RUNSTATE, S_STATE, SLOT_IDLE, slotBase, vaIndex } from '../src/abi/layout.js';
-import { pteHi, pteLo } from '../src/abi/pte.js';
+import { pteHi, pteLo, pteMfn } from '../src/abi/pte.js';
 import { Domain, type Hv } from './hv.js';
 import type { DomainConfig, DomainInfo } from '../src/abi/control.js';
 import { getPageAndType, putPageAndType, demoteTable } from './page-type.js';
@@ -90,7 +92,7 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
     const mfn = hv.ft.allocDomheapPage(domid);
     d.p2m[pfn] = mfn;
     hv.ft.m2p[mfn] = pfn;
-    hv.mem32.fill(0, mfn * 1024, mfn * 1024 + 1024);
+    hv.mem32.fill(0, mfn * FRAME_WORDS, (mfn + 1) * FRAME_WORDS);
   }
   hv.domains.set(domid, d);
   for (let v = 0; v < cfg.vcpus; v++) {
@@ -107,7 +109,7 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
 
   // The P2M list.
   for (let pfn = 0; pfn < nrPages; pfn++) {
-    hv.mem32[d.p2m[1 + (pfn >>> 10)]! * 1024 + (pfn & 1023)] = d.p2m[pfn]!;
+    hv.mem32[d.p2m[1 + (pfn >>> 10)]! * FRAME_WORDS + (pfn & 1023)] = d.p2m[pfn]!;
   }
   // The page tables, written directly: they are not validated yet.
   const ptFirst = 1 + p2mFrames;
@@ -117,20 +119,20 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
   const isPt = (pfn: number): boolean => pfn >= ptFirst && pfn < ptFirst + nrPt;
   const m = hv.mem32;
   const setEntry = (table: number, i: number, mfn: number, flags: number): void => {
-    m[table * 1024 + 2 * i] = pteLo(mfn, flags);
-    m[table * 1024 + 2 * i + 1] = pteHi(mfn);
+    m[table * FRAME_WORDS + 2 * i] = pteLo(mfn, flags);
+    m[table * FRAME_WORDS + 2 * i + 1] = pteHi(mfn);
   };
   /** The table below `table` at index i, creating it on first use. */
   const child = (table: number, i: number): number => {
-    const lo = m[table * 1024 + 2 * i]!;
-    if (lo & _PAGE_PRESENT) return (lo >>> 12) + (m[table * 1024 + 2 * i + 1]! & 0xfffff) * 0x100000;
+    const lo = m[table * FRAME_WORDS + 2 * i]!;
+    if (lo & _PAGE_PRESENT) return pteMfn(lo, m[table * FRAME_WORDS + 2 * i + 1]!);
     const t = takePt();
     setEntry(table, i, t, hv.paging === 'pae' && table === root ? _PAGE_PRESENT : PT_FLAGS);
     return t;
   };
   if (hv.paging === 'pae') child(root, 3); // Xen's L2 must exist even when nothing else does
   for (let pfn = 0; pfn < lowmem; pfn++) {
-    const va = hv.layout.pageOffset + pfn * 4096;
+    const va = hv.layout.pageOffset + pfn * PAGE_SIZE;
     let table = root;
     for (let level = hv.levels; level > 1; level--) table = child(table, vaIndex(va, level));
     const flags = isPt(pfn) ? _PAGE_PRESENT | _PAGE_ACCESSED : PT_FLAGS;
@@ -154,7 +156,7 @@ export function createDomain(hv: Hv, cfg: DomainConfig): DomainInfo {
   }
 
   // start_info: a few words a kernel would read first.
-  const si = d.p2m[0]! * 1024;
+  const si = d.p2m[0]! * FRAME_WORDS;
   m[si] = nrPages;
   m[si + 1] = ptFirst;
   m[si + 2] = nrPt;

@@ -8,6 +8,7 @@ import { layoutFor, type VirtualLayout, MAX_VCPUS_PER_DOMAIN } from '../src/abi/
 import { FrameTable } from './frame-table.js';
 import { XenConsole } from './log.js';
 import type { XenOptions, XenStats } from '../src/abi/control.js';
+import { FRAME_WORDS, PAGE_SIZE } from '../src/abi/xen.js';
 
 /** A vCPU as the hypervisor knows it. */
 export interface Vcpu {
@@ -93,14 +94,14 @@ export class Hv {
     this.layout = layoutFor(opts.paging);
     this.levels = this.layout.levels;
     this.rootLevel = this.levels;
-    if (opts.mem.byteLength < opts.frames * 4096) {
+    if (opts.mem.byteLength < opts.frames * PAGE_SIZE) {
       throw new RangeError(
-        `machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * 4096}`,
+        `machine memory holds ${opts.mem.byteLength} bytes, ${opts.frames} frames need ${opts.frames * PAGE_SIZE}`,
       );
     }
     this.mem = opts.mem;
-    this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * 1024);
-    this.mem8 = new Uint8Array(opts.mem, 0, opts.frames * 4096);
+    this.mem32 = new Uint32Array(opts.mem, 0, opts.frames * FRAME_WORDS);
+    this.mem8 = new Uint8Array(opts.mem, 0, opts.frames * PAGE_SIZE);
     this.transport = new Int32Array(opts.transport);
     this.maxSlots = opts.maxSlots;
     this.slotDomain = new Int32Array(opts.maxSlots).fill(-1);

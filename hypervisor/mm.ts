@@ -56,13 +56,16 @@ import {
   _PAGE_PSE,
   levelOfType,
   pgtForLevel,
+  FRAME_WORDS,
+  PAGE_SIZE,
 } from '../src/abi/xen.js';
 import { GUEST_HANDLE_NULL, MMU_REQ_WORDS, MMUEXT_OP_WORDS, S_DATA_WORDS, vaIndex } from '../src/abi/layout.js';
 import { flushDomain, flushDomainMask, flushTlbSlots } from './flush.js';
 import type { Hv, Vcpu } from './hv.js';
 import { hx } from './log.js';
 import { modEntry } from './mod-entry.js';
-import { type Ctx, entryMfn, getPageAndType, getPageType, putPageAndType, putPageType } from './page-type.js';
+import { type Ctx, getPageAndType, getPageType, putPageAndType, putPageType } from './page-type.js';
+import { pteMfn } from '../src/abi/pte.js';
 
 /** Where a hypercall is being served: the domain, the vCPU and its data area. */
 export interface CallCtx extends Ctx {
@@ -155,7 +158,7 @@ export function doMmuUpdate(hv: Hv, c: CallCtx, args: number): number {
       const level = levelOfType(typeHi);
       if (level !== 0 && ft.typeCount[mfn]! > 0 && (typeHi & PGT_validated) !== 0) {
         if (cmd === MMU_PT_UPDATE_PRESERVE_AD) {
-          vlo = (vlo | (hv.mem32[mfn * 1024 + 2 * i]! & (_PAGE_ACCESSED | _PAGE_DIRTY))) >>> 0;
+          vlo = (vlo | (hv.mem32[mfn * FRAME_WORDS + 2 * i]! & (_PAGE_ACCESSED | _PAGE_DIRTY))) >>> 0;
         }
         rc = modEntry(hv, c, mfn, level, typeHi, i, vlo, vhi);
         if (rc === 0 && level > 1) flushUpper = true;
@@ -193,7 +196,7 @@ function plainWrite(hv: Hv, c: CallCtx, mfn: number, i: number, lo: number, hi: 
     const rc = getPageType(hv, c, mfn, PGT_writable_page);
     if (rc !== 0) return rc;
   }
-  const w = mfn * 1024 + 2 * i;
+  const w = mfn * FRAME_WORDS + 2 * i;
   hv.mem32[w] = ad ? (lo | (hv.mem32[w]! & (_PAGE_ACCESSED | _PAGE_DIRTY))) >>> 0 : lo;
   hv.mem32[w + 1] = hi;
   if (!isWritable) putPageType(hv, mfn, -1);
@@ -264,7 +267,7 @@ function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
       const ptr = mfn;
       const ents = a2lo;
       const inXen = ptr >= hv.layout.hypervisorVirtStart && ptr < hv.layout.hypervisorVirtEnd;
-      if (ptr % 4096 !== 0 || ents > 8192 || a2hi !== 0 || inXen || (hv.paging === 'pae' && a1hi !== 0)) {
+      if (ptr % PAGE_SIZE !== 0 || ents > 8192 || a2hi !== 0 || inXen || (hv.paging === 'pae' && a1hi !== 0)) {
         hv.console.gdprintk('bad_ldt', `Bad args to SET_LDT: ptr=${hx(a1lo)}, ents=${hx(ents)}`);
         return -EINVAL;
       }
@@ -278,7 +281,7 @@ function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
         hv.console.gdprintk('copy_clear', `Error clearing mfn ${hx(mfn)}`, mfn);
         return -EINVAL;
       }
-      hv.mem32.fill(0, mfn * 1024, mfn * 1024 + 1024);
+      hv.mem32.fill(0, mfn * FRAME_WORDS, (mfn + 1) * FRAME_WORDS);
       putPageAndType(hv, mfn, -1);
       return 0;
     }
@@ -294,7 +297,7 @@ function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
         hv.console.gdprintk('copy_clear', `Error copying to mfn ${hx(mfn)}`, mfn);
         return -EINVAL;
       }
-      hv.mem32.copyWithin(mfn * 1024, src * 1024, src * 1024 + 1024);
+      hv.mem32.copyWithin(mfn * FRAME_WORDS, src * FRAME_WORDS, (src + 1) * FRAME_WORDS);
       putPageAndType(hv, mfn, -1);
       hv.ft.putPage(src);
       return 0;
@@ -433,10 +436,10 @@ export function guestMapL1e(hv: Hv, root: number, va: number): number {
   const m = hv.mem32;
   for (let level = hv.levels; level > 1; level--) {
     const i = vaIndex(va, level);
-    const lo = m[table * 1024 + 2 * i]!;
+    const lo = m[table * FRAME_WORDS + 2 * i]!;
     if ((lo & _PAGE_PRESENT) === 0) return -1;
     if (level === 2 && (lo & _PAGE_PSE) !== 0) return -1;
-    table = entryMfn(lo, m[table * 1024 + 2 * i + 1]!);
+    table = pteMfn(lo, m[table * FRAME_WORDS + 2 * i + 1]!);
     if (!hv.ft.mfnValid(table)) return -1;
   }
   const ti = hv.ft.typeHi[table]!;

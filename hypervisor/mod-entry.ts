@@ -5,7 +5,7 @@
  * Order on success: take the new entry's references, write it, then drop the old
  * entry's -- so a frame referenced by both is never transiently unreferenced.
  */
-import { EINVAL, EPERM, _PAGE_PRESENT } from '../src/abi/xen.js';
+import { EINVAL, EPERM, _PAGE_PRESENT, FRAME_WORDS } from '../src/abi/xen.js';
 import type { Hv } from './hv.js';
 import {
   type Ctx,
@@ -44,7 +44,7 @@ export function modEntry(
   lo: number,
   hi: number,
 ): number {
-  const word = mfn * 1024 + 2 * i;
+  const word = mfn * FRAME_WORDS + 2 * i;
   const m = hv.mem32;
   const olo = m[word]!;
   const ohi = m[word + 1]!;

@@ -30,9 +30,10 @@ import {
   _PAGE_RESERVED_HI,
   levelOfType,
   pgtForLevel,
+  FRAME_WORDS,
 } from '../src/abi/xen.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/abi/layout.js';
-import { hex64 } from '../src/abi/pte.js';
+import { hex64, pteMfn } from '../src/abi/pte.js';
 import { flushForTypeChange } from './flush.js';
 import type { Domain, Hv } from './hv.js';
 import { hx } from './log.js';
@@ -58,13 +59,10 @@ export const FASTPATH_FLAG_WHITELIST_HI = 0x80000000 | 0x7ff00000;
 /* ----------------------------------------------------------- entry access */
 
 export function entryLo(hv: Hv, mfn: number, i: number): number {
-  return hv.mem32[mfn * 1024 + 2 * i]!;
+  return hv.mem32[mfn * FRAME_WORDS + 2 * i]!;
 }
 export function entryHi(hv: Hv, mfn: number, i: number): number {
-  return hv.mem32[mfn * 1024 + 2 * i + 1]!;
-}
-export function entryMfn(lo: number, hi: number): number {
-  return (lo >>> 12) + (hi & 0xfffff) * 0x100000;
+  return hv.mem32[mfn * FRAME_WORDS + 2 * i + 1]!;
 }
 /** Number of guest-visible entries in a table of `level`: 4 for a pae L3. */
 export function tableEntries(hv: Hv, level: number): number {
@@ -195,7 +193,7 @@ export function getPageFromL1e(hv: Hv, ctx: Ctx, lo: number, hi: number): number
     );
     return -EINVAL;
   }
-  const mfn = entryMfn(lo, hi);
+  const mfn = pteMfn(lo, hi);
   if (!hv.ft.mfnValid(mfn)) {
     hv.console.gdprintk('mmio', `d${d.domid} non-privileged attempt to map MMIO space ${hx(mfn)}`, mfn);
     return -EPERM;
@@ -231,7 +229,7 @@ function logL1eError(hv: Hv, d: Domain, mfn: number, lo: number, hi: number): vo
 
 export function putPageFromL1e(hv: Hv, lo: number, hi: number): void {
   if ((lo & _PAGE_PRESENT) === 0) return;
-  const mfn = entryMfn(lo, hi);
+  const mfn = pteMfn(lo, hi);
   if ((lo & _PAGE_RW) !== 0 && hv.enforceWritable) putPageType(hv, mfn, -1);
   hv.ft.putPage(mfn);
 }
@@ -257,7 +255,7 @@ export function getPageFromLne(
     hv.console.gdprintk(`bad_l${level}_flags` as 'bad_l2_flags', `Bad L${level} flags ${hx(lo & LN_DISALLOW_LO)}`);
     return -EINVAL;
   }
-  const mfn = entryMfn(lo, hi);
+  const mfn = pteMfn(lo, hi);
   let type = pgtForLevel(level - 1);
   if (hv.paging === 'pae' && level === 3 && slot === 3) type = (type | PGT_pae_xen_l2) >>> 0;
   const rc = getPageAndType(hv, ctx, mfn, type, ctx.d.domid);
@@ -302,7 +300,7 @@ function getLinearPagetable(hv: Hv, ctx: Ctx, level: number, lo: number, target:
 /** put_page_from_lNe for N = 2..4 (a self-map holds nothing). */
 export function putPageFromLne(hv: Hv, lo: number, hi: number, container: number): void {
   if ((lo & _PAGE_PRESENT) === 0) return;
-  const mfn = entryMfn(lo, hi);
+  const mfn = pteMfn(lo, hi);
   if (mfn === container) return;
   putPageAndType(hv, mfn, container);
 }
@@ -316,7 +314,7 @@ export function putPageFromLne(hv: Hv, lo: number, hi: number, container: number
 export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): number {
   hv.counters.validations++;
   const n = tableEntries(hv, level);
-  const base = mfn * 1024;
+  const base = mfn * FRAME_WORDS;
   const m = hv.mem32;
   const typeHi = hv.ft.typeHi[mfn]!;
   let i = 0;
@@ -342,7 +340,7 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
   }
   if (rc === 0 && level === 3 && hv.paging === 'pae') {
     // Xen's L2 (slot 3) holds Xen's mappings for this L3 alone: it may not be shared.
-    const l2 = entryMfn(m[base + 6]!, m[base + 7]!);
+    const l2 = pteMfn(m[base + 6]!, m[base + 7]!);
     if (hv.ft.typeCount[l2] !== 1) {
       hv.console.gdprintk('pae_l3_slot', 'PAE L3 3rd slot is shared', mfn);
       rc = -EINVAL;
@@ -366,7 +364,7 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
 /** demote_lN_table: release every entry's references (the table is no longer one). */
 export function demoteTable(hv: Hv, mfn: number, level: number, typeHi: number): void {
   const n = tableEntries(hv, level);
-  const base = mfn * 1024;
+  const base = mfn * FRAME_WORDS;
   const m = hv.mem32;
   for (let i = 0; i < n; i++) {
     if (!isGuestSlot(hv, level, typeHi, i)) continue;

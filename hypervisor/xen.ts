@@ -19,6 +19,7 @@ import {
   __HYPERVISOR_sched_op,
   __HYPERVISOR_update_va_mapping,
   EFAULT,
+  SCHEDOP_yield,
 } from '../src/abi/xen.js';
 import {
   MC_ARGS,
@@ -44,8 +45,6 @@ import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.j
 import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenOptions, XenStats } from '../src/abi/control.js';
 
 export type { XenOptions } from '../src/abi/control.js';
-
-const SCHEDOP_yield = 0;
 
 export class Xen {
   readonly #hv: Hv;

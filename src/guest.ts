@@ -4,7 +4,14 @@
  * gather their numbers, and shut them down.
  */
 import type { DomainInfo } from './abi/control.js';
-import { type KernelConfig, type KernelShared, C_OPS, COUNTERS_BASE } from './abi/kernel.js';
+import {
+  type GuestReport,
+  type GuestReportKind,
+  type KernelConfig,
+  type KernelShared,
+  C_OPS,
+  COUNTERS_BASE,
+} from './abi/kernel.js';
 import type { Machine, VcpuHandle } from './machine.js';
 
 const OPS_WORD = COUNTERS_BASE + C_OPS;
@@ -29,6 +36,9 @@ export interface GuestCpuStats {
   ipis: number;
   workload: Record<string, number>;
   messages: string[];
+  /** The kernel's reports as data (bad_page, BUG, oops, ...): the first few, and counts by kind. */
+  reports: GuestReport[];
+  reportCounts: Partial<Record<GuestReportKind, number>>;
 }
 
 export class Guest {

@@ -4,7 +4,7 @@
  * kernel on its vCPUs, runs the steps (showing progress on a TTY), shuts the workload
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
-import { type PagingMode, PAGING_MODES } from './abi/xen.js';
+import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
 import { Guest, type GuestCpuStats } from './guest.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
@@ -12,7 +12,19 @@ import { TraceWriter, writeTrace } from './trace.js';
 import { NameTable, TraceBuffer } from './abi/trace.js';
 import type { RunSummary } from './summary.js';
 import type { XenLogRecord } from './abi/control.js';
-import { STRATEGIES, type Strategy, WORKLOAD_NAMES } from './abi/kernel.js';
+import {
+  DCACHE_KINDS,
+  type DcacheKind,
+  GUEST_REPORT_KINDS,
+  GUEST_REPORT_KIND_NAMES,
+  type GuestReport,
+  type GuestReportKind,
+  STRATEGIES,
+  type Strategy,
+  WORKLOAD_NAMES,
+  WORKLOAD_NEEDS,
+  type WorkloadName,
+} from './abi/kernel.js';
 import { fragmentationReport, isFragmentationKey } from './fragmentation.js';
 
 export interface RunOptions {
@@ -40,6 +52,10 @@ export interface RunOptions {
   workloadOptions?: Record<string, unknown>;
   /** Group pages by mobility (2.6.24); off is 2.6.23. */
   mobility?: boolean;
+  /** flush_dcache_page's cache: pipt (x86, the default) or aliasing (ARM VIPT). */
+  dcache?: DcacheKind;
+  /** page_mapping() is NULL for slab pages (the 2.6.22 SLUB fix; default on). */
+  slubFix?: boolean;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -112,6 +128,8 @@ export function validateRunOptions(o: RunOptions): void {
           `the guest's task table holds ${FRAGMENTATION_MAX_LONG_LIVED}: give less --memory or a smaller --pin-fraction`,
       );
   }
+  if (o.dcache !== undefined && !DCACHE_KINDS.includes(o.dcache))
+    throw new RangeError(`--dcache must be one of ${DCACHE_KINDS.join(', ')}, got "${o.dcache}"`);
 }
 
 /** Long-lived tasks the fragmentation workload may ask for (the guest's task table has 1,024 rows). */
@@ -128,6 +146,25 @@ export interface RunResult {
 }
 
 const LOG_KEEP = 20;
+/** Reports kept in a summary, and the report lines shown as guestReports. */
+const REPORTS_KEEP = 24;
+const GUEST_REPORT_LINES = 80;
+/** Informational reports (hypercall failures, data checks, warnings) fill no more than this. */
+const GUEST_INFO_LINES = 12;
+
+/**
+ * The lines of the first reports, whole reports only: bug reports up to GUEST_REPORT_LINES
+ * in all, informational ones only while the total is within GUEST_INFO_LINES.
+ */
+function reportLines(reports: GuestReport[]): string[] {
+  const out: string[] = [];
+  for (const r of reports) {
+    const limit = GUEST_REPORT_KINDS[r.kind].bug ? GUEST_REPORT_LINES : GUEST_INFO_LINES;
+    if (out.length > 0 && out.length + r.lines.length > limit) continue;
+    out.push(...r.lines);
+  }
+  return out;
+}
 
 export async function runOnce(o: RunOptions): Promise<RunResult> {
   validateRunOptions(o);
@@ -140,15 +177,14 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
-    const frames = Math.floor((o.memoryBytes / 4096) * 0.9);
-    const highmem = Math.floor(o.highmemBytes / 4096);
+    const frames = Math.floor((o.memoryBytes / PAGE_SIZE) * 0.9);
+    const highmem = Math.floor(o.highmemBytes / PAGE_SIZE);
     const info = await machine.createDomain({
       name: 'guest',
       frames,
       vcpus: o.vcpus,
       ...(highmem > 0 ? { lowmemFrames: frames - highmem } : {}),
     });
-    // stray-write: a victim domain holding a secret the hostile guest will try to reach.
     const options: Record<string, unknown> = {
       files: o.files,
       dirBlockBytes: o.dirBlockBytes,
@@ -157,14 +193,16 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       ...(o.workload === 'fragmentation' ? { ops: o.ops, vcpus: o.vcpus } : {}),
       ...o.workloadOptions,
     };
+    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
     let victim = -1;
-    if (o.workload === 'stray-write') {
-      const v = await machine.createDomain({ name: 'victim', frames: 256, vcpus: 1 });
+    const victimFrames = WORKLOAD_NEEDS[o.workload as WorkloadName]?.victimFrames;
+    if (victimFrames !== undefined) {
+      const v = await machine.createDomain({ name: 'victim', frames: victimFrames, vcpus: 1 });
       victim = v.domid;
       const target = v.p2m[v.firstFreePfn]!;
       const secret = 0x5ec2e7 ^ o.seed;
       // The victim's data, put there as its own kernel would have written it.
-      new Uint32Array(machine.mem)[target * 1024] = secret >>> 0;
+      new Uint32Array(machine.mem)[target * FRAME_WORDS] = secret >>> 0;
       options.targetMfn = target;
       options.secret = secret;
     }
@@ -177,6 +215,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       vcpus: o.vcpus,
       trace: o.trace !== undefined,
       mobility: o.mobility === true,
+      ...(o.dcache !== undefined ? { dcache: o.dcache } : {}),
+      ...(o.slubFix !== undefined ? { slubFix: o.slubFix } : {}),
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
@@ -220,6 +260,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       'ptPagesAliased',
       'tasksKilled',
       'multicallFailures',
+      'badPages',
+      'bugs',
     ] as const) {
       wl[key] = counters[key] ?? 0;
     }
@@ -227,6 +269,14 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     const fragmentation = fragmentationReport(wl);
     for (const key of Object.keys(wl)) if (isFragmentationKey(key)) delete wl[key];
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
+    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, counts summed.
+    const reports: GuestReport[] = stats.flatMap((s) => s.reports ?? []).slice(0, REPORTS_KEEP);
+    const reportCounts: Partial<Record<GuestReportKind, number>> = {};
+    for (const s of stats)
+      for (const k of GUEST_REPORT_KIND_NAMES) {
+        const n = s.reportCounts?.[k] ?? 0;
+        if (n > 0) reportCounts[k] = (reportCounts[k] ?? 0) + n;
+      }
     const summary: RunSummary = {
       workload: o.workload,
       strategy: o.strategy,
@@ -247,11 +297,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       auditOk: audit.ok && audit.isolationViolations === 0,
       auditProblems: audit.problems.slice(0, 10).map((p) => `mfn ${p.mfn.toString(16)}: ${p.what}`),
       leakedFrames: guest.bootFreePages - freeAfter + (machineFree0 - machineFreeAfter),
-      guestReports: stats
-        .flatMap((s) =>
-          s.messages.filter((m) => /^ {2}call|multicall|Bad page|BUG|refused|failed|maps it writable/.test(m)),
-        )
-        .slice(0, 12),
+      guestReports: reportLines(reports),
+      reports,
+      reportCounts,
       throughputOpsPerSec: o.ops / (elapsedMs / 1000),
       paging: o.paging,
       sched: o.sched,

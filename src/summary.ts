@@ -4,6 +4,14 @@
  * gathers the numbers into a RunSummary; nothing here measures anything.
  */
 import { PAGE_SIZE } from './abi/xen.js';
+import {
+  GUEST_REPORT_KINDS,
+  GUEST_REPORT_KIND_NAMES,
+  type GuestReport,
+  type GuestReportKind,
+  WORKLOAD_NEEDS,
+  type WorkloadName,
+} from './abi/kernel.js';
 import { type FragmentationReport, formatFragmentation } from './fragmentation.js';
 
 export interface RunSummary {
@@ -50,6 +58,10 @@ export interface RunSummary {
   mobility?: boolean;
   /** The fragmentation workload's report. */
   fragmentation?: FragmentationReport;
+  /** The guest kernel's reports as data (the first few, every vCPU's). */
+  reports?: GuestReport[];
+  /** How many reports of each kind the guest made (all of them, not only those kept). */
+  reportCounts?: Partial<Record<GuestReportKind, number>>;
 }
 
 /** The --json contract (a superset of the issue's required fields). */
@@ -91,6 +103,10 @@ export interface SummaryJson {
   pinnedPtPagesByBlockType?: FragmentationReport['pinnedPtPagesByBlockType'];
   reclaimableBlocks?: FragmentationReport['reclaimableBlocks'];
   pagetypeinfo?: FragmentationReport['pagetypeinfo'];
+  reports: GuestReport[];
+  reportCounts: Partial<Record<GuestReportKind, number>>;
+  /** What the run showed that is a bug (empty: clean); `pvmmu run` exits 1 when not empty. */
+  bugs: string[];
 }
 
 /** What each strategy is, in a few words (the names the guest uses). */
@@ -208,8 +224,47 @@ function strategyLabel(s: RunSummary): string {
 
 /* ------------------------------------------------------------ one run */
 
+/**
+ * What the run showed that is a bug, each as "what (count)": refused pins, the guest's
+ * bug reports by kind (bad page state, kernel BUG, oops, memtype conflict, ...), data
+ * errors, leaked frames, an audit failure, isolation violations. Empty when the run was
+ * clean. Derived from the numbers and the reports' kinds, never from log text.
+ */
+export function bugsShown(s: RunSummary): string[] {
+  const out: string[] = [];
+  const refused = refusedPins(s);
+  if (refused > 0) out.push(`refused pins (${group(refused)})`);
+  for (const k of GUEST_REPORT_KIND_NAMES) {
+    const n = s.reportCounts?.[k] ?? 0;
+    if (n > 0 && GUEST_REPORT_KINDS[k].bug) out.push(`${GUEST_REPORT_KINDS[k].what} (${group(n)})`);
+  }
+  if (s.dataErrors > 0) out.push(`data errors (${group(s.dataErrors)})`);
+  if (s.leakedFrames !== 0) out.push(`leaked frames (${group(s.leakedFrames)})`);
+  const iso = s.isolationViolations ?? 0;
+  if (!s.auditOk && iso === 0) out.push('audit failure');
+  if (iso > 0) out.push(`isolation violations (${group(iso)})`);
+  return out;
+}
+
+/** The last line of a run's report: what it showed, and the exit status that follows. */
+export function exitLine(s: RunSummary): string {
+  const bugs = bugsShown(s);
+  return bugs.length === 0 ? 'Result: clean (exit 0)' : `Result: the run showed a bug: ${bugs.join(', ')} (exit 1)`;
+}
+
+/** The headline of a seed workload (one not about the unmap strategies): its reports. */
+function seedVerdict(s: RunSummary): string {
+  const shown = GUEST_REPORT_KIND_NAMES.filter((k) => GUEST_REPORT_KINDS[k].bug && (s.reportCounts?.[k] ?? 0) > 0).map(
+    (k) => plural(s.reportCounts![k]!, `${GUEST_REPORT_KINDS[k].what} report`),
+  );
+  if (s.dataErrors > 0) shown.push(`${plural(s.dataErrors, 'data error')}`);
+  if (shown.length === 0) return `The bug did not show up: the guest kernel reported nothing wrong.`;
+  return `The bug SHOWED UP: ${shown.join(', ')} (the guest kernel's reports are below).`;
+}
+
 /** The one plain-words line about the 2007 bug. */
 export function verdict(s: RunSummary): string {
+  if (WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree) return seedVerdict(s);
   const refused = refusedPins(s);
   if (refused > 0) {
     return (
@@ -227,11 +282,16 @@ export function formatSummary(s: RunSummary): string {
   checkSummary(s, 'formatSummary');
   const desc = STRATEGY_DESCRIPTIONS[s.strategy];
   const out: string[] = [];
-  out.push(`Workload ${s.workload}, strategy ${s.strategy}${desc ? ` (${desc})` : ''}`);
-  out.push(
-    `  kmap_flush_unused before pins: ${s.kmapFlush ? 'on' : 'off'}; ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ` +
-      `${s.paging} paging, ${s.sched} scheduler`,
-  );
+  if (WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree) {
+    out.push(`Workload ${s.workload}`);
+    out.push(`  ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ${s.paging} paging, ${s.sched} scheduler`);
+  } else {
+    out.push(`Workload ${s.workload}, strategy ${s.strategy}${desc ? ` (${desc})` : ''}`);
+    out.push(
+      `  kmap_flush_unused before pins: ${s.kmapFlush ? 'on' : 'off'}; ${plural(s.vcpus, 'vCPU')}, seed ${s.seed}, ` +
+        `${s.paging} paging, ${s.sched} scheduler`,
+    );
+  }
   out.push('');
   out.push(verdict(s));
   out.push('');
@@ -253,7 +313,11 @@ export function formatSummary(s: RunSummary): string {
   rows.push(['lazy mappings peak', `${plural(s.lazyPeakPages, 'page')} held (${pagesToMiB(s.lazyPeakPages)})`]);
   rows.push([
     'data checksum errors',
-    s.dataErrors === 0 ? '0' : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
+    s.dataErrors === 0
+      ? '0'
+      : WORKLOAD_NEEDS[s.workload as WorkloadName]?.strategyFree
+        ? `${group(s.dataErrors)} (reads of data that is not what was written)`
+        : `${group(s.dataErrors)} (XFS blocks read back corrupted)`,
   ]);
   rows.push(['leaked frames', group(s.leakedFrames)]);
   const problems = s.auditProblems ?? [];
@@ -285,8 +349,15 @@ export function formatSummary(s: RunSummary): string {
   if (s.guestReports.length > 0) {
     out.push('', 'Guest kernel reports:');
     for (const l of s.guestReports) out.push(`  ${l}`);
+    const counts = GUEST_REPORT_KIND_NAMES.filter((k) => (s.reportCounts?.[k] ?? 0) > 0);
+    const total = counts.reduce((n, k) => n + s.reportCounts![k]!, 0);
+    if (total > 0)
+      out.push(
+        `  (${plural(total, 'report')} in all: ${counts.map((k) => `${k} ${group(s.reportCounts![k]!)}`).join(', ')})`,
+      );
   }
   if (s.fragmentation) out.push('', ...formatFragmentation(s.fragmentation, s.mobility === true));
+  out.push('', exitLine(s));
   return out.join('\n');
 }
 
@@ -428,5 +499,8 @@ export function summaryJson(s: RunSummary): SummaryJson {
     strayMappingBug: pinsRefused > 0,
     mobility: s.mobility ? 'on' : 'off',
     ...(s.fragmentation ?? {}),
+    reports: (s.reports ?? []).map((r) => ({ kind: r.kind, cpu: r.cpu, lines: [...r.lines] })),
+    reportCounts: { ...(s.reportCounts ?? {}) },
+    bugs: bugsShown(s),
   };
 }

@@ -5,7 +5,7 @@
  * PVMMU_TLB_CHECK self-check.
  */
 import { describe, expect, it } from 'vitest';
-import { _PAGE_PRESENT as P, _PAGE_RW as RW, _PAGE_USER as US, _PAGE_PSE } from '../src/abi/xen.js';
+import { _PAGE_PRESENT as P, _PAGE_RW as RW, _PAGE_USER as US, _PAGE_PSE, FRAME_WORDS } from '../src/abi/xen.js';
 import {
   RS_FLUSH_PENDING,
   RS_RUNNING,
@@ -27,8 +27,8 @@ function machine() {
   const mem = new SharedArrayBuffer(FRAMES * 4096);
   const m32 = new Uint32Array(mem);
   const set = (table: number, i: number, mfn: number, flags: number) => {
-    m32[table * 1024 + 2 * i] = pteLo(mfn, flags);
-    m32[table * 1024 + 2 * i + 1] = pteHi(mfn);
+    m32[table * FRAME_WORDS + 2 * i] = pteLo(mfn, flags);
+    m32[table * FRAME_WORDS + 2 * i + 1] = pteHi(mfn);
   };
   return { mem, m32, set };
 }
@@ -151,7 +151,7 @@ describe('walk (x86_64)', () => {
   it('load/store through 48-bit addresses', () => {
     const { mmu, m32 } = tables();
     expect(mmu.store64(A + 8, 0xdeadbeef, 0x12345678)).toBe(0);
-    expect(m32[30 * 1024 + 2]).toBe(0xdeadbeef);
+    expect(m32[30 * FRAME_WORDS + 2]).toBe(0xdeadbeef);
     expect(mmu.load64(A + 8)).toBe(0xdeadbeef);
     expect(mmu.hi).toBe(0x12345678);
     expect(mmu.store32(B, 1)).toBe(-1);
@@ -218,10 +218,10 @@ describe('TLB', () => {
     expect(mmu.readBytes(K + 0x2000 + 100, back)).toBe(0);
     expect(back).toEqual(src);
     // 0xC0000000 + 0x1000 is read-only: a copy from the page before it must not write.
-    m32.fill(0, 10 * 1024, 11 * 1024);
+    m32.fill(0, 10 * FRAME_WORDS, 11 * FRAME_WORDS);
     expect(mmu.writeBytes(K + 4000, src.subarray(0, 200))).toBe(-1);
     expect(mmu.fault()).toMatchObject({ va: K + 0x1000, level: 1 });
-    expect(m32[10 * 1024 + 1000]).toBe(0);
+    expect(m32[10 * FRAME_WORDS + 1000]).toBe(0);
     expect(mmu.load32(K + 0x8000)).toBe(-1);
   });
 });

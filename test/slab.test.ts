@@ -90,9 +90,18 @@ describe('kmalloc', () => {
 
   it('rejects what a caller can get wrong, with what is accepted', () => {
     const { slab } = setup();
-    expect(() => slab.kmalloc(4097, GFP_KERNEL, 0)).toThrow(/above KMALLOC_MAX_SIZE \(4096\); use allocPages/);
-    expect(() => slab.kmalloc(-1, GFP_KERNEL, 0)).toThrow(/non-negative integer/);
-    expect(() => slab.kmalloc(64, GFP_HIGHUSER, 0)).toThrow(/__GFP_HIGHMEM .* direct map/);
+    // kmalloc: a WARN with the reason, counted, and NULL (Linux's convention for a caller's mistake)
+    const warned: string[] = [];
+    const k = new SlabAllocator(slab.sab, slab.pa, { pfnToKaddr, report: (line) => warned.push(line) });
+    expect(k.kmalloc(4097, GFP_KERNEL, 0)).toBe(0);
+    expect(warned.at(-1)).toMatch(/^kmalloc: .*above KMALLOC_MAX_SIZE \(4096\); use allocPages/);
+    expect(k.kmalloc(-1, GFP_KERNEL, 0)).toBe(0);
+    expect(warned.at(-1)).toMatch(/non-negative integer/);
+    expect(k.kmalloc(64, GFP_HIGHUSER, 0)).toBe(0);
+    expect(warned.at(-1)).toMatch(/__GFP_HIGHMEM .* direct map/);
+    expect(warned).toHaveLength(3);
+    expect(slab.nrMisuse()).toBe(3);
+    expect(slab.cacheStats().reduce((n, c) => n + c.allocs, 0)).toBe(0); // nothing was allocated
     expect(() => slab.kmalloc(64, 0x8, 0)).toThrow(/unknown GFP bits/);
     expect(() => slab.setFailslab({ probability: 150 })).toThrow(/percentage 0\.\.100/);
     void __GFP_HIGHMEM;

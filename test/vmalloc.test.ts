@@ -625,6 +625,26 @@ describe('vmMapRam / vmUnmapRam (per-CPU vmap blocks)', () => {
     expect(vm.checkInvariants()).toEqual([]);
   });
 
+  it('uncounts the lazy PTEs of a block released eagerly after a switch from lazy (fast-check seed -1021182921)', () => {
+    // vm_unmap_ram while lazy leaves its region dirty, mapped and counted in the lazy pages.
+    // After setStrategy('eager') the block, fragmented, is released at once: clearing that
+    // PTE must take it off the count, or the count never comes back to 0.
+    const { vm, kpt } = setup(
+      { numOnlineCpus: 2, vmallocStart: WIN_START, vmallocEnd: WIN_START + 96 * PAGE_SIZE, vmapBlockPages: 8 },
+      { nrPages: 256 },
+    );
+    const a = vm.vmMapRam([300], 1, PAGE_KERNEL, 0);
+    expect(vm.vmUnmapRam(a, 1)).toBe(0);
+    expect(vm.stats()).toMatchObject({ lazyPages: 1, blocksFreed: 0 });
+    expect(kpt.vasMappingPfn(300)).toEqual([a]);
+    vm.setStrategy('eager');
+    const b = vm.vmMapRam(range(5, 300), 5, PAGE_KERNEL, 0); // 8 pages: not in the fragmented block
+    expect(b).toBeGreaterThan(0);
+    expect(vm.stats()).toMatchObject({ blocksFreed: 1, lazyPages: 0, lazyNr: 0 });
+    expect(kpt.vasMappingPfn(300)).toEqual([b]);
+    expect(vm.checkInvariants()).toEqual([]);
+  });
+
   it('maps more than VMAP_MAX_ALLOC pages as a plain area without guard page', () => {
     const { vm } = setup();
     const a = vm.vmMapRam(range(65), 65);
@@ -936,7 +956,22 @@ describe('vmap area allocator vs. its slow reference twin', () => {
         expect(aliasesLeft(kpt, everUnmapped, liveVas)).toEqual([]);
         expect(vm.stats().lazyPages).toBe(0);
       }),
-      { numRuns: FUZZ_RUNS },
+      {
+        numRuns: FUZZ_RUNS,
+        examples: [
+          // seed -1021182921, path 4509:0:4:3:3:6:5:5:15: a block left dirty while lazy,
+          // then released eagerly (the lazy-pages count missed the PTE it cleared)
+          [
+            1,
+            [
+              { op: 'ram', n: 1, cpu: 0 },
+              { op: 'unmap', pick: 0 },
+              { op: 'eager', on: true },
+              { op: 'ram', n: 5, cpu: 0 },
+            ],
+          ],
+        ],
+      },
     );
   });
 });

@@ -19,10 +19,10 @@ import { GFP_KERNEL, MAX_ORDER, PageAllocator, __GFP_NOWARN } from '../guest/mm/
 import { MAX_NR_ZONES } from '../guest/mm/page.js';
 import { SlabAllocator } from '../guest/mm/slab.js';
 import { VmallocSpace } from '../guest/mm/vmalloc.js';
+import { VMALLOC_STRATEGY_FOR } from '../guest/kernel/config.js';
 import { DirectoryImage, entriesPerBlock } from '../guest/fs/xfs/backing.js';
 import {
   EFSCORRUPTED,
-  VMALLOC_STRATEGY_FOR,
   XBF_MAPPED,
   XFS_BUF_STRATEGIES,
   XfsBufCache,

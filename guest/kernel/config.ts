@@ -4,7 +4,22 @@
  * The configuration itself is plain data (src/abi/kernel.ts): it travels to every vCPU
  * worker in workerData. What the kernel derives from it lives here.
  */
-import type { KernelConfig } from '../../src/abi/kernel.js';
+import type { KernelConfig, Strategy } from '../../src/abi/kernel.js';
+import type { VunmapStrategy } from '../mm/vmalloc.js';
+
+/**
+ * The vmap layer (guest/mm/vmalloc.ts strategy) each kernel strategy runs on: 2.6.23's
+ * vunmap cleared the PTEs and flushed at once ('eager'); Nick Piggin's 2.6.28 layer is the
+ * lazy one. Under 'lazy', 'eager' and 'vmap-pages' the stray aliases are XFS's own (the
+ * vmalloc layer sees live areas); under 'unmap-aliases' they are the vmalloc layer's lazy
+ * areas, which vm_unmap_aliases removes.
+ */
+export const VMALLOC_STRATEGY_FOR: Readonly<Record<Strategy, VunmapStrategy>> = {
+  lazy: 'eager',
+  eager: 'eager',
+  'vmap-pages': 'eager',
+  'unmap-aliases': 'lazy',
+};
 
 /**
  * Does the Xen pin path call vm_unmap_aliases() first? That is Nick Piggin's 2.6.28 fix

@@ -7,28 +7,48 @@
  * kernel page tables for vmalloc space, the pkmap window and the kmap_atomic fixmap
  * slots, and hands the buffers to the controller; the other vCPUs attach to them.
  */
-import { UVMF_INVLPG, _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, rcName } from '../../src/abi/xen.js';
+import {
+  ENOMEM,
+  UVMF_INVLPG,
+  _PAGE_ACCESSED,
+  _PAGE_DIRTY,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  rcName,
+  FRAME_WORDS,
+  PAGE_SIZE,
+} from '../../src/abi/xen.js';
 import { type VirtualLayout, layoutFor, vaIndex } from '../../src/abi/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import { type MulticallBatch, mmuUpdate, updateVaMapping } from '../arch/xen/hypercall.js';
 import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
 import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
-import { GFP_KERNEL, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
+import { GFP_KERNEL, __GFP_HIGHMEM, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
 import { SlabAllocator } from '../mm/slab.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
-import { C_MOVABLE_PINNED, type KernelConfig, type KernelShared } from '../../src/abi/kernel.js';
+import {
+  C_BAD_PAGES,
+  C_MOVABLE_PINNED,
+  C_BUGS,
+  GUEST_REPORTS_KEPT,
+  type GuestReport,
+  type GuestReportKind,
+  type KernelConfig,
+  type KernelShared,
+} from '../../src/abi/kernel.js';
 import { TraceBuffer } from '../../src/abi/trace.js';
-import { VMALLOC_STRATEGY_FOR } from '../fs/xfs/xfs_buf.js';
+import { VMALLOC_STRATEGY_FOR } from './config.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
+import { backtraceLines, dumpStack } from './dump_stack.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 const P = _PAGE_PRESENT,
   RW = _PAGE_RW,
   A = _PAGE_ACCESSED,
   D = _PAGE_DIRTY;
-const ZERO_PAGE = new Uint8Array(4096);
+const ZERO_PAGE = new Uint8Array(PAGE_SIZE);
 /** Trace records kept per vCPU (the oldest are overwritten beyond). */
 const TRACE_RECORDS = 1 << 18;
 
@@ -51,6 +71,9 @@ export class Kernel {
   readonly #log = new LogBuf(10_000);
   /** current->comm for reports. */
   comm = 'swapper';
+  /** This vCPU's reports (the first GUEST_REPORTS_KEPT), and how many of each kind it made. */
+  readonly reports: GuestReport[] = [];
+  readonly reportCounts: Partial<Record<GuestReportKind, number>> = {};
   /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
   readonly trace: TraceBuffer | null;
   readonly traceBuffer: SharedArrayBuffer | null;
@@ -71,21 +94,35 @@ export class Kernel {
     this.pa = new PageAllocator(shared.pages, {
       zeroPage: (pfn) => this.clearPage(pfn),
       comm: () => this.comm,
-      onReport: (r) => this.printk(r.lines.join('\n')),
+      onReport: (r) => {
+        if (r.kind === 'bad_page') {
+          // 2.6.15's bad_page: the state, then dump_stack(), then the fix-up line.
+          const [head, state, ...rest] = r.lines;
+          this.report('bad_page', [head!, state!, ...backtraceLines(dumpStack()), ...rest]);
+        } else {
+          this.report(
+            r.kind === 'slab_error' ? 'bug' : r.kind === 'warning' ? 'warning' : 'page_allocation_failure',
+            r.lines,
+          );
+        }
+      },
+      slubPageMappingFix: cfg.slubFix ?? true,
       onSpin,
     });
     this.slab = new SlabAllocator(shared.slab, this.pa, {
-      pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * 4096,
+      pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * PAGE_SIZE,
       zeroObject: (addr, bytes) => {
         if (cpu.mmu.writeBytes(addr, ZERO_PAGE, 0, bytes) < 0)
           this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
       },
       comm: () => this.comm,
+      report: (line) => this.printk(line),
     });
     const allocator = {
       allocPage: () => {
-        const pfn = this.pa.allocPages(GFP_KERNEL | 0x02 /* __GFP_HIGHMEM */, 0, this.id);
-        return pfn < 0 ? -12 : pfn;
+        // vmalloc's own mask: __vmalloc(size, GFP_KERNEL | __GFP_HIGHMEM, PAGE_KERNEL)
+        const pfn = this.pa.allocPages(GFP_KERNEL | __GFP_HIGHMEM, 0, this.id);
+        return pfn < 0 ? -ENOMEM : pfn;
       },
       freePage: (pfn: number) => this.pa.freePages(pfn, 0, this.id),
     };
@@ -138,7 +175,7 @@ export class Kernel {
     // A boot-time allocator to make the kernel page tables before anything else exists.
     const bootPa = new PageAllocator(pages, { zeroPage: () => {} });
     const kptFrames = buildKernelPageTables(cpu, bootPa, layout, cfg);
-    const slab = SlabAllocator.create(bootPa, { pfnToKaddr: (pfn) => layout.pageOffset + pfn * 4096 }).sab;
+    const slab = SlabAllocator.create(bootPa, { pfnToKaddr: (pfn) => layout.pageOffset + pfn * PAGE_SIZE }).sab;
     const none = () => {
       throw new Error('boot: the kernel is not up yet');
     };
@@ -228,6 +265,18 @@ export class Kernel {
     this.#log.printk(line);
   }
 
+  /**
+   * A report: printk its lines, and keep it as data for the host (guest/programs/kernel.ts
+   * hands them over with the stats). The kind says what it is; the host decides from that.
+   */
+  report(kind: GuestReportKind, lines: string[]): void {
+    for (const l of lines) this.printk(l);
+    this.reportCounts[kind] = (this.reportCounts[kind] ?? 0) + 1;
+    if (this.reports.length < GUEST_REPORTS_KEPT) this.reports.push({ kind, cpu: this.id, lines });
+    if (kind === 'bad_page') this.state.count(C_BAD_PAGES);
+    else if (kind === 'bug' || kind === 'oops') this.state.count(C_BUGS);
+  }
+
   get messages(): string[] {
     return this.#log.lines;
   }
@@ -253,7 +302,7 @@ export class Kernel {
 
   /** Kernel virtual address of a lowmem page (page_address). */
   lowmemVa(pfn: number): number {
-    return this.layout.pageOffset + pfn * 4096;
+    return this.layout.pageOffset + pfn * PAGE_SIZE;
   }
 
   isHighmem(pfn: number): boolean {
@@ -268,26 +317,26 @@ export class Kernel {
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
-      if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, 4096) < 0)
-        this.printk(`BUG: fault writing lowmem page ${pfn}`);
+      if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, PAGE_SIZE) < 0)
+        this.report('bug', [`BUG: fault writing lowmem page ${pfn}`]);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
-    if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, 4096) < 0)
-      this.printk(`BUG: fault writing highmem page ${pfn}`);
+    if (va <= 0 || this.cpu.mmu.writeBytes(va, src, off, PAGE_SIZE) < 0)
+      this.report('bug', [`BUG: fault writing highmem page ${pfn}`]);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 
   /** Read 4 KiB of page `pfn` through the MMU. */
   readPage(pfn: number, dst: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
-      if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, 4096) < 0)
-        this.printk(`BUG: fault reading lowmem page ${pfn}`);
+      if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, PAGE_SIZE) < 0)
+        this.report('bug', [`BUG: fault reading lowmem page ${pfn}`]);
       return;
     }
     const va = this.highmem!.kmapAtomic(pfn, KM_USER0, this.id);
-    if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, 4096) < 0)
-      this.printk(`BUG: fault reading highmem page ${pfn}`);
+    if (va <= 0 || this.cpu.mmu.readBytes(va, dst, off, PAGE_SIZE) < 0)
+      this.report('bug', [`BUG: fault reading highmem page ${pfn}`]);
     this.highmem!.kunmapAtomic(va, KM_USER0, this.id);
   }
 
@@ -323,7 +372,7 @@ function buildKernelPageTables(
   let vmallocStart: number;
   if (layout.paging === 'pae') {
     // high_memory + VMALLOC_OFFSET, on a 2 MiB boundary.
-    vmallocStart = Math.ceil((layout.pageOffset + info.lowmemPages * 4096 + 8 * 2 ** 20) / 2 ** 21) * 2 ** 21;
+    vmallocStart = Math.ceil((layout.pageOffset + info.lowmemPages * PAGE_SIZE + 8 * 2 ** 20) / 2 ** 21) * 2 ** 21;
   } else {
     vmallocStart = 0xc90000000000;
   }
@@ -331,23 +380,24 @@ function buildKernelPageTables(
   if (vmallocEnd - vmallocStart < 4 * 2 ** 20)
     throw new RangeError('boot: less than 4 MiB of vmalloc space; give the domain less lowmem');
   regions.push([vmallocStart, vmallocEnd]);
-  if (layout.pkmapBase) regions.push([layout.pkmapBase, layout.pkmapBase + layout.lastPkmap * 4096]);
-  if (layout.fixaddrTop) regions.push([layout.fixaddrTop - KM_TYPE_NR * cfg.vcpus * 4096, layout.fixaddrTop + 4096]);
+  if (layout.pkmapBase) regions.push([layout.pkmapBase, layout.pkmapBase + layout.lastPkmap * PAGE_SIZE]);
+  if (layout.fixaddrTop)
+    regions.push([layout.fixaddrTop - KM_TYPE_NR * cfg.vcpus * PAGE_SIZE, layout.fixaddrTop + PAGE_SIZE]);
 
   let frames = 0;
   const newTable = (): number => {
     const pfn = pa.allocPages(GFP_KERNEL, 0, 0);
     if (pfn < 0 || pfn >= info.lowmemPages) throw new Error('boot: out of lowmem for kernel page tables');
     frames++;
-    const va = layout.pageOffset + pfn * 4096;
-    if (cpu.mmu.writeBytes(va, ZERO_PAGE, 0, 4096) < 0) throw new Error('boot: cannot clear a page-table page');
+    const va = layout.pageOffset + pfn * PAGE_SIZE;
+    if (cpu.mmu.writeBytes(va, ZERO_PAGE, 0, PAGE_SIZE) < 0) throw new Error('boot: cannot clear a page-table page');
     const rc = updateVaMapping(cpu, va, pteLo(info.p2m[pfn]!, P | A), pteHi(info.p2m[pfn]!), UVMF_INVLPG);
     if (rc < 0) throw new Error(`boot: make_lowmem_page_readonly failed: ${rc}`);
     return info.p2m[pfn]!;
   };
   const entry = (table: number, i: number): number => {
-    const lo = mem32[table * 1024 + 2 * i]!;
-    return lo & P ? (lo >>> 12) + (mem32[table * 1024 + 2 * i + 1]! & 0xfffff) * 0x100000 : -1;
+    const lo = mem32[table * FRAME_WORDS + 2 * i]!;
+    return lo & P ? pteMfn(lo, mem32[table * FRAME_WORDS + 2 * i + 1]!) : -1;
   };
   const link = (table: number, i: number, child: number): void => {
     const r = mmuUpdate(

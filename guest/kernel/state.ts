@@ -31,7 +31,7 @@ export const T_NPAGES = 8;
 export const T_PAGES = 9; /** user page pfns */
 export const MAX_USER_PAGES = 16;
 /** Words of shared state for the truncate-race file (guest/mm/truncate.ts). */
-export const FILE_STATE_WORDS = 64;
+export const FILE_STATE_WORDS = 128;
 export const TASK_FREE = 0;
 export const TASK_NEW = 1;
 export const TASK_PINNED = 2;

@@ -8,8 +8,9 @@
  */
 import type { Kernel } from '../kernel/kernel.js';
 import { GFP_HIGHUSER_MOVABLE } from './page_alloc.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 
-const buf = new Uint8Array(4096);
+const buf = new Uint8Array(PAGE_SIZE);
 
 /** Read `n` pages of a file through the page cache, then drop them. Returns pages read. */
 export function readAndDropPages(k: Kernel, n: number, fill: number): number {
@@ -22,7 +23,7 @@ export function readAndDropPages(k: Kernel, n: number, fill: number): number {
     if (hm && k.isHighmem(pfn)) {
       const va = hm.kmap(pfn);
       if (va > 0) {
-        if (k.cpu.mmu.writeBytes(va, buf, 0, 4096) < 0) k.printk(`BUG: fault filling page cache page ${pfn}`);
+        if (k.cpu.mmu.writeBytes(va, buf, 0, PAGE_SIZE) < 0) k.printk(`BUG: fault filling page cache page ${pfn}`);
         hm.kunmap(pfn);
       }
     } else {

@@ -35,10 +35,17 @@
  * Residual kmap_atomic aliases are reported by aliasesOf/strayAliasesOf; kmapFlushUnused
  * does not remove them (it did not in Linux either).
  */
-import { LogBuf } from '../kernel/printk.js';
-import { EAGAIN, EINVAL, PAGE_SIZE } from '../../src/abi/xen.js';
-import { formatKernelVa, MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/abi/layout.js';
-import { spinLock, spinUnlock } from './spinlock.js';
+import { EAGAIN, PAGE_SIZE } from '../../src/abi/xen.js';
+import { MAX_VCPUS_PER_DOMAIN, type VirtualLayout } from '../../src/abi/layout.js';
+import {
+  attachColumns,
+  attachHeaders,
+  createColumns,
+  f64,
+  i32,
+  SharedKernelCtx,
+  type SharedKernelDeps,
+} from '../lib/shared_columns.js';
 import { PAGE_KERNEL, type KernelPageTables } from './kernel_pt.js';
 
 /* ---------------------------------------------------------------- km_type */
@@ -120,13 +127,9 @@ export interface HighmemConfig {
   fixKmapBegin?: number;
 }
 
-export interface HighmemDeps {
-  /** This vCPU's number (kmap_lock owner; unique per thread). */
-  cpu: number;
-  /** Called while spinning on kmap_lock: keep serving flush IPIs (see vmalloc.ts). */
-  onSpin?: () => void;
+/** cpu owns kmap_lock; onSpin keeps serving flush IPIs while it waits for it. */
+export interface HighmemDeps extends SharedKernelDeps {
   kpt: KernelPageTables;
-  report?: (line: string) => void;
 }
 
 export interface HighmemStats {
@@ -164,37 +167,19 @@ export interface HighmemAlias {
   type?: number;
 }
 
-const MESSAGE_CAPACITY = 256;
-
-function offsets(lastPkmap: number, numCpus: number) {
+/** The column table: the headers, the kmap_atomic slots, then pkmap and its hash. */
+function highmemColumns(lastPkmap: number, numCpus: number) {
   const nAtomic = numCpus * KM_TYPE_NR;
-  let off = 0;
-  const take = (bytes: number): number => {
-    const at = off;
-    off += bytes;
-    return at;
-  };
-  const hdr = take(HDR_WORDS * 4);
-  const f64 = take(HDR_F64 * 8);
-  const atomicReturned = take(nAtomic * 8);
-  const pkmapCount = take(lastPkmap * 4);
-  const pkmapPfn = take(lastPkmap * 4);
-  const slotNext = take(lastPkmap * 4);
-  const hashHead = take(PA_HASH_SIZE * 4);
-  const atomicPfn = take(nAtomic * 4);
-  const atomicInUse = take(nAtomic * 4);
   return {
-    hdr,
-    f64,
-    atomicReturned,
-    pkmapCount,
-    pkmapPfn,
-    slotNext,
-    hashHead,
-    atomicPfn,
-    atomicInUse,
-    total: off,
-    nAtomic,
+    hdr: i32(HDR_WORDS),
+    f64: f64(HDR_F64),
+    atomicReturned: f64(nAtomic),
+    pkmapCount: i32(lastPkmap),
+    pkmapPfn: i32(lastPkmap),
+    slotNext: i32(lastPkmap),
+    hashHead: i32(PA_HASH_SIZE),
+    atomicPfn: i32(nAtomic),
+    atomicInUse: i32(nAtomic),
   };
 }
 
@@ -210,14 +195,13 @@ export class Highmem {
   /** First highmem pfn (Infinity when there is no highmem). */
   readonly highmemStartPfn: number;
   readonly numCpus: number;
-  readonly #log: LogBuf;
   /** Recent kernel-style messages from this vCPU (bounded). */
   get messages(): string[] {
-    return this.#log.lines;
+    return this.#ctx.log.lines;
   }
 
   readonly cpu: number;
-  readonly #onSpin: (() => void) | undefined;
+  readonly #ctx: SharedKernelCtx;
   readonly #kpt: KernelPageTables;
   readonly #hdr: Int32Array;
   readonly #pkmapCount: Int32Array;
@@ -255,10 +239,8 @@ export class Highmem {
       }
     }
     const prot = config.kmapProt ?? PAGE_KERNEL;
-    const o = offsets(last, cpus);
-    const sab = new SharedArrayBuffer(o.total);
-    const hdr = new Int32Array(sab, o.hdr, HDR_WORDS);
-    const f64 = new Float64Array(sab, o.f64, HDR_F64);
+    const { sab, cols } = createColumns(highmemColumns(last, cpus));
+    const { hdr, f64 } = cols;
     hdr[H_LAST_PKMAP] = last;
     hdr[H_NUM_CPUS] = cpus;
     hdr[H_DEBUG] = config.debugHighmem ? 1 : 0;
@@ -283,27 +265,23 @@ export class Highmem {
 
   private constructor(sab: SharedArrayBuffer, deps: HighmemDeps) {
     this.sab = sab;
-    if (!Number.isInteger(deps.cpu) || deps.cpu < 0 || deps.cpu >= MAX_VCPUS_PER_DOMAIN) {
-      throw new RangeError(`deps.cpu must be an integer in 0..${MAX_VCPUS_PER_DOMAIN - 1}, got ${deps.cpu}`);
-    }
+    SharedKernelCtx.check(deps);
     this.cpu = deps.cpu;
-    this.#onSpin = deps.onSpin;
     this.#kpt = deps.kpt;
-    this.#log = new LogBuf(MESSAGE_CAPACITY, deps.report ?? null);
-    const hdr = new Int32Array(sab, 0, HDR_WORDS);
-    const last = hdr[H_LAST_PKMAP]!;
-    const cpus = hdr[H_NUM_CPUS]!;
-    const o = offsets(last, cpus);
-    if (o.total !== sab.byteLength) throw new TypeError('not a Highmem buffer (size mismatch)');
-    const f64 = new Float64Array(sab, o.f64, HDR_F64);
-    this.#hdr = this.header = hdr;
-    this.#pkmapCount = new Int32Array(sab, o.pkmapCount, last);
-    this.#pkmapPfn = new Int32Array(sab, o.pkmapPfn, last);
-    this.#slotNext = new Int32Array(sab, o.slotNext, last);
-    this.#hashHead = new Int32Array(sab, o.hashHead, PA_HASH_SIZE);
-    this.#atomicReturned = new Float64Array(sab, o.atomicReturned, o.nAtomic);
-    this.#atomicPfn = new Int32Array(sab, o.atomicPfn, o.nAtomic);
-    this.#atomicInUse = new Int32Array(sab, o.atomicInUse, o.nAtomic);
+    const headers = attachHeaders(sab, HDR_WORDS, HDR_F64, 'Highmem');
+    const last = headers.hdr[H_LAST_PKMAP]!;
+    const cpus = headers.hdr[H_NUM_CPUS]!;
+    const cols = attachColumns(sab, highmemColumns(last, cpus), 'Highmem');
+    const f64 = cols.f64;
+    this.#hdr = this.header = cols.hdr;
+    this.#ctx = SharedKernelCtx.forVcpu(deps, cols.hdr, C_MISUSE, H_VA_BITS);
+    this.#pkmapCount = cols.pkmapCount;
+    this.#pkmapPfn = cols.pkmapPfn;
+    this.#slotNext = cols.slotNext;
+    this.#hashHead = cols.hashHead;
+    this.#atomicReturned = cols.atomicReturned;
+    this.#atomicPfn = cols.atomicPfn;
+    this.#atomicInUse = cols.atomicInUse;
     this.lastPkmap = last;
     this.#mask = last - 1;
     this.numCpus = cpus;
@@ -348,9 +326,9 @@ export class Highmem {
 
   /** The pkmap slot currently holding pfn (at any count >= 1), or -1. */
   pkmapSlotOf(pfn: number): number {
-    this.#lock(this.#hdr, H_KMAP_LOCK);
+    this.#ctx.lock(this.#hdr, H_KMAP_LOCK);
     const nr = this.#lookup(pfn);
-    this.#unlock(this.#hdr, H_KMAP_LOCK);
+    this.#ctx.unlock(this.#hdr, H_KMAP_LOCK);
     return nr;
   }
 
@@ -372,9 +350,9 @@ export class Highmem {
    */
   pageAddress(pfn: number): number {
     if (!this.isHighmem(pfn)) return this.pageOffset + pfn * PAGE_SIZE;
-    this.#lock(this.#hdr, H_KMAP_LOCK);
+    this.#ctx.lock(this.#hdr, H_KMAP_LOCK);
     const nr = this.#lookup(pfn);
-    this.#unlock(this.#hdr, H_KMAP_LOCK);
+    this.#ctx.unlock(this.#hdr, H_KMAP_LOCK);
     return nr < 0 ? 0 : this.pkmapAddr(nr);
   }
 
@@ -384,44 +362,44 @@ export class Highmem {
    * sleep for a free slot, or -EINVAL for a bad pfn.
    */
   kmap(pfn: number): number {
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn > 0x7fffffff) return this.#misuse(`kmap: bad pfn ${pfn}`);
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn > 0x7fffffff) return this.#ctx.misuse(`kmap: bad pfn ${pfn}`);
     if (!this.isHighmem(pfn)) return this.pageOffset + pfn * PAGE_SIZE;
     const h = this.#hdr;
-    this.#lock(h, H_KMAP_LOCK);
+    this.#ctx.lock(h, H_KMAP_LOCK);
     let nr = this.#lookup(pfn);
     if (nr < 0) nr = this.#mapNewVirtual(pfn);
     if (nr < 0) {
-      this.#unlock(h, H_KMAP_LOCK);
+      this.#ctx.unlock(h, H_KMAP_LOCK);
       Atomics.add(h, C_WOULD_SLEEP, 1);
-      this.#printk(
+      this.#ctx.printk(
         `kmap: all ${this.lastPkmap} pkmap slots busy after LAST_PKMAP probes ` +
           `(pfn ${pfn.toString(16)}): would sleep on pkmap_map_wait`,
       );
       return -EAGAIN;
     }
     this.#pkmapCount[nr] = this.#pkmapCount[nr]! + 1; // >= 2: mapped and used
-    this.#unlock(h, H_KMAP_LOCK);
+    this.#ctx.unlock(h, H_KMAP_LOCK);
     Atomics.add(h, C_KMAPS, 1);
     return this.pkmapAddr(nr);
   }
 
   /** kunmap: one user fewer; the slot stays mapped (count >= 1). 0 or -EINVAL. */
   kunmap(pfn: number): number {
-    if (!Number.isInteger(pfn) || pfn < 0 || pfn > 0x7fffffff) return this.#misuse(`kunmap: bad pfn ${pfn}`);
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn > 0x7fffffff) return this.#ctx.misuse(`kunmap: bad pfn ${pfn}`);
     if (!this.isHighmem(pfn)) return 0;
     const h = this.#hdr;
-    this.#lock(h, H_KMAP_LOCK);
+    this.#ctx.lock(h, H_KMAP_LOCK);
     const nr = this.#lookup(pfn);
     if (nr < 0 || this.#pkmapCount[nr]! < 2) {
-      this.#unlock(h, H_KMAP_LOCK);
-      return this.#misuse(
+      this.#ctx.unlock(h, H_KMAP_LOCK);
+      return this.#ctx.misuse(
         nr < 0
           ? `kernel BUG: kunmap_high: page ${pfn.toString(16)} is not kmapped`
           : `kernel BUG: kunmap_high: pkmap_count[${nr}] would drop to 0 (page ${pfn.toString(16)} has no kmap user)`,
       );
     }
     this.#pkmapCount[nr] = this.#pkmapCount[nr]! - 1; // 1: unused, still mapped
-    this.#unlock(h, H_KMAP_LOCK);
+    this.#ctx.unlock(h, H_KMAP_LOCK);
     Atomics.add(h, C_KUNMAPS, 1);
     return 0;
   }
@@ -429,11 +407,11 @@ export class Highmem {
   /** kmap_flush_unused: clear and flush every slot nobody uses (count 1). */
   kmapFlushUnused(): void {
     const h = this.#hdr;
-    this.#lock(h, H_KMAP_LOCK);
+    this.#ctx.lock(h, H_KMAP_LOCK);
     try {
       this.#flushAllZeroPkmaps();
     } finally {
-      this.#unlock(h, H_KMAP_LOCK);
+      this.#ctx.unlock(h, H_KMAP_LOCK);
     }
     Atomics.add(h, C_FLUSH_UNUSED, 1);
   }
@@ -454,7 +432,7 @@ export class Highmem {
     if (this.#atomicInUse[slot]) {
       this.#atomicMisuse(
         `BUG: kmap_atomic(${KM_TYPE_NAMES[type]}) on cpu ${cpu}: slot still in use ` +
-          `(${this.#fmt(this.#atomicReturned[slot]!)} not kunmapped)`,
+          `(${this.#ctx.fmt(this.#atomicReturned[slot]!)} not kunmapped)`,
       );
     }
     Atomics.add(this.#hdr, C_ATOMIC_MAPS, 1);
@@ -490,14 +468,14 @@ export class Highmem {
     if (slot < 0) return slot;
     const name = KM_TYPE_NAMES[type];
     if (!this.#atomicInUse[slot]) {
-      return this.#atomicMisuse(`BUG: kunmap_atomic(${this.#fmt(va)}, ${name}) on cpu ${cpu}: slot not in use`);
+      return this.#atomicMisuse(`BUG: kunmap_atomic(${this.#ctx.fmt(va)}, ${name}) on cpu ${cpu}: slot not in use`);
     }
     const page = this.#atomicReturned[slot]!;
     this.#atomicInUse[slot] = 0;
     if (!Number.isSafeInteger(va) || va < page || va >= page + PAGE_SIZE) {
       return this.#atomicMisuse(
-        `BUG: kunmap_atomic(${this.#fmt(va)}, ${name}) on cpu ${cpu}: ` +
-          `address outside the page kmap_atomic returned (${this.#fmt(page)})`,
+        `BUG: kunmap_atomic(${this.#ctx.fmt(va)}, ${name}) on cpu ${cpu}: ` +
+          `address outside the page kmap_atomic returned (${this.#ctx.fmt(page)})`,
       );
     }
     Atomics.add(this.#hdr, C_ATOMIC_UNMAPS, 1);
@@ -589,33 +567,9 @@ export class Highmem {
 
   /* ============================================================== internals */
 
-  #lock(word: Int32Array, index: number): void {
-    spinLock(word, index, this.cpu, this.#onSpin);
-  }
-
-  #unlock(word: Int32Array, index: number): void {
-    spinUnlock(word, index, this.cpu);
-  }
-
-  /** An address as the kernel prints %p (sign-extended on x86_64). */
-  #fmt(va: number): string {
-    return formatKernelVa(va, this.#hdr[H_VA_BITS]!);
-  }
-
-  #printk(line: string): void {
-    this.#log.printk(line);
-  }
-
-  #misuse(line: string): number {
-    Atomics.add(this.#hdr, C_MISUSE, 1);
-    this.#printk(line);
-    return -EINVAL;
-  }
-
+  /** A kmap_atomic caller's mistake: counted apart from kmap's. */
   #atomicMisuse(line: string): number {
-    Atomics.add(this.#hdr, C_ATOMIC_MISUSE, 1);
-    this.#printk(line);
-    return -EINVAL;
+    return this.#ctx.misuse(line, C_ATOMIC_MISUSE);
   }
 
   #atomicSlot(type: number, cpu: number, caller: string): number {

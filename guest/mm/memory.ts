@@ -16,9 +16,11 @@ import {
   _PAGE_USER,
   MMUEXT_NEW_BASEPTR,
   rcName,
+  FRAME_WORDS,
+  PAGE_SIZE,
 } from '../../src/abi/xen.js';
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST, vaIndex } from '../../src/abi/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import { mmuUpdate, mmuextOne } from '../arch/xen/hypercall.js';
 import { xenAllocPtpage, xenPgdPin, xenPgdUnpin, xenReleasePtpage } from '../arch/xen/pgtable.js';
 import type { Kernel } from '../kernel/kernel.js';
@@ -54,7 +56,7 @@ const P = _PAGE_PRESENT,
   A = _PAGE_ACCESSED,
   D = _PAGE_DIRTY;
 const PAGE_TABLE = P | RW | US | A | D;
-const page = new Uint8Array(4096);
+const page = new Uint8Array(PAGE_SIZE);
 const req = new Uint32Array(4);
 
 /** The pfns of a task's page-table pages, pgd first (for pin / unpin). */
@@ -72,11 +74,12 @@ export function ptPagesOf(k: Kernel, t: number, out: Int32Array): number {
 /** Write one 64-bit entry into page-table page `pfn` of an UNPINNED mm (a plain store). */
 function pokeEntry(k: Kernel, pfn: number, i: number, lo: number, hi: number): void {
   if (!k.isHighmem(pfn)) {
-    if (k.cpu.mmu.store64(k.lowmemVa(pfn) + i * 8, lo, hi) < 0) k.printk(`BUG: fault writing page table ${pfn}`);
+    if (k.cpu.mmu.store64(k.lowmemVa(pfn) + i * 8, lo, hi) < 0)
+      k.report('bug', [`BUG: fault writing page table ${pfn}`]);
     return;
   }
   const va = k.highmem!.kmapAtomic(pfn, KM_PTE0, k.id);
-  if (k.cpu.mmu.store64(va + i * 8, lo, hi) < 0) k.printk(`BUG: fault writing highmem page table ${pfn}`);
+  if (k.cpu.mmu.store64(va + i * 8, lo, hi) < 0) k.report('bug', [`BUG: fault writing highmem page table ${pfn}`]);
   k.highmem!.kunmapAtomic(va, KM_PTE0, k.id);
 }
 
@@ -90,7 +93,7 @@ function updateEntry(k: Kernel, pfn: number, i: number, lo: number, hi: number):
   const { rc } = mmuUpdate(k.cpu, req, 1);
   if (rc < 0) {
     k.state.count(C_UPDATE_FAILURES);
-    k.printk(`mmu_update of pfn ${pfn} slot ${i} failed: ${rc} (${rcName(rc)})`);
+    k.report('xen', [`mmu_update of pfn ${pfn} slot ${i} failed: ${rc} (${rcName(rc)})`]);
   }
   return rc;
 }
@@ -128,11 +131,11 @@ export function pgdAlloc(k: Kernel, t: number): boolean {
       w[k.state.t(t, T_PMD + i)] = pmd;
       pokeEntry(k, pgd, i, pteLo(p2m[pmd]!, P), pteHi(p2m[pmd]!));
     }
-    const kl2 = (m[swapper * 1024 + 6]! >>> 12) + (m[swapper * 1024 + 7]! & 0xfffff) * 0x100000;
+    const kl2 = pteMfn(m[swapper * FRAME_WORDS + 6]!, m[swapper * FRAME_WORDS + 7]!);
     const copy = w[k.state.t(t, T_PMD + 3)]!;
     for (let i = 0; i < PAE_XEN_L2_FIRST; i++) {
-      const lo = m[kl2 * 1024 + 2 * i]!;
-      if (lo & P) pokeEntry(k, copy, i, lo, m[kl2 * 1024 + 2 * i + 1]!);
+      const lo = m[kl2 * FRAME_WORDS + 2 * i]!;
+      if (lo & P) pokeEntry(k, copy, i, lo, m[kl2 * FRAME_WORDS + 2 * i + 1]!);
     }
   } else {
     const pud = allocPt(k, GFP_KERNEL);
@@ -144,8 +147,8 @@ export function pgdAlloc(k: Kernel, t: number): boolean {
     pokeEntry(k, pud, 0, pteLo(p2m[pmd]!, PAGE_TABLE), pteHi(p2m[pmd]!));
     for (let i = 256; i < 512; i++) {
       if (i >= XEN_L4_FIRST && i <= XEN_L4_LAST) continue;
-      const lo = m[swapper * 1024 + 2 * i]!;
-      if (lo & P) pokeEntry(k, pgd, i, lo, m[swapper * 1024 + 2 * i + 1]!);
+      const lo = m[swapper * FRAME_WORDS + 2 * i]!;
+      if (lo & P) pokeEntry(k, pgd, i, lo, m[swapper * FRAME_WORDS + 2 * i + 1]!);
     }
   }
   return true;
@@ -263,7 +266,7 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   if (w[k.state.t(t, T_STATE)] === TASK_NEW) {
     const n = ptPagesOf(k, t, pt);
     if (!xenPgdPin(k, pt, n)) {
-      k.printk(`xen_pgd_pin: pgd ${w[k.state.t(t, T_PGD)]} refused: killing task ${t}`);
+      k.report('xen', [`xen_pgd_pin: pgd ${w[k.state.t(t, T_PGD)]} refused: killing task ${t}`]);
       k.state.count(C_TASKS_KILLED);
       doExit(k, t, pt);
       return false;
@@ -273,7 +276,7 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   const pgdMfn = k.kpt.pfnToMfn(w[k.state.t(t, T_PGD)]!);
   const rc = mmuextOne(cpu, MMUEXT_NEW_BASEPTR, pgdMfn);
   if (rc < 0) {
-    k.printk(`switch_mm: NEW_BASEPTR ${pgdMfn.toString(16)} failed: ${rc}`);
+    k.report('xen', [`switch_mm: NEW_BASEPTR ${pgdMfn.toString(16)} failed: ${rc}`]);
     return false;
   }
   cpu.mmu.setBaseptr(pgdMfn);
@@ -281,14 +284,16 @@ export function runTask(k: Kernel, t: number, pt: Int32Array): boolean {
   const mem32 = cpu.mmu.mem32;
   for (let i = 0; i < MAX_USER_PAGES; i++) {
     if (w[k.state.t(t, T_PAGES + i)]! <= 0) continue;
-    const va = USER_BASE + i * 4096;
+    const va = USER_BASE + i * PAGE_SIZE;
     const mfn = cpu.mmu.translate(va, true, true);
-    if (mfn < 0 || mem32[mfn * 1024] !== signature(t, i)) {
+    if (mfn < 0 || mem32[mfn * FRAME_WORDS] !== signature(t, i)) {
       k.state.count(C_DATA_ERRORS);
-      k.printk(`task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`);
+      k.report('data', [
+        `task ${t}: user page ${i} at ${va.toString(16)} ${mfn < 0 ? 'faulted' : "holds someone else's data"}`,
+      ]);
       continue;
     }
-    mem32[mfn * 1024 + 1] = (mem32[mfn * 1024 + 1]! + 1) >>> 0;
+    mem32[mfn * FRAME_WORDS + 1] = (mem32[mfn * FRAME_WORDS + 1]! + 1) >>> 0;
   }
   return true;
 }

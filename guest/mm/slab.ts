@@ -60,6 +60,7 @@ const H_SLOTS_USED = 3;
 const H_FAILSLAB = 4; // injected failures, all openers
 const H_ERRORS = 5; // slab_error reports, all openers
 const H_READY = 6;
+const H_MISUSE = 7; // kmalloc calls a caller got wrong (WARN, NULL), all openers
 const H_SLOT_LOCK = 16; // alone in its line
 const HEADER_WORDS = 32;
 
@@ -115,6 +116,8 @@ export interface SlabHooks {
   zeroObject?(addr: number, bytes: number): void;
   /** current->comm, for reports (default: the page allocator's). */
   comm?(cpu: number): string;
+  /** printk: where a WARN about a caller's mistake goes (default: nowhere; it is counted). */
+  report?(line: string): void;
 }
 
 export interface KmallocCacheStats {
@@ -132,14 +135,14 @@ export class SlabAllocator {
   readonly sab: SharedArrayBuffer;
   readonly pa: PageAllocator;
   readonly maxSlabs: number;
-  private readonly w: Int32Array;
-  private readonly slotBase: number;
-  private readonly hooks: SlabHooks;
-  private readonly kaddrToPfn: (addr: number) => number;
-  private failslab: (Required<Omit<FailslabAttr, 'filter'>> & { filter?: FailslabAttr['filter'] }) | undefined;
-  private failCalls = 0;
-  private failDone = 0;
-  private rng = 1;
+  readonly #w: Int32Array;
+  readonly #slotBase: number;
+  readonly #hooks: SlabHooks;
+  readonly #kaddrToPfn: (addr: number) => number;
+  #failslab: (Required<Omit<FailslabAttr, 'filter'>> & { filter?: FailslabAttr['filter'] }) | undefined;
+  #failCalls = 0;
+  #failDone = 0;
+  #rng = 1;
 
   /** A new buffer with room for `maxSlabs` slab pages, opened. */
   static create(pa: PageAllocator, hooks: SlabHooks, maxSlabs = 1024): SlabAllocator {
@@ -168,17 +171,17 @@ export class SlabAllocator {
       throw new TypeError('SlabAllocator: hooks.pfnToKaddr(pfn) is required');
     this.sab = sab;
     this.pa = pa;
-    this.w = w;
-    this.hooks = hooks;
+    this.#w = w;
+    this.#hooks = hooks;
     this.maxSlabs = w[H_MAX_SLABS]!;
     if (sab.byteLength < slabBytes(this.maxSlabs))
       throw new RangeError('SlabAllocator: the SAB is smaller than its header says');
-    this.slotBase = HEADER_WORDS + KMALLOC_SIZES.length * CACHE_WORDS;
+    this.#slotBase = HEADER_WORDS + KMALLOC_SIZES.length * CACHE_WORDS;
     if (hooks.kaddrToPfn !== undefined) {
-      this.kaddrToPfn = hooks.kaddrToPfn;
+      this.#kaddrToPfn = hooks.kaddrToPfn;
     } else {
       const base = hooks.pfnToKaddr(0);
-      this.kaddrToPfn = (addr) => Math.floor((addr - base) / PAGE_SIZE);
+      this.#kaddrToPfn = (addr) => Math.floor((addr - base) / PAGE_SIZE);
     }
   }
 
@@ -187,7 +190,7 @@ export class SlabAllocator {
   /** Turn fault injection on (or off with null), for this opener. */
   setFailslab(attr: FailslabAttr | null): void {
     if (attr === null) {
-      this.failslab = undefined;
+      this.#failslab = undefined;
       return;
     }
     const interval = attr.interval ?? 1;
@@ -196,7 +199,7 @@ export class SlabAllocator {
       throw new RangeError(`setFailslab: interval must be an integer >= 1, got ${interval}`);
     if (!(probability >= 0 && probability <= 100))
       throw new RangeError(`setFailslab: probability is a percentage 0..100, got ${probability}`);
-    this.failslab = {
+    this.#failslab = {
       interval,
       probability,
       seed: attr.seed ?? 1,
@@ -204,50 +207,50 @@ export class SlabAllocator {
       ignoreGfpWait: attr.ignoreGfpWait ?? true,
       filter: attr.filter,
     };
-    this.failCalls = 0;
-    this.failDone = 0;
-    this.rng = (attr.seed ?? 1) >>> 0 || 1;
+    this.#failCalls = 0;
+    this.#failDone = 0;
+    this.#rng = (attr.seed ?? 1) >>> 0 || 1;
   }
 
   /** should_failslab. */
-  private shouldFailslab(size: number, gfp: number, cpu: number): boolean {
-    const a = this.failslab!;
+  #shouldFailslab(size: number, gfp: number, cpu: number): boolean {
+    const a = this.#failslab!;
     if (a.ignoreGfpWait && (gfp & __GFP_WAIT) !== 0) return false;
     if (a.filter !== undefined && !a.filter(size, gfp, cpu)) return false;
-    if (a.times >= 0 && this.failDone >= a.times) return false;
-    if (++this.failCalls % a.interval !== 0) return false;
+    if (a.times >= 0 && this.#failDone >= a.times) return false;
+    if (++this.#failCalls % a.interval !== 0) return false;
     if (a.probability < 100) {
       // xorshift32
-      let x = this.rng;
+      let x = this.#rng;
       x ^= x << 13;
       x ^= x >>> 17;
       x ^= x << 5;
-      this.rng = x >>> 0;
-      if (this.rng % 100 >= a.probability) return false;
+      this.#rng = x >>> 0;
+      if (this.#rng % 100 >= a.probability) return false;
     }
-    this.failDone++;
-    Atomics.add(this.w, H_FAILSLAB, 1);
+    this.#failDone++;
+    Atomics.add(this.#w, H_FAILSLAB, 1);
     return true;
   }
 
   /* ------------------------------------------------------------ slots */
 
-  private getSlot(cpu: number): number {
-    const w = this.w;
+  #getSlot(cpu: number): number {
+    const w = this.#w;
     spinLock(w, H_SLOT_LOCK, cpu, this.pa.onSpin);
     const s = w[H_SLOT_FREE]!;
     if (s !== -1) {
-      w[H_SLOT_FREE] = w[this.slotBase + s * SLOT_WORDS + S_NEXT_SLOT]!;
+      w[H_SLOT_FREE] = w[this.#slotBase + s * SLOT_WORDS + S_NEXT_SLOT]!;
       w[H_SLOTS_USED]!++;
     }
     spinUnlock(w, H_SLOT_LOCK, cpu);
     return s;
   }
 
-  private putSlot(s: number, cpu: number): void {
-    const w = this.w;
+  #putSlot(s: number, cpu: number): void {
+    const w = this.#w;
     spinLock(w, H_SLOT_LOCK, cpu, this.pa.onSpin);
-    w[this.slotBase + s * SLOT_WORDS + S_NEXT_SLOT] = w[H_SLOT_FREE]!;
+    w[this.#slotBase + s * SLOT_WORDS + S_NEXT_SLOT] = w[H_SLOT_FREE]!;
     w[H_SLOT_FREE] = s;
     w[H_SLOTS_USED]!--;
     spinUnlock(w, H_SLOT_LOCK, cpu);
@@ -255,8 +258,8 @@ export class SlabAllocator {
 
   /* ---------------------------------------------------- partial list */
 
-  private addPartial(cb: number, pfn: number): void {
-    const w = this.w;
+  #addPartial(cb: number, pfn: number): void {
+    const w = this.#w;
     const mm = this.pa.memMap;
     const head = w[cb + C_PARTIAL]!;
     mm.lruNext[pfn] = head;
@@ -266,8 +269,8 @@ export class SlabAllocator {
     w[cb + C_NR_PARTIAL]!++;
   }
 
-  private removePartial(cb: number, pfn: number): void {
-    const w = this.w;
+  #removePartial(cb: number, pfn: number): void {
+    const w = this.#w;
     const mm = this.pa.memMap;
     const n = mm.lruNext[pfn]!;
     const p = mm.lruPrev[pfn]!;
@@ -280,9 +283,9 @@ export class SlabAllocator {
   }
 
   /** Take the first free object of slab `pfn`. Cache lock held. Returns its index. */
-  private takeObject(cb: number, pfn: number): number {
-    const w = this.w;
-    const sb = this.slotBase + this.pa.memMap.private[pfn]! * SLOT_WORDS;
+  #takeObject(cb: number, pfn: number): number {
+    const w = this.#w;
+    const sb = this.#slotBase + this.pa.memMap.private[pfn]! * SLOT_WORDS;
     const obj = w[sb + S_FREELIST]!;
     const next = w[sb + S_NEXT + obj]!;
     w[sb + S_FREELIST] = next;
@@ -290,7 +293,7 @@ export class SlabAllocator {
     w[sb + S_BITMAP + (obj >> 5)]! |= 1 << (obj & 31);
     w[cb + C_INUSE]!++;
     w[cb + C_ALLOCS]!++;
-    if (next === -1) this.removePartial(cb, pfn); // full: off every list
+    if (next === -1) this.#removePartial(cb, pfn); // full: off every list
     return obj;
   }
 
@@ -301,44 +304,45 @@ export class SlabAllocator {
    * (or fault injection) refuses. kmalloc(0) returns ZERO_SIZE_PTR.
    */
   kmalloc(size: number, gfp: number, cpu: number): number {
-    if (!Number.isInteger(size) || size < 0)
-      throw new RangeError(`kmalloc: size must be a non-negative integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 0) {
+      return this.#warn(`kmalloc: size must be a non-negative integer, got ${size}`);
+    }
     if (size === 0) return ZERO_SIZE_PTR;
     if (size > KMALLOC_MAX_SIZE) {
-      throw new RangeError(
+      return this.#warn(
         `kmalloc: ${size} bytes is above KMALLOC_MAX_SIZE (${KMALLOC_MAX_SIZE}); use allocPages for larger blocks`,
       );
     }
     if ((gfp & __GFP_HIGHMEM) !== 0) {
-      throw new RangeError(
+      return this.#warn(
         `kmalloc: __GFP_HIGHMEM in mode 0x${gfp.toString(16)}: slab objects must live in the direct map`,
       );
     }
     checkGfp(gfp, 'kmalloc');
-    if (this.failslab !== undefined && this.shouldFailslab(size, gfp, cpu)) return 0;
+    if (this.#failslab !== undefined && this.#shouldFailslab(size, gfp, cpu)) return 0;
     const ci = kmallocIndex(size);
     const objSize = KMALLOC_SIZES[ci]!;
     const cb = HEADER_WORDS + ci * CACHE_WORDS;
-    const w = this.w;
+    const w = this.#w;
 
     spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     let pfn = w[cb + C_PARTIAL]!;
     if (pfn !== -1) {
-      const obj = this.takeObject(cb, pfn);
+      const obj = this.#takeObject(cb, pfn);
       spinUnlock(w, cb + C_LOCK, cpu);
-      return this.finish(pfn, obj, objSize, gfp);
+      return this.#finish(pfn, obj, objSize, gfp);
     }
     spinUnlock(w, cb + C_LOCK, cpu);
 
     // new_slab: a page, with no slab lock held.
     pfn = this.pa.allocPages(gfp & ~(__GFP_ZERO | __GFP_COMP), 0, cpu);
     if (pfn === -1) return 0;
-    const slot = this.getSlot(cpu);
+    const slot = this.#getSlot(cpu);
     if (slot === -1) {
       this.pa.freePages(pfn, 0, cpu);
       return 0;
     }
-    const sb = this.slotBase + slot * SLOT_WORDS;
+    const sb = this.#slotBase + slot * SLOT_WORDS;
     const nobj = PAGE_SIZE / objSize;
     w[sb + S_FREELIST] = 0;
     w[sb + S_INUSE] = 0;
@@ -352,18 +356,18 @@ export class SlabAllocator {
 
     spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     w[cb + C_NR_SLABS]!++;
-    this.addPartial(cb, pfn);
-    const obj = this.takeObject(cb, pfn);
+    this.#addPartial(cb, pfn);
+    const obj = this.#takeObject(cb, pfn);
     spinUnlock(w, cb + C_LOCK, cpu);
-    return this.finish(pfn, obj, objSize, gfp);
+    return this.#finish(pfn, obj, objSize, gfp);
   }
 
-  private finish(pfn: number, obj: number, objSize: number, gfp: number): number {
-    const addr = this.hooks.pfnToKaddr(pfn) + obj * objSize;
+  #finish(pfn: number, obj: number, objSize: number, gfp: number): number {
+    const addr = this.#hooks.pfnToKaddr(pfn) + obj * objSize;
     if ((gfp & __GFP_ZERO) !== 0) {
-      if (this.hooks.zeroObject === undefined)
+      if (this.#hooks.zeroObject === undefined)
         throw new Error('kmalloc(__GFP_ZERO): this SlabAllocator has no zeroObject hook');
-      this.hooks.zeroObject(addr, objSize);
+      this.#hooks.zeroObject(addr, objSize);
     }
     return addr;
   }
@@ -380,9 +384,9 @@ export class SlabAllocator {
   kfree(addr: number, cpu: number): void {
     if (addr === 0 || addr === ZERO_SIZE_PTR) return;
     const mm = this.pa.memMap;
-    const pfn = this.kaddrToPfn(addr);
+    const pfn = this.#kaddrToPfn(addr);
     if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mm.nrPages || (mm.flags[pfn]! & (1 << PG_slab)) === 0) {
-      this.slabError(
+      this.#slabError(
         'not_slab',
         '?',
         addr,
@@ -394,7 +398,7 @@ export class SlabAllocator {
     }
     const ci = (mm.mapping[pfn]! - KMALLOC_CACHE_ID_BASE) / 2;
     if (!Number.isInteger(ci) || ci < 0 || ci >= KMALLOC_SIZES.length) {
-      this.slabError(
+      this.#slabError(
         'not_slab',
         '?',
         addr,
@@ -406,9 +410,9 @@ export class SlabAllocator {
     }
     const objSize = KMALLOC_SIZES[ci]!;
     const name = `kmalloc-${objSize}`;
-    const off = addr - this.hooks.pfnToKaddr(pfn);
+    const off = addr - this.#hooks.pfnToKaddr(pfn);
     if (off % objSize !== 0) {
-      this.slabError(
+      this.#slabError(
         'invalid_pointer',
         name,
         addr,
@@ -420,14 +424,14 @@ export class SlabAllocator {
     }
     const obj = off / objSize;
     const cb = HEADER_WORDS + ci * CACHE_WORDS;
-    const w = this.w;
+    const w = this.#w;
     spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
     const slot = mm.private[pfn]!;
-    const sb = this.slotBase + slot * SLOT_WORDS;
+    const sb = this.#slotBase + slot * SLOT_WORDS;
     const bitWord = sb + S_BITMAP + (obj >> 5);
     if ((w[bitWord]! & (1 << (obj & 31))) === 0) {
       spinUnlock(w, cb + C_LOCK, cpu);
-      this.slabError(
+      this.#slabError(
         'double_free',
         name,
         addr,
@@ -444,10 +448,10 @@ export class SlabAllocator {
     const inuse = --w[sb + S_INUSE]!;
     w[cb + C_INUSE]!--;
     w[cb + C_FREES]!++;
-    if (wasFull) this.addPartial(cb, pfn);
+    if (wasFull) this.#addPartial(cb, pfn);
     let discard = false;
     if (inuse === 0 && w[cb + C_NR_PARTIAL]! > MIN_PARTIAL) {
-      this.removePartial(cb, pfn);
+      this.#removePartial(cb, pfn);
       w[cb + C_NR_SLABS]!--;
       discard = true;
     }
@@ -457,12 +461,22 @@ export class SlabAllocator {
       mm.__clearPageFlag(pfn, PG_slab);
       mm.mapping[pfn] = 0;
       mm.private[pfn] = 0;
-      this.putSlot(slot, cpu);
+      this.#putSlot(slot, cpu);
       this.pa.freePages(pfn, 0, cpu);
     }
   }
 
-  private slabError(
+  /**
+   * A caller's mistake, Linux's way: WARN (printk the reason, count it) and fail the call
+   * as memory would -- kmalloc's errno is NULL (0).
+   */
+  #warn(line: string): number {
+    Atomics.add(this.#w, H_MISUSE, 1);
+    this.#hooks.report?.(line);
+    return 0;
+  }
+
+  #slabError(
     reason: 'double_free' | 'invalid_pointer' | 'not_slab',
     cache: string,
     addr: number,
@@ -470,8 +484,8 @@ export class SlabAllocator {
     cpu: number,
     line: string,
   ): void {
-    Atomics.add(this.w, H_ERRORS, 1);
-    const comm = this.hooks.comm?.(cpu) ?? 'swapper';
+    Atomics.add(this.#w, H_ERRORS, 1);
+    const comm = this.#hooks.comm?.(cpu) ?? 'swapper';
     this.pa.report({ kind: 'slab_error', reason, comm, cpu, cache, addr, pfn, lines: [line] });
   }
 
@@ -483,7 +497,7 @@ export class SlabAllocator {
    * kept (what a shutdown does before counting pages). Returns the pages freed.
    */
   kmemCacheShrinkAll(cpu: number): number {
-    const w = this.w;
+    const w = this.#w;
     const mm = this.pa.memMap;
     let freed = 0;
     for (let ci = 0; ci < KMALLOC_SIZES.length; ci++) {
@@ -491,11 +505,11 @@ export class SlabAllocator {
       const empty: number[] = [];
       spinLock(w, cb + C_LOCK, cpu, this.pa.onSpin);
       for (let pfn = w[cb + C_PARTIAL]!; pfn !== -1; pfn = mm.lruNext[pfn]!) {
-        const sb = this.slotBase + mm.private[pfn]! * SLOT_WORDS;
+        const sb = this.#slotBase + mm.private[pfn]! * SLOT_WORDS;
         if (w[sb + S_INUSE] === 0) empty.push(pfn);
       }
       for (const pfn of empty) {
-        this.removePartial(cb, pfn);
+        this.#removePartial(cb, pfn);
         w[cb + C_NR_SLABS]!--;
       }
       spinUnlock(w, cb + C_LOCK, cpu);
@@ -504,7 +518,7 @@ export class SlabAllocator {
         mm.__clearPageFlag(pfn, PG_slab);
         mm.mapping[pfn] = 0;
         mm.private[pfn] = 0;
-        this.putSlot(slot, cpu);
+        this.#putSlot(slot, cpu);
         this.pa.freePages(pfn, 0, cpu);
         freed++;
       }
@@ -515,7 +529,7 @@ export class SlabAllocator {
   ksize(addr: number): number {
     if (addr === ZERO_SIZE_PTR) return 0;
     const mm = this.pa.memMap;
-    const pfn = this.kaddrToPfn(addr);
+    const pfn = this.#kaddrToPfn(addr);
     mm.checkPfn(pfn, 'ksize');
     if (!mm.PageSlab(pfn)) throw new RangeError(`ksize: 0x${addr.toString(16)} is not in a slab page`);
     return KMALLOC_SIZES[(mm.mapping[pfn]! - KMALLOC_CACHE_ID_BASE) / 2]!;
@@ -523,7 +537,7 @@ export class SlabAllocator {
 
   /** /proc/slabinfo, roughly. */
   cacheStats(): KmallocCacheStats[] {
-    const w = this.w;
+    const w = this.#w;
     return KMALLOC_SIZES.map((size, ci) => {
       const cb = HEADER_WORDS + ci * CACHE_WORDS;
       return {
@@ -541,17 +555,22 @@ export class SlabAllocator {
 
   /** Injected failures (all openers). */
   nrFailslab(): number {
-    return Atomics.load(this.w, H_FAILSLAB);
+    return Atomics.load(this.#w, H_FAILSLAB);
+  }
+
+  /** kmalloc calls refused with a WARN because the caller got them wrong (all openers). */
+  nrMisuse(): number {
+    return Atomics.load(this.#w, H_MISUSE);
   }
 
   /** slab_error reports (all openers). */
   nrSlabErrors(): number {
-    return Atomics.load(this.w, H_ERRORS);
+    return Atomics.load(this.#w, H_ERRORS);
   }
 
   /** Slots in use (slab pages held). */
   nrSlabPages(): number {
-    return Atomics.load(this.w, H_SLOTS_USED);
+    return Atomics.load(this.#w, H_SLOTS_USED);
   }
 
   /**
@@ -560,7 +579,7 @@ export class SlabAllocator {
    */
   checkSlabs(): string[] {
     const problems: string[] = [];
-    const w = this.w;
+    const w = this.#w;
     const mm = this.pa.memMap;
     for (let ci = 0; ci < KMALLOC_SIZES.length; ci++) {
       const cb = HEADER_WORDS + ci * CACHE_WORDS;
@@ -575,7 +594,7 @@ export class SlabAllocator {
         if (!mm.PageSlab(pfn)) problems.push(`${name}: partial pfn ${pfn} is not PageSlab`);
         if (mm.mapping[pfn] !== kmallocCacheId(ci))
           problems.push(`${name}: partial pfn ${pfn} has mapping 0x${mm.mapping[pfn]!.toString(16)}`);
-        const sb = this.slotBase + mm.private[pfn]! * SLOT_WORDS;
+        const sb = this.#slotBase + mm.private[pfn]! * SLOT_WORDS;
         if (w[sb + S_PFN] !== pfn) problems.push(`${name}: slot of pfn ${pfn} names pfn ${w[sb + S_PFN]}`);
         let free = 0;
         const seen = new Set<number>();

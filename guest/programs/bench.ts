@@ -19,6 +19,7 @@ import {
   _PAGE_DIRTY,
   _PAGE_PRESENT,
   _PAGE_RW,
+  PAGE_SIZE,
 } from '../../src/abi/xen.js';
 import { layoutFor } from '../../src/abi/layout.js';
 import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../src/abi/pte.js';
@@ -53,7 +54,7 @@ export default function bench(cpu: Vcpu): ProgramHandler {
   };
   /** Make a frame a would-be page table: zero it, then drop its writable alias. */
   const asTable = (pfn: number, mfn: number): void => {
-    const va = layout.pageOffset + pfn * 4096;
+    const va = layout.pageOffset + pfn * PAGE_SIZE;
     for (let i = 0; i < 1024; i += 2) check(cpu.mmu.store64(va + i * 4, 0, 0), 'zeroing a table');
     check(updateVaMapping(cpu, va, pteLo(mfn, P | A), pteHi(mfn), UVMF_INVLPG), 'update_va_mapping');
   };
@@ -99,7 +100,7 @@ export default function bench(cpu: Vcpu): ProgramHandler {
         const iterations = intParam(req, 'iterations', 200, 1 << 20);
         const l1 = take();
         const d = take();
-        const va = layout.pageOffset + l1.pfn * 4096;
+        const va = layout.pageOffset + l1.pfn * PAGE_SIZE;
         for (let i = 0; i < 512; i++)
           check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | RW | A | D), pteHi(d.mfn)), 'filling the L1');
         check(updateVaMapping(cpu, va, pteLo(l1.mfn, P | A), pteHi(l1.mfn), UVMF_INVLPG), 'update_va_mapping');
@@ -116,12 +117,12 @@ export default function bench(cpu: Vcpu): ProgramHandler {
         const iterations = intParam(req, 'iterations', 10, 1 << 16);
         const l2 = take();
         const d = take();
-        const l2va = layout.pageOffset + l2.pfn * 4096;
+        const l2va = layout.pageOffset + l2.pfn * PAGE_SIZE;
         // Fill the L2 while it is a plain page; it becomes read-only once full.
         for (let i = 0; i < 512; i++) check(cpu.mmu.store64(l2va + i * 8, 0, 0), 'zeroing the L2');
         for (let k = 0; k < l1s; k++) {
           const l1 = take();
-          const va = layout.pageOffset + l1.pfn * 4096;
+          const va = layout.pageOffset + l1.pfn * PAGE_SIZE;
           for (let i = 0; i < 512; i++)
             check(cpu.mmu.store64(va + i * 8, pteLo(d.mfn, P | A), pteHi(d.mfn)), 'filling an L1');
           check(updateVaMapping(cpu, va, pteLo(l1.mfn, P | A), pteHi(l1.mfn), UVMF_INVLPG), 'update_va_mapping');

@@ -56,6 +56,8 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
           ipis: cpu.ipis,
           workload: last?.stats() ?? {},
           messages,
+          reports: k.reports,
+          reportCounts: k.reportCounts,
         };
       }
       default:

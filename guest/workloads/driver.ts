@@ -14,9 +14,9 @@ import { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
 import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
+import { jiffiesAt } from '../kernel/clock.js';
 
 export type Sched = 'parallel' | 'det';
-export const STEPS_PER_TICK = 10;
 
 export interface Workload {
   /** Set up this vCPU's part (before the first step). */
@@ -60,7 +60,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
     const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
     for (; mine < share; mine++) {
       const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       cpu.pollInterrupts();
     }
   } else {
@@ -87,7 +87,7 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
         wl.init(k, rng); // in turn as well: mounting does hypercalls
         inited = true;
       }
-      wl.step(k, rng, Math.floor(done / STEPS_PER_TICK));
+      wl.step(k, rng, jiffiesAt(done));
       mine++;
       cpu.block(); // before the next vCPU may run
       const r = xorshift(w[H_RNG]!);

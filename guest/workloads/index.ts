@@ -10,6 +10,8 @@ import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
 import { Fragmentation } from './fragmentation.js';
+import { AlsaMmap } from './alsa_mmap.js';
+import { SlubDma } from './slub_dma.js';
 import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
 
 /** How each workload of src/abi/kernel.ts's WORKLOAD_NAMES is made from its options. */
@@ -43,7 +45,7 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
       ),
   },
   'truncate-race': {
-    make: (o) => new TruncateRace(o.lockPage !== false),
+    make: (o) => new TruncateRace({ lockPage: o.lockPage !== false, invalidate: o.invalidate !== false }),
   },
   'kmap-churn': {
     make: () => new KmapChurn(),
@@ -55,6 +57,12 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
         ops: typeof o.ops === 'number' ? o.ops : 4000,
         vcpus: typeof o.vcpus === 'number' ? o.vcpus : 1,
       }),
+  },
+  'alsa-mmap': {
+    make: (o) => new AlsaMmap(o.gfpComp === true),
+  },
+  'slub-dma': {
+    make: (o) => new SlubDma(o.kunmapBase === true),
   },
 };
 

@@ -10,7 +10,15 @@
  * only for this demonstration) the pin succeeds, the write lands in a live L1, and the
  * guest reads the other domain's data -- which the isolation check then reports.
  */
-import { _PAGE_ACCESSED, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, MMUEXT_NEW_BASEPTR } from '../../src/abi/xen.js';
+import {
+  _PAGE_ACCESSED,
+  _PAGE_PRESENT,
+  _PAGE_RW,
+  _PAGE_USER,
+  MMUEXT_NEW_BASEPTR,
+  FRAME_WORDS,
+  PAGE_SIZE,
+} from '../../src/abi/xen.js';
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import type { Rng } from '../lib/random.js';
 import { mmuextOne } from '../arch/xen/hypercall.js';
@@ -93,8 +101,8 @@ export class StrayWrite implements Workload {
     if (mmuextOne(k.cpu, MMUEXT_NEW_BASEPTR, pgd) < 0) return;
     k.cpu.mmu.setBaseptr(pgd);
     k.cpu.mmu.flushAll();
-    const mfn = k.cpu.mmu.translate(USER_BASE + EVIL_SLOT * 4096, false, true);
-    if (mfn === this.#o.targetMfn && k.mem32[mfn * 1024] === this.#o.secret >>> 0) {
+    const mfn = k.cpu.mmu.translate(USER_BASE + EVIL_SLOT * PAGE_SIZE, false, true);
+    if (mfn === this.#o.targetMfn && k.mem32[mfn * FRAME_WORDS] === this.#o.secret >>> 0) {
       this.#n.foreignReads++;
       k.printk(
         `stray-write: read another domain's frame ${mfn.toString(16)} through a page table written via a stale XFS vmap`,
@@ -107,7 +115,7 @@ export class StrayWrite implements Workload {
     // Tasks whose page tables were subverted stay (the audit must see them); the rest exit.
     for (const t of this.#tasks.splice(0)) {
       const pte = k.state.w[k.state.t(t, T_PTE)]!;
-      const subverted = pte >= 0 && (k.mem32[k.kpt.pfnToMfn(pte) * 1024 + EVIL_SLOT * 2]! & _PAGE_PRESENT) !== 0;
+      const subverted = pte >= 0 && (k.mem32[k.kpt.pfnToMfn(pte) * FRAME_WORDS + EVIL_SLOT * 2]! & _PAGE_PRESENT) !== 0;
       if (!subverted) doExit(k, t, this.#pt);
     }
     this.#cache?.dropCaches();

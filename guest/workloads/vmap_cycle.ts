@@ -11,6 +11,7 @@ import type { Strategy } from '../../src/abi/kernel.js';
 import { xfsMount } from '../fs/xfs/mount.js';
 import type { XfsBufCache } from '../fs/xfs/xfs_buf.js';
 import type { Workload } from './driver.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 
 const one = new Uint8Array(8);
 
@@ -26,7 +27,7 @@ export class VmapCycle implements Workload {
   /** `warmup` cycles run in init(), before the timed loop (JIT, first touches). */
   constructor(strategy: Strategy, pages = 4, warmup = 0) {
     this.#strategy = strategy;
-    this.#bytes = pages * 4096;
+    this.#bytes = pages * PAGE_SIZE;
     this.#warmup = warmup;
   }
 
@@ -50,7 +51,7 @@ export class VmapCycle implements Workload {
       return;
     }
     const va = c.bufAddr(bp);
-    for (let off = 0; off < this.#bytes; off += 4096) {
+    for (let off = 0; off < this.#bytes; off += PAGE_SIZE) {
       if (k.cpu.mmu.writeBytes(va + off, one, 0, 8) < 0) this.#errors++;
     }
     c.xfsBufRelse(bp);

@@ -15,6 +15,7 @@ import { Xlog } from '../fs/xfs/xfs_log.js';
 import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
 import { readAndDropPages } from '../mm/filemap.js';
+import { PAGE_SIZE } from '../../src/abi/xen.js';
 
 export interface XfsWorkloadOptions {
   strategy: Strategy;
@@ -122,7 +123,7 @@ export class XfsWorkload implements Workload {
       xfsVunmapsDirect: s.vunmapsDirect,
       xfsVunmapsPurged: s.vunmapsPurged,
       aListPeak: s.aListPeak,
-      xfsLazyPeakPages: s.aListPeak * (this.o.dirBlockBytes / 4096),
+      xfsLazyPeakPages: s.aListPeak * (this.o.dirBlockBytes / PAGE_SIZE),
       purgesThreshold: s.purges.threshold,
       purgesXfsbufd: s.purges.xfsbufd,
       purgesShrinker: s.purges.shrinker,

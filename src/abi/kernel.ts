@@ -27,7 +27,18 @@ export interface KernelConfig {
   trace?: boolean;
   /** Group pages by mobility (2.6.24's __GFP_MOVABLE pageblocks); off is 2.6.23. Default off. */
   mobility?: boolean;
+  /**
+   * The data cache flush_dcache_page works against: 'pipt' (x86: flush_dcache_page does
+   * nothing) or 'aliasing' (ARM's VIPT/VIVT: it looks for user aliases through
+   * page_mapping()). Default 'pipt'.
+   */
+  dcache?: DcacheKind;
+  /** page_mapping() returns NULL for PageSlab pages: Hugh Dickins' 2.6.22 fix. Default true. */
+  slubFix?: boolean;
 }
+
+export type DcacheKind = 'pipt' | 'aliasing';
+export const DCACHE_KINDS: readonly DcacheKind[] = ['pipt', 'aliasing'];
 
 /** The buffers the boot vCPU made, handed to the others (and to the host, read-only). */
 export interface KernelShared {
@@ -64,8 +75,12 @@ export const C_UPDATE_FAILURES = 11;
 export const C_PIN_TRACED = 12;
 /** Page-table pages handed out while a stray alias still mapped them. */
 export const C_PT_ALIASED = 13;
+/** Bad page state reports (bad_page), all vCPUs. */
+export const C_BAD_PAGES = 14;
+/** kernel BUG()s and oopses, all vCPUs. */
+export const C_BUGS = 15;
 /*
- * Counters 14..31 are free. Work in progress keeps to its own range so that parallel
+ * Counters 16..31 are free. Work in progress keeps to its own range so that parallel
  * branches do not take the same index: 14-17 the seed-bug workloads, 18-21 the XFS
  * thread's paths, 22-25 grouping by mobility, 26-29 the virtual clock.
  */
@@ -99,6 +114,8 @@ export const COUNTER_NAMES = [
   'updateFailures',
   'pinsTraced',
   'ptPagesAliased',
+  'badPages',
+  'bugs',
 ] as const;
 
 /** The workloads `pvmmu run` knows, each with its one-line summary (guest/workloads/ has them). */
@@ -109,10 +126,65 @@ export const WORKLOAD_SUMMARIES = {
   mixed: 'directory scans, log recovery, page-cache reads through kmap and fork/exec/exit together',
   'stray-write': 'a hostile guest writes through a stale XFS vmap into a page table to reach another domain',
   'vmap-cycle': 'the vmap microbenchmark: map 4 pages through XFS, touch them, unmap by the strategy',
-  'truncate-race': 'truncate in two steps while tasks fault the file in (det only): the 2007 fault-vs-truncate race',
+  'truncate-race':
+    'direct-I/O writes invalidate cached pages inside i_size while tasks fault them in: the 2007 fault-vs-invalidate race',
+  'alsa-mmap':
+    "aplay mmaps a sound buffer (order 2, PG_reserved) through nopage, touches it, munmaps: 2005's Bad page state",
+  'slub-dma':
+    'a driver DMAs into a kmalloc buffer through kmap_atomic, then flush_dcache_page: the 2007 SLUB page_mapping oops',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
   fragmentation:
     'tasks, page cache, XFS buffers and slab under pressure, then order-3/order-9 allocations: grouping by mobility',
 } as const satisfies Record<string, string>;
 export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
+
+/*
+ * Guest reports: what the kernel says when something is wrong, as data. Each report is
+ * one event -- a bad_page, a BUG(), an oops, ... -- with its printk lines in the kernel's
+ * own words; the host counts them by kind and never reads the log text to decide
+ * anything. A new kind is one line here: its name, whether it means the run showed a bug
+ * (which makes `pvmmu run` exit 1), and what the verdict calls it.
+ */
+export const GUEST_REPORT_KINDS = {
+  bad_page: { bug: true, what: 'bad page state' },
+  bug: { bug: true, what: 'kernel BUG' },
+  oops: { bug: true, what: 'kernel oops' },
+  memtype: { bug: true, what: 'memtype conflict' },
+  /** xen_mc_flush's complaint and the pin tracer's findings (the refusals count as the bug). */
+  xen: { bug: false, what: 'hypercall failure' },
+  /** A task or a check found data that is not what was written (dataErrors counts them). */
+  data: { bug: false, what: 'data check' },
+  page_allocation_failure: { bug: false, what: 'page allocation failure' },
+  warning: { bug: false, what: 'warning' },
+} as const satisfies Record<string, { bug: boolean; what: string }>;
+export type GuestReportKind = keyof typeof GUEST_REPORT_KINDS;
+export const GUEST_REPORT_KIND_NAMES = Object.keys(GUEST_REPORT_KINDS) as GuestReportKind[];
+
+export interface GuestReport {
+  kind: GuestReportKind;
+  /** The vCPU that made it. */
+  cpu: number;
+  /** Its printk lines, one per line, as the kernel prints them. */
+  lines: string[];
+}
+
+/** Reports a vCPU keeps (the count goes on past it). */
+export const GUEST_REPORTS_KEPT = 32;
+
+/*
+ * What a workload needs from the host besides its own domain; plain data, so the host
+ * sets it up without knowing the workload.
+ */
+export interface WorkloadNeeds {
+  /** A second domain of this many frames whose first free frame holds a secret (seeded). */
+  victimFrames?: number;
+  /** Not about the XFS unmap strategies: the report leaves --strategy out of its headline. */
+  strategyFree?: boolean;
+}
+export const WORKLOAD_NEEDS: Partial<Record<WorkloadName, WorkloadNeeds>> = {
+  'stray-write': { victimFrames: 256 },
+  'alsa-mmap': { strategyFree: true },
+  'slub-dma': { strategyFree: true },
+  'truncate-race': { strategyFree: true },
+};
 export const WORKLOAD_NAMES = Object.keys(WORKLOAD_SUMMARIES) as WorkloadName[];

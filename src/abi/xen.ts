@@ -40,12 +40,16 @@ export const DOMID_XEN = 0x7ff2;
 /** Frame-table owner value of a frame that belongs to nobody (on the heap's free list). */
 export const DOMID_INVALID = 0x7ff4;
 
+/** sched_op commands (xen/include/public/sched.h). */
+export const SCHEDOP_yield = 0;
+
 /* ------------------------------------------------------------------- errno */
 
 export const EPERM = 1; /** operation not permitted (Xen-private slot, foreign flush) */
 export const ENOENT = 2; /** no such entry */
 export const ESRCH = 3; /** no such domain */
 export const EINTR = 4;
+export const EIO = 5; /** I/O error (a guest's XFS buffer fill or read-back faulted) */
 export const EAGAIN = 11;
 export const ENOMEM = 12; /** out of memory (domain builder) */
 export const EACCES = 13; /** permission denied (FLUSH_CACHE without cache-control rights) */
@@ -61,6 +65,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   2: 'ENOENT',
   3: 'ESRCH',
   4: 'EINTR',
+  5: 'EIO',
   11: 'EAGAIN',
   12: 'ENOMEM',
   13: 'EACCES',

@@ -3,7 +3,7 @@
  * every (domain, vCPU) the script uses, run the steps in order, check each expectation
  * against the hypervisor's answer and log, and finish with the auditor.
  */
-import { rcName } from '../abi/xen.js';
+import { rcName, PAGE_SIZE } from '../abi/xen.js';
 import { canonicalVa, layoutFor } from '../abi/layout.js';
 import { fromBigInt, hex64, toBigInt } from '../abi/pte.js';
 import { Machine, type VcpuHandle } from '../machine.js';
@@ -76,7 +76,8 @@ function describe(s: Step): string {
 
 export async function runScript(script: Script): Promise<ScriptResult> {
   const frames = script.domains.reduce((n, d) => n + d.frames, 0);
-  const memoryBytes = script.memoryBytes ?? Math.max(16, Math.ceil((frames * 4096 * 1.25) / 2 ** 20) + 4) * 2 ** 20;
+  const memoryBytes =
+    script.memoryBytes ?? Math.max(16, Math.ceil((frames * PAGE_SIZE * 1.25) / 2 ** 20) + 4) * 2 ** 20;
   const maxVcpus = script.domains.reduce((n, d) => n + d.vcpus, 0);
   const machine = await Machine.create({ paging: script.paging, memoryBytes, maxVcpus });
   const layout = layoutFor(script.paging);
@@ -129,7 +130,7 @@ export async function runScript(script: Script): Promise<ScriptResult> {
           throw new StepFailure(`${at}: ${a.direct} is not this domain's frame: it has no direct-map address here`);
         if (pfn >= d.info.lowmemPages)
           throw new StepFailure(`${at}: ${a.direct} is highmem: it has no direct-map address`);
-        return layout.pageOffset + pfn * 4096 + a.offset;
+        return layout.pageOffset + pfn * PAGE_SIZE + a.offset;
       },
       vaWords: (a: Addr, at) => {
         // Raw VAs go to the hypervisor as written: refusing a bad one is its job.

@@ -4,7 +4,14 @@
  * hypervisor serve each request at once (no threads), so rule tests are fast and
  * deterministic and exercise the same encoding a guest kernel uses.
  */
-import { DOMID_SELF, MMUEXT_PIN_L1_TABLE, _PAGE_ACCESSED, _PAGE_PRESENT, type PagingMode } from '../../src/abi/xen.js';
+import {
+  DOMID_SELF,
+  MMUEXT_PIN_L1_TABLE,
+  _PAGE_ACCESSED,
+  _PAGE_PRESENT,
+  type PagingMode,
+  FRAME_WORDS,
+} from '../../src/abi/xen.js';
 import {
   MMU_REQ_WORDS,
   MMUEXT_OP_WORDS,
@@ -145,12 +152,12 @@ export class Dom {
 
   /** A store the guest makes through its own RW mapping of an unvalidated frame. */
   poke(mfn: number, i: number, lo: number, hi = 0): void {
-    this.box.mem32[mfn * 1024 + 2 * i] = lo >>> 0;
-    this.box.mem32[mfn * 1024 + 2 * i + 1] = hi >>> 0;
+    this.box.mem32[mfn * FRAME_WORDS + 2 * i] = lo >>> 0;
+    this.box.mem32[mfn * FRAME_WORDS + 2 * i + 1] = hi >>> 0;
   }
 
   entry(mfn: number, i: number): [number, number] {
-    return [this.box.mem32[mfn * 1024 + 2 * i]!, this.box.mem32[mfn * 1024 + 2 * i + 1]!];
+    return [this.box.mem32[mfn * FRAME_WORDS + 2 * i]!, this.box.mem32[mfn * FRAME_WORDS + 2 * i + 1]!];
   }
 
   /** Put a 2-word vCPU bitmap at data word `at`; returns `at`. */

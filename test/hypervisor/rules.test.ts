@@ -39,7 +39,7 @@ import {
   __HYPERVISOR_mmu_update,
 } from '../../src/abi/xen.js';
 import { RS_FLUSH_PENDING, S_RUNSTATE, slotBase, vaIndex, layoutFor, PAE_XEN_L2_FIRST } from '../../src/abi/layout.js';
-import { pteHi, pteLo } from '../../src/abi/pte.js';
+import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 
 const P = _PAGE_PRESENT,
@@ -51,7 +51,7 @@ const hx = (n: number) => n.toString(16);
 function kernelL2(dom: Dom): number {
   const root = dom.info.p2m[dom.info.ptBasePfn]!;
   const [lo, hi] = dom.entry(root, 3);
-  return (lo >>> 12) + (hi & 0xfffff) * 2 ** 20;
+  return pteMfn(lo, hi);
 }
 
 /** A fresh L1, made read-only and pinned, hooked into the kernel L2 at `va`. */

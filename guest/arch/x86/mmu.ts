@@ -47,6 +47,7 @@ import {
   slotBase,
   vaIndex,
 } from '../../../src/abi/layout.js';
+import { pteMfn } from '../../../src/abi/pte.js';
 
 /* The value bits line up with the PTE's P, RW and US so the walk can AND them in. */
 export const TLB_VALID = _PAGE_PRESENT;
@@ -359,7 +360,7 @@ export class Mmu {
       const hi = m[w + 1]!;
       if ((lo & _PAGE_PRESENT) === 0) return this.#fault(va, acc, level, FAULT_NOT_PRESENT);
       if (level >= 2 && (lo & _PAGE_PSE) !== 0) return this.#fault(va, acc, level, FAULT_RESERVED);
-      mfn = (lo >>> 12) + (hi & 0xfffff) * 0x100000;
+      mfn = pteMfn(lo, hi);
       if (mfn >= this.frames) return this.#fault(va, acc, level, FAULT_BAD_MFN);
       if (level === 3 && this.levels === 3) continue; // a PDPT entry: only P counts
       rights &= lo;

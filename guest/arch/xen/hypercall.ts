@@ -37,6 +37,7 @@ import {
   __HYPERVISOR_multicall,
   __HYPERVISOR_sched_op,
   __HYPERVISOR_update_va_mapping,
+  SCHEDOP_yield,
 } from '../../../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
@@ -51,8 +52,6 @@ import {
   vaHiWord,
 } from '../../../src/abi/layout.js';
 import type { Vcpu } from '../../vcpu.js';
-
-export const SCHEDOP_yield = 0;
 
 /** The result of a batched hypercall: rc, and how many requests were done (*pdone). */
 export interface BatchResult {

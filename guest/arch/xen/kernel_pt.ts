@@ -6,9 +6,16 @@
  * are mmuext ops: flush_tlb_kernel_range is a flush of every vCPU of the domain -- the
  * shootdown whose cost the benchmarks measure -- and a local invlpg stays local.
  */
-import { MMUEXT_INVLPG_LOCAL, MMUEXT_TLB_FLUSH_ALL, _PAGE_PRESENT, rcName } from '../../../src/abi/xen.js';
+import {
+  MMUEXT_INVLPG_LOCAL,
+  MMUEXT_TLB_FLUSH_ALL,
+  _PAGE_PRESENT,
+  rcName,
+  FRAME_WORDS,
+  PAGE_SIZE,
+} from '../../../src/abi/xen.js';
 import { type VirtualLayout, layoutFor, vaHiWord, vaIndex } from '../../../src/abi/layout.js';
-import { entryMaddrHi, entryMaddrLo, pteHi, pteLo } from '../../../src/abi/pte.js';
+import { entryMaddrHi, entryMaddrLo, pteHi, pteLo, pteMfn } from '../../../src/abi/pte.js';
 import type { KernelPageTables } from '../../mm/kernel_pt.js';
 import type { Vcpu } from '../../vcpu.js';
 import { TN, type TraceBuffer, traceNowUs } from '../../../src/abi/trace.js';
@@ -55,10 +62,10 @@ export class XenKernelPageTables implements KernelPageTables {
     let table = this.#cpu.mmu.baseptr;
     const m = this.#mem32;
     for (let level = this.#layout.levels; level > 1; level--) {
-      const w = table * 1024 + 2 * vaIndex(va, level);
+      const w = table * FRAME_WORDS + 2 * vaIndex(va, level);
       const lo = m[w]!;
       if ((lo & _PAGE_PRESENT) === 0) return -1;
-      table = (lo >>> 12) + (m[w + 1]! & 0xfffff) * 0x100000;
+      table = pteMfn(lo, m[w + 1]!);
     }
     return table;
   }
@@ -104,7 +111,7 @@ export class XenKernelPageTables implements KernelPageTables {
     const t0 = this.trace === null ? 0 : traceNowUs();
     const rc = mmuextOne(this.#cpu, MMUEXT_TLB_FLUSH_ALL);
     if (this.trace !== null)
-      this.trace.complete(TN.flush_tlb_kernel_range, t0, traceNowUs() - t0, (end - start) / 4096);
+      this.trace.complete(TN.flush_tlb_kernel_range, t0, traceNowUs() - t0, (end - start) / PAGE_SIZE);
     if (rc < 0) this.onError(`flush_tlb_kernel_range: MMUEXT_TLB_FLUSH_ALL failed: ${rc}`);
   }
 

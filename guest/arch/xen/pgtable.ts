@@ -50,15 +50,16 @@ export function reportMulticall(k: Kernel, res: MulticallResult, queued: Queued[
   for (let i = 0; i < res.results.length; i++) if (res.results[i]! < 0) failed++;
   if (failed === 0) return 0;
   k.state.count(C_MC_FAILURES, failed);
-  k.printk(`${failed} of ${res.results.length} multicall(s) failed: cpu ${k.id}`);
+  const lines = [`${failed} of ${res.results.length} multicall(s) failed: cpu ${k.id}`];
   for (let i = 0; i < res.results.length; i++) {
     const r = res.results[i]!;
     if (r >= 0) continue;
     const q = queued[i]!;
-    k.printk(
+    lines.push(
       `  call ${String(i + 1).padStart(2)}: op=${q.op} (${HYPERCALL_NAMES[q.op] ?? '?'}) arg=[${q.arg.toString(16)}] result=${r}`,
     );
   }
+  k.report('xen', lines);
   return failed;
 }
 
@@ -107,7 +108,9 @@ export function xenPgdPin(k: Kernel, ptPages: ArrayLike<number>, n: number): boo
       const why = k.strayAliasesOf(ptPages[i]!);
       if (why.length === 0) continue;
       k.state.count(C_PIN_TRACED);
-      k.printk(`xen_pgd_pin: page-table pfn ${ptPages[i]} (mfn ${cpu.info.p2m[ptPages[i]!]!.toString(16)}): ${why[0]}`);
+      k.report('xen', [
+        `xen_pgd_pin: page-table pfn ${ptPages[i]} (mfn ${cpu.info.p2m[ptPages[i]!]!.toString(16)}): ${why[0]}`,
+      ]);
       break;
     }
     // Undo: the page tables stay an unpinned mm's, writable again.

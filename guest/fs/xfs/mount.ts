@@ -1,6 +1,5 @@
 import type { Kernel } from '../../kernel/kernel.js';
-import { C_OPS, COUNTERS_BASE } from '../../../src/abi/kernel.js';
-import { STEPS_PER_TICK } from '../../workloads/driver.js';
+import { jiffies } from '../../kernel/clock.js';
 import { DirectoryImage } from './backing.js';
 import { TN, traceNowUs } from '../../../src/abi/trace.js';
 import { type XfsBufStrategy, type XfsDeps, XfsBufCache } from './xfs_buf.js';
@@ -75,7 +74,7 @@ export function xfsDeps(k: Kernel): XfsDeps {
     pageAddress: (pfn) => k.lowmemVa(pfn),
     writeBytes: (va, src, off, len) => k.cpu.mmu.writeBytes(va, src, off, len),
     readBytes: (va, dst, off, len) => k.cpu.mmu.readBytes(va, dst, off, len),
-    now: () => Math.floor(Atomics.load(k.state.w, COUNTERS_BASE + C_OPS) / STEPS_PER_TICK),
+    now: () => jiffies(k.state.w),
     registerShrinker: (fn) => k.pa.registerShrinker({ name: 'xfs_buf', shrink: (nr) => fn(nr) }),
     report: (line) => k.printk(line),
   };

@@ -43,10 +43,7 @@
  * every xfsbufd wake-up (xfsBufTimer, every xfs_buf_timer ticks of virtual time, HZ = 100);
  * from the shrinker, which wakes xfsbufd.
  *
- * Which vmap layer goes with which strategy (VMALLOC_STRATEGY_FOR): 2.6.23's vunmap cleared
- * the PTEs and flushed at once ('eager' in guest/mm/vmalloc.ts); Nick Piggin's 2.6.28 layer
- * is the lazy one. Under 'lazy' XFS strategy the stray aliases are XFS's own (the vmalloc
- * layer sees live areas); under 'unmap-aliases' they are the vmalloc layer's lazy areas.
+ * Which vmap layer goes with which strategy: VMALLOC_STRATEGY_FOR in guest/kernel/config.ts.
  *
  * Model simplifications (each is a decision, not an oversight):
  *  - xfsbufd is not a thread: its wake-up runs inline on the calling vCPU (the timer is
@@ -57,7 +54,7 @@
  *    for their memory, so the allocation (and its GFP_NOWAIT failure) is real.
  *  - The "disk" is a DirectoryImage (backing.ts); a delayed write is checked, not stored.
  */
-import { EINVAL, ENOMEM, PAGE_SIZE } from '../../../src/abi/xen.js';
+import { EINVAL, ENOMEM, PAGE_SIZE, EIO } from '../../../src/abi/xen.js';
 import { GFP_NOFS, GFP_NOWAIT } from '../../mm/page_alloc.js';
 import type { DirectoryImage } from './backing.js';
 
@@ -92,8 +89,6 @@ export interface XfsDeps {
 
 /* ----------------------------------------------------------------- constants */
 
-/** EIO: the fill or read-back through b_addr faulted. */
-export const EIO = 5;
 /** EFSCORRUPTED (Linux's EUCLEAN): a block failed verification. */
 export const EFSCORRUPTED = 117;
 
@@ -156,14 +151,6 @@ export const XBF_VMAP_PAGES = 1 << 27;
  */
 export type XfsBufStrategy = 'lazy' | 'eager' | 'vmap-pages' | 'unmap-aliases';
 export const XFS_BUF_STRATEGIES: readonly XfsBufStrategy[] = ['lazy', 'eager', 'vmap-pages', 'unmap-aliases'];
-
-/** The vmap layer (guest/mm/vmalloc.ts strategy) each XFS strategy belongs with. */
-export const VMALLOC_STRATEGY_FOR: Readonly<Record<XfsBufStrategy, 'lazy' | 'eager'>> = {
-  lazy: 'eager',
-  eager: 'eager',
-  'vmap-pages': 'eager',
-  'unmap-aliases': 'lazy',
-};
 
 /** Who asked for a purge of the a_list. */
 export type PurgeTrigger = 'threshold' | 'xfsbufd' | 'shrinker' | 'explicit';
