@@ -270,7 +270,8 @@ suite, with ratios measured side by side in the same run. Results, CSV and an HT
 with charts are written under bench/results/ (or --out DIR).
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall.`,
+node dist/bench/run.js --help), hypercall, fragmentation (--seeds N, --pin-fraction F:
+order-3/order-9 success with grouping by mobility on and off).`,
   async run(argv) {
     // bench/ sits above the host (it imports it), so the host starts it by path, in a
     // process of its own with this one's terminal: the suites parse their own options.
