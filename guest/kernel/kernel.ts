@@ -25,6 +25,7 @@ import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
 import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
 import { GFP_KERNEL, __GFP_HIGHMEM, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
 import { SlabAllocator } from '../mm/slab.js';
+import { migrateAnonPage } from '../mm/migrate.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
 import {
@@ -108,6 +109,10 @@ export class Kernel {
       },
       slubPageMappingFix: cfg.slubFix ?? true,
       onSpin,
+      // Grouping by mobility: MOVABLE anonymous pages really move (lumpy reclaim migrates them).
+      ...(cfg.mobility === true
+        ? { migratePage: (pfn: number, s: number, e: number) => migrateAnonPage(this, pfn, s, e) }
+        : {}),
     });
     this.slab = new SlabAllocator(shared.slab, this.pa, {
       pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * PAGE_SIZE,

@@ -47,6 +47,7 @@ import {
   C_UPDATE_FAILURES,
 } from '../../src/abi/kernel.js';
 import { KM_PTE0 } from './highmem.js';
+import { mappingOfAnonVma } from './page.js';
 import { GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 
 export const USER_BASE = 0x10000000;
@@ -197,6 +198,11 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
   }
   w[k.state.t(t, T_PAGES + i)] = pfn;
   w[k.state.t(t, T_NPAGES)]!++;
+  // The reverse map page migration needs (page_add_new_anon_rmap): whose page, which slot.
+  if (k.pa.mobility) {
+    k.pa.memMap.mapping[pfn] = mappingOfAnonVma(t);
+    k.pa.memMap.index[pfn] = i;
+  }
   k.state.count(C_FAULTS);
   return true;
 }

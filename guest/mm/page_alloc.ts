@@ -227,6 +227,11 @@ export const FALLBACKS: readonly (readonly number[])[] = [
 export const PAGEBLOCK_ORDER = 9;
 /** Per-page record of how a block was allocated: not by the allocator (boot, reserved). */
 export const ALLOC_MIGRATETYPE_NONE = 0xff;
+/**
+ * Who may not take a RESERVE block: a caller that may sleep (it reclaims instead), and one
+ * that asked for no emergency reserves (__GFP_NOMEMALLOC: page migration's new pages).
+ */
+const RESERVE_DENY = __GFP_WAIT | __GFP_NOMEMALLOC;
 /** SWAP_CLUSTER_MAX: LRU pages the reclaim scan looks at per call. */
 export const SWAP_CLUSTER_MAX = 32;
 
@@ -398,6 +403,13 @@ export interface PageAllocHooks {
    * context that may sleep (__GFP_WAIT) runs one reclaim round itself.
    */
   wakeupKswapd?(zone: number, order: number, cpu: number): void;
+  /**
+   * migrate_pages for one anonymous page (grouping by mobility: MOVABLE means it can
+   * move): copy `pfn` to a new page outside [avoidStart, avoidEnd), repoint the pte that
+   * maps it and free it. Called by lumpy reclaim with no allocator lock held; true when
+   * the page moved. Without it, anonymous memory stays where it is (there is no swap).
+   */
+  migratePage?(pfn: number, avoidStart: number, avoidEnd: number, cpu: number): boolean;
   /** MemMap option: page_mapping() returns NULL for slab pages (default true). */
   slubPageMappingFix?: boolean;
 }
@@ -432,6 +444,8 @@ const H_NR_STEALS = 16;
 /** Page-cache pages dropped by reclaim, and those taken as block-mates (lumpy). */
 const H_NR_RECLAIMED = 17;
 const H_NR_LUMPY = 18;
+/** Anonymous pages lumpy reclaim moved out of its block (migratePage). */
+const H_NR_MIGRATED = 19;
 
 /*
  * Zone words. The lock sits alone in its cache line; the lock-guarded fields follow; the
@@ -1169,7 +1183,7 @@ export class PageAllocator implements PageFreer {
         const pb = this.pcpBase(zone, cpu);
         const h = pb + P_HEAD + 2 * type;
         const tl = pb + P_TAIL + 2 * type;
-        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & __GFP_WAIT) === 0) === 0)
+        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & RESERVE_DENY) === 0) === 0)
           return -1;
         if ((gfp & __GFP_COLD) === 0) {
           pfn = z[h]!;
@@ -1190,7 +1204,7 @@ export class PageAllocator implements PageFreer {
         this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
       } else {
         this.lockZone(zb, cpu);
-        pfn = this.__rmqueue(zb, order, type, (gfp & __GFP_WAIT) === 0);
+        pfn = this.__rmqueue(zb, order, type, (gfp & RESERVE_DENY) === 0);
         this.unlockZone(zb, cpu);
         if (pfn === -1) return -1;
       }
@@ -1482,6 +1496,9 @@ export class PageAllocator implements PageFreer {
     const zb = zone * ZONE_WORDS;
     if (z[zb + Z_NR_LRU] === 0) return 0;
     const taken: number[] = [];
+    /** Anonymous block-mates to move (start, end of their block, pfn), when there is a migratePage hook. */
+    const movers: number[] = [];
+    const migrate = this.hooks.migratePage;
     let lumpy = 0;
     spinLock(z, zb + Z_LRU_LOCK, cpu, this.onSpin);
     let p = z[zb + Z_LRU_TAIL]!;
@@ -1496,6 +1513,7 @@ export class PageAllocator implements PageFreer {
         const zs = z[zb + Z_START]!;
         const ze = z[zb + Z_END]!;
         for (let q = Math.max(start, zs); q < start + (1 << order) && q < ze; q++) {
+          if (migrate !== undefined && q !== p && this.pageMigratable(q)) movers.push(start, start + (1 << order), q);
           if (q === p || !this.pageReclaimable(q)) continue;
           if (q === older) older = this.prev[q]!;
           this.lruDel(zb, q);
@@ -1512,7 +1530,30 @@ export class PageAllocator implements PageFreer {
     }
     Atomics.add(this.hdr, H_NR_RECLAIMED, taken.length);
     Atomics.add(this.hdr, H_NR_LUMPY, lumpy);
-    return taken.length;
+    let moved = 0;
+    for (let i = 0; i < movers.length; i += 3) {
+      const q = movers[i + 2]!;
+      if (this.pageMigratable(q) && migrate!(q, movers[i]!, movers[i + 1]!, cpu)) moved++;
+    }
+    Atomics.add(this.hdr, H_NR_MIGRATED, moved);
+    return taken.length + moved;
+  }
+
+  /** An anonymous page mapped once, unlocked, referenced only by its pte: migrate_pages could move it. */
+  private pageMigratable(pfn: number): boolean {
+    return (
+      (this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0 &&
+      this.count[pfn] === 1 &&
+      this.mapcount[pfn] === -1 &&
+      (this.flags[pfn]! &
+        ((1 << PG_lru) |
+          (1 << PG_locked) |
+          (1 << PG_pinned) |
+          (1 << PG_reserved) |
+          (1 << PG_buddy) |
+          (1 << PG_pcp))) ===
+        0
+    );
   }
 
   /** Pages on `zone`'s LRU, oldest first (call when no CPU is changing it). */
@@ -1569,8 +1610,16 @@ export class PageAllocator implements PageFreer {
   }
 
   /** What grouping did: fallbacks, pageblocks relabelled, page-cache pages reclaimed (lumpy: block-mates). */
-  mobilityStats(): { fallbacks: number; steals: number; reclaimed: number; lumpy: number; violations: number } {
+  mobilityStats(): {
+    fallbacks: number;
+    steals: number;
+    reclaimed: number;
+    lumpy: number;
+    violations: number;
+    migrated: number;
+  } {
     return {
+      migrated: Atomics.load(this.hdr, H_NR_MIGRATED),
       fallbacks: Atomics.load(this.hdr, H_NR_FALLBACKS),
       steals: Atomics.load(this.hdr, H_NR_STEALS),
       reclaimed: Atomics.load(this.hdr, H_NR_RECLAIMED),

@@ -44,6 +44,7 @@ import {
   __GFP_COLD,
   __GFP_COMP,
   __GFP_HIGH,
+  __GFP_NOMEMALLOC,
   __GFP_NORETRY,
   __GFP_NOWARN,
   __GFP_WAIT,
@@ -479,7 +480,7 @@ export class PageAllocatorRef {
         const list = zone.pcp[cpu]![type]!;
         if (list.length === 0) {
           for (let i = 0; i < zone.pcpBatch; i++) {
-            const p = this.takeBlock(z, 0, type, (gfp & __GFP_WAIT) === 0);
+            const p = this.takeBlock(z, 0, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
             if (p === -1) break;
             list.push(p);
             this.onPcp.add(p);
@@ -491,7 +492,7 @@ export class PageAllocatorRef {
         this.onPcp.delete(pfn);
         this.clearFlag(pfn, PG_pcp);
       } else {
-        pfn = this.takeBlock(z, order, type, (gfp & __GFP_WAIT) === 0);
+        pfn = this.takeBlock(z, order, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
         if (pfn === -1) return -1;
       }
       if (this.prepNew(pfn, order, gfp, cpu)) return pfn;
@@ -877,8 +878,16 @@ export class PageAllocatorRef {
     });
     return false;
   }
-  mobilityStats(): { fallbacks: number; steals: number; reclaimed: number; lumpy: number; violations: number } {
+  mobilityStats(): {
+    fallbacks: number;
+    steals: number;
+    reclaimed: number;
+    lumpy: number;
+    violations: number;
+    migrated: number;
+  } {
     const { fallbacks, steals, reclaimed, lumpy, violations } = this;
-    return { fallbacks, steals, reclaimed, lumpy, violations };
+    // The twin has no migratePage hook: anonymous pages never move here.
+    return { migrated: 0, fallbacks, steals, reclaimed, lumpy, violations };
   }
 }

@@ -18,8 +18,9 @@
  *   of what reclaim could free at most -- the free pages and the page cache -- in blocks
  *   of that order, holds what it gets until the pass ends, then gives it back.
  *
- * Anonymous memory is not reclaimable (there is no swap), so the long-lived tasks' pages
- * are as immovable as their page tables; only the page cache can make way.
+ * Anonymous memory is not reclaimable (there is no swap), but with grouping on it is
+ * MOVABLE: lumpy reclaim drops the page cache of a block and migrates its anonymous pages
+ * out (guest/mm/migrate.ts). Pinned page tables and kernel pages never move.
  *
  * The numbers travel as workload counters (flat keys, summed over vCPUs; the census only
  * from vCPU 0): ho.ORDER.KIND.attempts|successes, pb.TYPE, pb.mixed, ptpin.TYPE,
@@ -222,9 +223,14 @@ export class Fragmentation implements Workload {
     k.pa.drainLocalPages(k.id);
     this.#stats.longLived = this.#long.length;
     if (k.id === 0) this.#census(k);
-    const before = k.pa.mobilityStats().reclaimed;
+    const before = k.pa.mobilityStats();
     for (const pass of HIGH_ORDER_PASSES) this.#highOrderPass(k, pass.order, pass.kind, pass.gfp);
-    k.state.count(C_PAGES_RECLAIMED, k.pa.mobilityStats().reclaimed - before);
+    const after = k.pa.mobilityStats();
+    k.state.count(C_PAGES_RECLAIMED, after.reclaimed - before.reclaimed);
+    this.#stats.migrated = after.migrated - before.migrated;
+    // Every long-lived task runs once more: runTask checks each page's signature, so a page
+    // that migration moved must still hold its task's data (dataErrors otherwise).
+    for (const t of this.#long) if (!runTask(k, t, this.#pt)) this.#refused++;
     // Tear down: the long-lived set exits, the page cache is dropped.
     for (const t of this.#long.splice(0)) doExit(k, t, this.#pt);
     for (const pfn of this.#cache.splice(0)) k.pa.removeFromPageCache(pfn, this.#mapping, k.id);
