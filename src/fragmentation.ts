@@ -186,8 +186,8 @@ export function formatMobilityComparison(rows: MobilityRow[], seed: number, pinF
   out.push('');
   out.push(
     'How to read it: the share of order-3 (e1000 jumbo frames) and order-9 (hugepage) requests that succeeded after ' +
-      'the run; normal ones may reclaim page cache (lumpy reclaim), atomic ones may not but may take MIGRATE_RESERVE. ' +
-      'Mixed blocks hold pages of more than one mobility; anonymous memory is not reclaimable (no swap).',
+      'the run; normal ones may reclaim (lumpy reclaim drops page cache and, with grouping, migrates anonymous ' +
+      'pages), atomic ones may not but may take MIGRATE_RESERVE. Mixed blocks hold pages of more than one mobility.',
   );
   return out.join('\n');
 }
