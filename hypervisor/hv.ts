@@ -44,7 +44,9 @@ export class Domain {
 }
 
 /** XenStats' plain counters, kept live (errors by name as a Map while counting). */
-export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason'> & { errors: Map<string, number> };
+export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason' | 'logLines'> & {
+  errors: Map<string, number>;
+};
 
 export class Hv {
   readonly paging: PagingMode;
@@ -54,7 +56,7 @@ export class Hv {
   readonly rootLevel: number;
   readonly ft: FrameTable;
   readonly mem: SharedArrayBuffer;
-  /** Machine memory as words: entry i of frame m is mem32[m*1024 + 2i] (lo), +1 (hi). */
+  /** Machine memory as words: entry i of frame m is mem32[m * FRAME_WORDS + 2i] (lo), +1 (hi). */
   readonly mem32: Uint32Array;
   readonly mem8: Uint8Array;
   readonly transport: Int32Array;

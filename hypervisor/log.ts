@@ -52,6 +52,8 @@ const LOG_CAPACITY = 4096;
 export class XenConsole {
   readonly #buffer: XenLogRecord[] = [];
   #dropped = 0;
+  /** Lines written in all since boot (drained, kept or dropped). */
+  total = 0;
   readonly byReason = new Map<string, number>();
   /** Sequence number of the hypercall being served (set by the dispatcher). */
   seq = 0;
@@ -73,12 +75,19 @@ export class XenConsole {
       seq: this.seq,
     };
     this.byReason.set(reason, (this.byReason.get(reason) ?? 0) + 1);
+    this.total++;
     if (this.#buffer.length >= LOG_CAPACITY) {
       this.#buffer.shift();
       this.#dropped++;
     }
     this.#buffer.push(rec);
     this.sink?.(rec);
+  }
+
+  /** The kept records written after the first `total` (the recorder's "this call's lines"). */
+  since(total: number): XenLogRecord[] {
+    const n = Math.min(this.total - total, this.#buffer.length);
+    return n <= 0 ? [] : this.#buffer.slice(this.#buffer.length - n);
   }
 
   /** Everything logged since the last drain (oldest first). */

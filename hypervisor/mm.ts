@@ -65,7 +65,7 @@ import type { Hv, Vcpu } from './hv.js';
 import { hx } from './log.js';
 import { modEntry } from './mod-entry.js';
 import { type Ctx, getPageAndType, getPageType, putPageAndType, putPageType } from './page-type.js';
-import { pteMfn } from '../src/abi/pte.js';
+import { pteMfn, maddrMfn } from '../src/abi/pte.js';
 
 /** Where a hypercall is being served: the domain, the vCPU and its data area. */
 export interface CallCtx extends Ctx {
@@ -146,7 +146,7 @@ export function doMmuUpdate(hv: Hv, c: CallCtx, args: number): number {
     let vlo = t[w + 2]! >>> 0;
     const vhi = t[w + 3]! >>> 0;
     const cmd = plo & 7;
-    const mfn = (plo >>> 12) + phi * 0x100000;
+    const mfn = maddrMfn(plo, phi);
     if (cmd === MMU_NORMAL_PT_UPDATE || cmd === MMU_PT_UPDATE_PRESERVE_AD || cmd === MMU_PT_UPDATE_NO_TRANSLATE) {
       const i = (plo & 0xfff) >>> 3;
       if (!ft.mfnValid(mfn) || !ft.getPage(mfn, dom)) {

@@ -65,6 +65,10 @@ function control(xen: Xen, req: XenControlRequest): unknown {
       return xen.drainLog();
     case 'freeFrames':
       return xen.freeFrames();
+    case 'takeRecording':
+      return xen.takeRecording(req.name);
+    case 'fillFrame':
+      return xen.fillFrame(req.domid, req.pfn, req.words);
     default:
       throw new TypeError(`unknown control op "${(req as { op: unknown }).op}"`);
   }
@@ -160,6 +164,7 @@ const xen = new Xen({
   transport: data.transport,
   maxSlots: data.maxSlots,
   enforce: data.enforce,
+  record: data.record,
 });
 Atomics.store(t, T_HV_STATE, HV_RUNNING);
 data.port.postMessage({ event: 'ready' } satisfies XenThreadEvent);

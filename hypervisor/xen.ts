@@ -19,6 +19,8 @@ import {
   __HYPERVISOR_sched_op,
   __HYPERVISOR_update_va_mapping,
   EFAULT,
+  EBUSY,
+  levelOfType,
   SCHEDOP_yield,
 } from '../src/abi/xen.js';
 import {
@@ -41,8 +43,17 @@ import {
 import { audit } from './audit.js';
 import { createDomain, destroyDomain } from './domain.js';
 import { Hv } from './hv.js';
+import { Recorder } from './record.js';
 import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.js';
-import type { AuditReport, DomainConfig, DomainInfo, XenLogRecord, XenOptions, XenStats } from '../src/abi/control.js';
+import type {
+  AuditReport,
+  DomainConfig,
+  DomainInfo,
+  Recording,
+  XenLogRecord,
+  XenOptions,
+  XenStats,
+} from '../src/abi/control.js';
 
 export type { XenOptions } from '../src/abi/control.js';
 
@@ -53,6 +64,8 @@ export class Xen {
   readonly #byReason = new Map<string, number>();
   /** Calls per hypercall number (0 collects unknown numbers >= 64). */
   readonly #perOp = new Float64Array(64);
+  /** Set only when recording (XenOptions.record). */
+  readonly #recorder: Recorder | null = null;
 
   constructor(opts: XenOptions) {
     if (opts.transport.byteLength < transportBytes(opts.maxSlots)) {
@@ -65,6 +78,13 @@ export class Xen {
     this.#hv.console.sink = (rec) => {
       if (this.#firstReason === null) this.#firstReason = rec.reason;
     };
+    if (opts.record) {
+      // Decided once, here: a recording machine serves slots through the recorder; any
+      // other keeps the prototype's serveSlot, untouched.
+      const rec = new Recorder(this.#hv);
+      this.#recorder = rec;
+      this.serveSlot = (slot: number) => this.#serveRecorded(slot, rec);
+    }
   }
 
   get paging(): PagingMode {
@@ -72,7 +92,30 @@ export class Xen {
   }
 
   createDomain(cfg: DomainConfig): DomainInfo {
-    return createDomain(this.#hv, cfg);
+    const info = createDomain(this.#hv, cfg);
+    this.#recorder?.domainCreated(cfg);
+    return info;
+  }
+
+  /** What was recorded so far, as a script named `name`. */
+  takeRecording(name: string): Recording {
+    if (this.#recorder === null) throw new Error('this hypervisor was not started with record: true');
+    return this.#recorder.take(name);
+  }
+
+  /**
+   * The toolstack writes a frame's contents (a script's `fill`: what its guest wrote with
+   * plain stores while the frame was an ordinary page). Never into a page table in use:
+   * -EBUSY, as only the hypervisor writes those. `words` are the frame's 1024 words.
+   */
+  fillFrame(domid: number, pfn: number, words: Uint32Array): number {
+    const hv = this.#hv;
+    const d = hv.domains.get(domid);
+    if (d === undefined || !Number.isInteger(pfn) || pfn < 0 || pfn >= d.nrPages) return -ESRCH;
+    const mfn = d.p2m[pfn]!;
+    if (levelOfType(hv.ft.typeHi[mfn]!) !== 0 && hv.ft.typeCount[mfn]! > 0) return -EBUSY;
+    hv.mem32.set(words.subarray(0, 1024), mfn * 1024);
+    return 0;
   }
 
   destroyDomain(domid: number): void {
@@ -109,7 +152,8 @@ export class Xen {
   }
 
   stats(): XenStats {
-    const c = this.#hv.counters;
+    const hv = this.#hv;
+    const c = hv.counters;
     const hypercalls: Record<string, number> = {};
     this.#perOp.forEach((n, op) => {
       if (n > 0) hypercalls[HYPERCALL_NAMES[op] ?? (op === 0 ? 'unknown' : `hypercall_${op}`)] = n;
@@ -126,6 +170,7 @@ export class Xen {
       flushesDeferred: c.flushesDeferred,
       mmuUpdates: c.mmuUpdates,
       validations: c.validations,
+      logLines: hv.console.total,
     };
   }
 
@@ -167,6 +212,35 @@ export class Xen {
       hv.console.domid = domid;
       hv.console.vcpu = vcpu.id;
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
+    }
+    t[b + S_RESULT] = rc;
+    Atomics.store(t, b + S_STATE, SLOT_DONE);
+    Atomics.notify(t, b + S_STATE);
+  }
+
+  /**
+   * serveSlot of a recording hypervisor: the same, with the recorder told before the call
+   * and after it, while the slot still holds the call's results (the vCPU, once woken,
+   * writes its next request there at once).
+   */
+  #serveRecorded(slot: number, rec: Recorder): void {
+    const hv = this.#hv;
+    const t = hv.transport;
+    const b = slotBase(slot);
+    if (slot < 0 || slot >= hv.maxSlots || Atomics.load(t, b + S_STATE) !== SLOT_REQUEST) return;
+    const domid = hv.slotDomain[slot]!;
+    const d = domid >= 0 ? hv.domains.get(domid) : undefined;
+    let rc: number;
+    if (d === undefined || d.dying) {
+      rc = -ESRCH;
+    } else {
+      const vcpu = d.vcpus[hv.slotVcpu[slot]!]!;
+      const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
+      hv.console.domid = domid;
+      hv.console.vcpu = vcpu.id;
+      const pending = rec.before(slot, domid, d.name);
+      rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
+      if (pending !== null) rec.after(pending, rc);
     }
     t[b + S_RESULT] = rc;
     Atomics.store(t, b + S_STATE, SLOT_DONE);

@@ -12,6 +12,7 @@ import { runScript } from './script/run.js';
 import { formatJsonLines, formatText, totals } from './script/report.js';
 import { type Command, UsageError } from './command.js';
 import { workloadCommands } from './commands.js';
+import { regressCommands } from './regress-commands.js';
 
 export { UsageError };
 
@@ -52,7 +53,7 @@ The format is described in README.md ("Scripted guests"); examples: test/scripts
   },
 };
 
-Object.assign(commands, workloadCommands);
+Object.assign(commands, workloadCommands, regressCommands);
 
 function mainHelp(): string {
   const width = Math.max(...Object.keys(commands).map((n) => n.length));

@@ -36,7 +36,7 @@ function onOff(v: string | undefined, name: string, dflt: boolean): boolean {
   throw new UsageError(`--${name} must be on or off, got "${v}"`);
 }
 
-const RUN_OPTIONS = {
+export const RUN_OPTIONS = {
   strategy: { type: 'string' },
   'kmap-flush': { type: 'string' },
   vcpus: { type: 'string' },
@@ -55,17 +55,26 @@ const RUN_OPTIONS = {
   'lock-page': { type: 'string' },
   mobility: { type: 'string' },
   'pin-fraction': { type: 'string' },
+  'xen-log': { type: 'string' },
+  'guest-log': { type: 'string' },
+  record: { type: 'string' },
   'gfp-comp': { type: 'string' },
   'slub-fix': { type: 'string' },
   dcache: { type: 'string' },
   'kunmap-base': { type: 'string' },
+  'aliases-before-pin': { type: 'string' },
+  'dir-entry-bytes': { type: 'string' },
+  'name-len': { type: 'string' },
+  'xfsbufd-period': { type: 'string' },
+  'purge-threshold': { type: 'string' },
+  'shrink-every': { type: 'string' },
 } as const;
 
-type RunValues = {
+export type RunValues = {
   [K in keyof typeof RUN_OPTIONS]?: (typeof RUN_OPTIONS)[K]['type'] extends 'boolean' ? boolean : string;
 };
 
-function runOptionsFrom(values: RunValues, workload: string): RunOptions {
+export function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   const base: RunOptions = { ...DEFAULT_RUN, ...(WORKLOAD_DEFAULTS[workload] ?? {}) };
   const o: RunOptions = {
     ...base,
@@ -86,6 +95,13 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   if (values.ops !== undefined) o.ops = intOpt(values.ops, 'ops', o.ops);
   if (values.sched !== undefined) o.sched = values.sched as RunOptions['sched'];
   if (values.trace !== undefined) o.trace = values.trace;
+  if (values['xen-log'] !== undefined) o.xenLog = values['xen-log'];
+  if (values['guest-log'] !== undefined) o.guestLog = values['guest-log'];
+  if (values.record !== undefined) {
+    if (!values.record.endsWith('.json'))
+      throw new UsageError(`--record must name a .json file, got "${values.record}"`);
+    o.record = values.record;
+  }
   if (values['lock-page'] !== undefined) {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
@@ -98,6 +114,7 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
       throw new UsageError(`--pin-fraction must be a number from 0 to 0.5 (the share of memory), got "${v}"`);
     o.workloadOptions = { ...o.workloadOptions, pinFraction: Number(v) };
   }
+  xfsOptionsFrom(values, workload, o);
   const only = (opt: string, wl: string) => {
     if (workload !== wl) throw new UsageError(`--${opt} is an option of the ${wl} workload`);
   };
@@ -121,8 +138,36 @@ function runOptionsFrom(values: RunValues, workload: string): RunOptions {
   return o;
 }
 
+/** The workloads that mount XFS (the geometry and purge options are theirs). */
+const XFS_WORKLOADS = ['xfs-dirscan', 'log-recovery', 'mixed', 'pat-alias'];
+
+/** --aliases-before-pin and the XFS thread's geometry and purge options, into o. */
+function xfsOptionsFrom(values: RunValues, workload: string, o: RunOptions): void {
+  if (values['aliases-before-pin'] !== undefined)
+    o.aliasesBeforePin = onOff(values['aliases-before-pin'], 'aliases-before-pin', true);
+  const xfs: Array<
+    [keyof RunValues & string, 'dirEntryBytes' | 'nameLen' | 'xfsbufdPeriod' | 'purgeThreshold' | 'shrinkEvery']
+  > = [
+    ['dir-entry-bytes', 'dirEntryBytes'],
+    ['name-len', 'nameLen'],
+    ['xfsbufd-period', 'xfsbufdPeriod'],
+    ['purge-threshold', 'purgeThreshold'],
+    ['shrink-every', 'shrinkEvery'],
+  ];
+  for (const [flag, key] of xfs) {
+    const v = values[flag];
+    if (v === undefined || typeof v !== 'string') continue;
+    if (!XFS_WORKLOADS.includes(workload))
+      throw new UsageError(`--${flag} is an option of the XFS workloads (${XFS_WORKLOADS.join(', ')})`);
+    o[key] = intOpt(v, flag, 0);
+  }
+}
+
 /** What a workload needs unless told otherwise (kmap-churn needs highmem to mean anything). */
 const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
+  // David Chinner's test directory (seed thread, 2007-10-23 07:04): ~100,000 files in ~1,700
+  // 64 KiB blocks (59 entries of 1,104 bytes a block: 1,695 blocks, 106 MiB).
+  'xfs-dirscan': { files: 100_000, dirEntryBytes: 1104 },
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
   'truncate-race': { ops: 3000 },
@@ -173,7 +218,7 @@ Options (defaults in brackets):
   --highpte          pae: user page tables in highmem (CONFIG_HIGHPTE)
   --paging MODE      pae | x86_64 [pae]
   --dir-block SIZE   XFS directory block size: 4K..64K [64K]
-  --files N          entries in the scanned directory [20000]
+  --files N          entries in the scanned directory [xfs-dirscan: 100000, others: 20000]
   --ops N            workload steps, over all vCPUs [4000]
   --seed N           seed of everything random [1]
   --sched S          det (deterministic interleaving) | parallel (real threads) [det]
@@ -185,6 +230,10 @@ Options (defaults in brackets):
                      2.6.23 [off]
   --pin-fraction F   fragmentation only: share of memory the long-lived tasks' pinned page
                      tables take, 0..0.5 [0.25]
+  --xen-log FILE     write every hypervisor log line of the run to FILE
+  --guest-log FILE   write every guest printk line of the run to FILE ("cpuN: line")
+  --record FILE.json write the run's hypercalls as a script: replay it with
+                     \`pvmmu script FILE.json\`, shrink it with \`pvmmu reduce FILE.json\`
   --gfp-comp on|off  alsa-mmap only: snd_malloc_pages asks for __GFP_COMP, the 2005 fix [off]
   --slub-fix on|off  page_mapping() is NULL for slab pages, the 2007 SLUB fix [on]
   --dcache KIND      pipt (x86: flush_dcache_page does nothing) | aliasing (ARM VIPT)
@@ -192,7 +241,27 @@ Options (defaults in brackets):
   --kunmap-base on|off  slub-dma only: kunmap_atomic(buffer - offset), the patch that
                      changed nothing [off]
 
-Workload defaults that differ: alsa-mmap and slub-dma run 1 op (one playback, one
+  --aliases-before-pin on|off  unmap-aliases only: vm_unmap_aliases() before pinning
+                     (Jeremy Fitzhardinge, 2008); off is Nick Piggin's 2.6.28 lazy layer
+                     without it, where every vmap user leaves stray aliases [on]
+XFS workloads (${XFS_WORKLOADS.join(', ')}):
+  --dir-entry-bytes N  bytes each directory entry takes in its block: a multiple of 8
+                     from 32 up to the block's room [xfs-dirscan: 1104, others: 32]; Dave
+                     Chinner's test put 100,000 files in ~1,700 64 KiB blocks
+  --name-len N       every file name N bytes long, from what "f-<index>-<hash>" needs
+                     (17 up to 1M files) to what the entry holds (N-11, at most 255)
+                     [as short as the index allows]
+                     (xfs-dirscan defaults to Dave Chinner's directory: --files 100000
+                     --dir-entry-bytes 1104, 1,695 blocks; the others to 32-byte entries)
+  --xfsbufd-period CS  xfsbufd's wake-up (and a_list purge) period in centisecs,
+                     50..3000, as fs.xfs.xfsbufd_centisecs [100]
+  --purge-threshold N  a vmap purges the a_list first when it holds more than N
+                     entries, 0..65536 (2.6.23: 64) [64]
+  --shrink-every N   run shrink_slab (the XFS shrinker wakes xfsbufd, which purges)
+                     every N steps of the mount's vCPU, 0..1000000; 0: only under
+                     memory pressure [0]
+Workload defaults that differ: xfs-dirscan scans Dave Chinner's directory (--files
+100000 --dir-entry-bytes 1104); alsa-mmap and slub-dma run 1 op (one playback, one
 transfer) on 1 vCPU; truncate-race runs 3000 ops; kmap-churn 2000 ops on 1 vCPU with
 --highmem 64M --highpte; fragmentation 6000 ops on 1 vCPU with --memory 64M.
 
@@ -206,8 +275,12 @@ ${STRATEGY_HELP}`,
     if (positionals.length !== 1) throw new UsageError(`run: expected one WORKLOAD (${WORKLOAD_NAMES.join(', ')})`);
     const opts = runOptionsFrom(values as RunValues, positionals[0]!);
     const logger = createLogger({ json: values.json === true || !process.stderr.isTTY });
-    const { summary: s, xenLog } = await runOnce(opts);
+    const { summary: s, xenLog, ...res } = await runOnce(opts);
     for (const rec of xenLog) xenLogLine(logger, rec);
+    if (opts.xenLog) logger.info({ file: opts.xenLog, lines: res.xenLogWritten }, 'hypervisor log written');
+    if (opts.guestLog) logger.info({ file: opts.guestLog, lines: res.guestLogWritten }, 'guest log written');
+    if (opts.record && res.recorded)
+      logger.info({ file: opts.record, ...res.recorded }, 'hypercalls recorded (replay: pvmmu script FILE)');
     if (values.trace) logger.info({ file: values.trace }, 'trace written (open it in https://ui.perfetto.dev)');
     process.stdout.write(`${values.json ? JSON.stringify(summaryJson(s)) : formatSummary(s)}\n`);
     return bugsShown(s).length === 0 ? 0 : 1;
@@ -238,7 +311,19 @@ ${STRATEGY_HELP}`,
     const rows: RunSummary[] = [];
     for (const strategy of STRATEGIES) {
       if (process.stderr.isTTY) process.stderr.write(`\r\x1b[Krunning xfs-dirscan with --strategy ${strategy} ...`);
-      const opts = runOptionsFrom({ strategy, vcpus: values.vcpus, ops: values.ops, seed: values.seed }, 'xfs-dirscan');
+      // The demo's directory: 20,000 files of 32-byte entries (10 blocks), which the cache
+      // keeps whole, so every free is a drop_caches or an eviction, never reclaim.
+      const opts = runOptionsFrom(
+        {
+          strategy,
+          vcpus: values.vcpus,
+          ops: values.ops,
+          seed: values.seed,
+          files: String(DEFAULT_RUN.files),
+          'dir-entry-bytes': '32',
+        },
+        'xfs-dirscan',
+      );
       rows.push((await runOnce(opts)).summary);
     }
     // The second, short table: grouping by mobility on versus off (terminal output only).

@@ -36,6 +36,8 @@ export interface GuestCpuStats {
   ipis: number;
   workload: Record<string, number>;
   messages: string[];
+  /** printk lines printed since boot (kept or dropped). */
+  messagesTotal?: number;
   /** The kernel's reports as data (bad_page, BUG, oops, ...): the first few, and counts by kind. */
   reports: GuestReport[];
   reportCounts: Partial<Record<GuestReportKind, number>>;
@@ -47,6 +49,9 @@ export class Guest {
   readonly #vcpus: VcpuHandle[];
   /** Free pages right after boot: what a clean shutdown must give back. */
   readonly bootFreePages: number;
+  /** What the boot vCPU printed while booting, and how many lines that was. */
+  readonly bootMessages: string[];
+  readonly bootMessagesTotal: number;
   /** The kernel's own state words (read-only here: for progress). */
   readonly #kern: Int32Array;
 
@@ -56,7 +61,10 @@ export class Guest {
     vcpus: VcpuHandle[],
     bootFree: number,
     shared: KernelShared,
+    boot: { messages: string[]; total: number },
   ) {
+    this.bootMessages = boot.messages;
+    this.bootMessagesTotal = boot.total;
     this.info = info;
     this.cfg = cfg;
     this.#vcpus = vcpus;
@@ -77,7 +85,10 @@ export class Guest {
     const vcpus = [boot];
     for (let v = 1; v < info.vcpus; v++) vcpus.push(await machine.startVcpu(info, v, 'kernel', { cfg, shared }));
     const st = await boot.request<GuestCpuStats>({ op: 'stats' });
-    return new Guest(info, cfg, vcpus, st.freePages, shared);
+    return new Guest(info, cfg, vcpus, st.freePages, shared, {
+      messages: st.messages.map((m) => `cpu0: ${m}`),
+      total: st.messagesTotal ?? st.messages.length,
+    });
   }
 
   /**

@@ -27,6 +27,7 @@ import type {
   AuditReport,
   DomainConfig,
   DomainInfo,
+  Recording,
   XenControlReply,
   XenControlRequest,
   XenLogRecord,
@@ -45,6 +46,8 @@ export interface MachineOptions {
   maxVcpus?: number;
   /** Enforce the writable-page rule (default true; false only for demonstrations). */
   enforce?: boolean;
+  /** Record every hypercall as a script step (takeRecording); default false. */
+  record?: boolean;
 }
 
 /** How a vCPU worker ended. */
@@ -74,7 +77,7 @@ const MiB = 1024 * 1024;
 const MIN_MEMORY = 16 * MiB;
 const MAX_MEMORY = 2048 * MiB;
 const MAX_SLOTS = 1024;
-const DEFAULTS = { paging: 'pae' as PagingMode, memoryBytes: 256 * MiB, maxVcpus: 64, enforce: true };
+const DEFAULTS = { paging: 'pae' as PagingMode, memoryBytes: 256 * MiB, maxVcpus: 64, enforce: true, record: false };
 const OPTION_KEYS = Object.keys(DEFAULTS);
 
 /**
@@ -124,7 +127,9 @@ function validateOptions(opts: unknown): Required<MachineOptions> {
   }
   const enforce = o.enforce ?? DEFAULTS.enforce;
   if (typeof enforce !== 'boolean') throw new TypeError(`enforce must be a boolean (got ${String(enforce)})`);
-  return { paging: paging as PagingMode, memoryBytes, maxVcpus, enforce };
+  const record = o.record ?? DEFAULTS.record;
+  if (typeof record !== 'boolean') throw new TypeError(`record must be a boolean (got ${String(record)})`);
+  return { paging: paging as PagingMode, memoryBytes, maxVcpus, enforce, record };
 }
 
 /** An Error of the thrower's class (TypeError, RangeError, ...) from a reply. */
@@ -303,6 +308,7 @@ export class Machine {
       transport,
       maxSlots: o.maxVcpus,
       enforce: o.enforce,
+      record: o.record,
       port: port2,
     };
     const hv = new Worker(distEntry('hypervisor/thread.js'), { workerData: data, transferList: [port2] });
@@ -407,6 +413,16 @@ export class Machine {
 
   freeFrames(): Promise<number> {
     return this.#control({ op: 'freeFrames' }) as Promise<number>;
+  }
+
+  /** The hypercalls served so far as a script (a machine created with record: true). */
+  takeRecording(name: string): Promise<Recording> {
+    return this.#control({ op: 'takeRecording', name }) as Promise<Recording>;
+  }
+
+  /** Write a frame of a domain as its guest would have before using it (0, or -EBUSY for a table in use). */
+  fillFrame(domid: number, pfn: number, words: Uint32Array): Promise<number> {
+    return this.#control({ op: 'fillFrame', domid, pfn, words }) as Promise<number>;
   }
 
   /** Stop every vCPU and the hypervisor thread. Idempotent. */

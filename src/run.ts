@@ -5,7 +5,9 @@
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
 import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
+import { writeFile } from 'node:fs/promises';
 import { Guest, type GuestCpuStats } from './guest.js';
+import { scriptText } from './script/text.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import { TraceWriter, writeTrace } from './trace.js';
@@ -52,10 +54,28 @@ export interface RunOptions {
   workloadOptions?: Record<string, unknown>;
   /** Group pages by mobility (2.6.24); off is 2.6.23. */
   mobility?: boolean;
+  /** Write every hypervisor log line of the run here. */
+  xenLog?: string;
+  /** Write every guest printk line of the run here. */
+  guestLog?: string;
+  /** Record the run's hypercalls here as a `pvmmu script`. */
+  record?: string;
   /** flush_dcache_page's cache: pipt (x86, the default) or aliasing (ARM VIPT). */
   dcache?: DcacheKind;
   /** page_mapping() is NULL for slab pages (the 2.6.22 SLUB fix; default on). */
   slubFix?: boolean;
+  /** unmap-aliases: vm_unmap_aliases() before pinning (default true; false: 2.6.28 before Jeremy's call). */
+  aliasesBeforePin?: boolean;
+  /** XFS directory entry size in bytes: a multiple of 8, 32 up to the block's room (default 32). */
+  dirEntryBytes?: number;
+  /** XFS: every file name this long (default: as short as the index allows, 17..21). */
+  nameLen?: number;
+  /** XFS: xfsbufd period in centisecs, 50..3000 (fs.xfs.xfsbufd_centisecs; default 100). */
+  xfsbufdPeriod?: number;
+  /** XFS: a_list entries above which a vmap purges first, 0..65536 (default 64). */
+  purgeThreshold?: number;
+  /** XFS: shrink_slab every N steps of the mount's vCPU, 0..1000000 (default 0: only under pressure). */
+  shrinkEvery?: number;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -130,6 +150,39 @@ export function validateRunOptions(o: RunOptions): void {
   }
   if (o.dcache !== undefined && !DCACHE_KINDS.includes(o.dcache))
     throw new RangeError(`--dcache must be one of ${DCACHE_KINDS.join(', ')}, got "${o.dcache}"`);
+  validateXfsOptions(o);
+}
+
+/** Entries of `entryBytes` in a directory block: after the 16-byte header and 8-byte tail. */
+const DIR_ROOM = (blockBytes: number): number => blockBytes - 24;
+
+/** The XFS thread's options (guest/fs/xfs/backing.ts has the same arithmetic). */
+function validateXfsOptions(o: RunOptions): void {
+  const int = (v: number | undefined, name: string, lo: number, hi: number, what = ''): void => {
+    if (v !== undefined && (!Number.isInteger(v) || v < lo || v > hi))
+      throw new RangeError(`--${name} must be an integer in ${lo}..${hi}${what}, got ${v}`);
+  };
+  if (o.aliasesBeforePin === false && o.strategy !== 'unmap-aliases')
+    throw new RangeError(
+      `--aliases-before-pin off is for --strategy unmap-aliases (the vm_unmap_aliases() call it removes), got --strategy ${o.strategy}`,
+    );
+  const room = DIR_ROOM(o.dirBlockBytes);
+  const maxEntry = room - (room % 8);
+  if (o.dirEntryBytes !== undefined && (!Number.isInteger(o.dirEntryBytes) || o.dirEntryBytes % 8 !== 0))
+    throw new RangeError(`--dir-entry-bytes must be a multiple of 8 in 32..${maxEntry}, got ${o.dirEntryBytes}`);
+  int(o.dirEntryBytes, 'dir-entry-bytes', 32, maxEntry, ` (a multiple of 8 that fits a ${o.dirBlockBytes}-byte block)`);
+  const entry = o.dirEntryBytes ?? 32;
+  const minName = 2 + Math.max(6, String(Math.max(0, o.files - 1)).length) + 1 + 8;
+  int(
+    o.nameLen,
+    'name-len',
+    minName,
+    Math.min(255, entry - 11),
+    ` ("f-<index>-<hash>" of ${o.files} files needs ${minName}; a ${entry}-byte entry holds ${Math.min(255, entry - 11)})`,
+  );
+  int(o.xfsbufdPeriod, 'xfsbufd-period', 50, 3000, ' centisecs (fs.xfs.xfsbufd_centisecs)');
+  int(o.purgeThreshold, 'purge-threshold', 0, 65536, ' a_list entries');
+  int(o.shrinkEvery, 'shrink-every', 0, 1_000_000, ' steps');
 }
 
 /** Long-lived tasks the fragmentation workload may ask for (the guest's task table has 1,024 rows). */
@@ -143,6 +196,14 @@ function sum(stats: GuestCpuStats[], f: (s: GuestCpuStats) => number): number {
 export interface RunResult {
   summary: RunSummary;
   xenLog: XenLogRecord[];
+  /** Hypervisor log lines written in all, and how many went to --xen-log. */
+  xenLogLines: number;
+  xenLogWritten?: number;
+  /** Guest printk lines printed in all, and how many went to --guest-log. */
+  guestLogLines: number;
+  guestLogWritten?: number;
+  /** --record: the steps written, and hypercalls a script could not express. */
+  recorded?: { steps: number; skipped: number; unnamed: number };
 }
 
 const LOG_KEEP = 20;
@@ -173,7 +234,13 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     memoryBytes: o.memoryBytes,
     enforce: o.enforce,
     maxVcpus: o.vcpus + 1,
+    record: o.record !== undefined,
   });
+  // --xen-log: the hypervisor keeps a bounded buffer, so drain it while the run goes on.
+  const xenLines: XenLogRecord[] = [];
+  const drainXen = async () => {
+    for (const rec of await machine.drainLog()) xenLines.push(rec);
+  };
   const machineFree0 = await machine.freeFrames();
   try {
     // The domain gets most of the machine; the hypervisor keeps a little.
@@ -191,6 +258,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       strategy: o.strategy,
       seed: o.seed,
       ...(o.workload === 'fragmentation' ? { ops: o.ops, vcpus: o.vcpus } : {}),
+      ...(o.dirEntryBytes !== undefined ? { dirEntryBytes: o.dirEntryBytes } : {}),
+      ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
+      ...(o.xfsbufdPeriod !== undefined ? { xfsbufdPeriod: o.xfsbufdPeriod } : {}),
+      ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
+      ...(o.shrinkEvery !== undefined ? { shrinkEvery: o.shrinkEvery } : {}),
       ...o.workloadOptions,
     };
     // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
@@ -217,15 +289,18 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       mobility: o.mobility === true,
       ...(o.dcache !== undefined ? { dcache: o.dcache } : {}),
       ...(o.slubFix !== undefined ? { slubFix: o.slubFix } : {}),
+      ...(o.aliasesBeforePin !== undefined ? { aliasesBeforePin: o.aliasesBeforePin } : {}),
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
+    const drainTimer = o.xenLog !== undefined ? setInterval(() => void drainXen().catch(() => {}), 100) : null;
     let elapsedMs: number;
     let perCpu: Array<{ steps: number; loopNs: number }>;
     try {
       ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
     } finally {
       if (timer) clearInterval(timer);
+      if (drainTimer) clearInterval(drainTimer);
       progress?.done();
     }
     const stats = await guest.stats();
@@ -236,7 +311,27 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       await writeTrace(o.trace, writer);
     }
     const xen = await machine.stats();
-    const log = await machine.drainLog();
+    await drainXen();
+    const log = xenLines;
+    const extra: Omit<RunResult, 'summary' | 'xenLog'> = {
+      xenLogLines: xen.logLines,
+      guestLogLines: stats.reduce((n, st) => n + (st.messagesTotal ?? 0), 0),
+    };
+    if (o.xenLog !== undefined) {
+      await writeFile(o.xenLog, log.map((l) => `${l.line}\n`).join(''));
+      extra.xenLogWritten = log.length;
+    }
+    if (o.guestLog !== undefined) {
+      const lines = [...guest.bootMessages, ...stats.flatMap((st) => st.messages.map((m) => `cpu${st.cpu}: ${m}`))];
+      await writeFile(o.guestLog, lines.map((l) => `${l}\n`).join(''));
+      extra.guestLogWritten = lines.length;
+    }
+    if (o.record !== undefined) {
+      const flags = `--strategy ${o.strategy} --seed ${o.seed} --vcpus ${o.vcpus} --ops ${o.ops} --sched ${o.sched}`;
+      const rec = await machine.takeRecording(`recorded: pvmmu run ${o.workload} ${flags}`);
+      await writeFile(o.record, scriptText(rec.script));
+      extra.recorded = { steps: rec.script.steps.length, skipped: rec.skipped, unnamed: rec.unnamed };
+    }
     const audit = await machine.audit();
     const freeAfter = stats[0]!.freePages;
     await guest.shutdown();
@@ -309,7 +404,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       mobility: o.mobility === true,
       ...(fragmentation ? { fragmentation } : {}),
     };
-    return { summary, xenLog: log.slice(0, LOG_KEEP) };
+    return { summary, xenLog: log.slice(0, LOG_KEEP), ...extra };
   } finally {
     await machine.shutdown();
   }

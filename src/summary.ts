@@ -14,6 +14,15 @@ import {
 } from './abi/kernel.js';
 import { type FragmentationReport, formatFragmentation } from './fragmentation.js';
 
+/**
+ * The one summary of a workload run: runOnce fills it, formatSummary and formatComparison
+ * read it, and `--json` (and the library's runWorkload, and each line of a sweep) prints it
+ * with its derived fields filled in (SummaryJson, below).
+ *
+ * To add a field: one line here. A field runOnce always fills can be required; one that
+ * older producers (or hand-made summaries in tests) may leave out is optional and gets its
+ * --json default in summaryJson, which copies every other field as it is.
+ */
 export interface RunSummary {
   workload: string;
   /** lazy | eager | vmap-pages | unmap-aliases (others are shown as given). */
@@ -22,9 +31,14 @@ export interface RunSummary {
   kmapFlush: boolean;
   vcpus: number;
   seed: number;
+  /** pae | x86_64 */
+  paging: string;
+  /** The vCPU scheduler: parallel | det. */
+  sched: string;
   /** Workload operations completed. */
   ops: number;
   elapsedMs: number;
+  throughputOpsPerSec: number;
   hypercalls: number;
   /** Refused hypercalls (or batch entries), by the hypervisor log's reason key. */
   rejected: { total: number; byReason: Record<string, number> };
@@ -38,6 +52,8 @@ export interface RunSummary {
   vunmaps: number;
   /** Most pages held at once by lazily unmapped (or page-referencing) vmaps. */
   lazyPeakPages: number;
+  /** The same in bytes (derived: --json fills it). */
+  lazyPeakBytes?: number;
   /** XFS blocks read back with a bad checksum. */
   dataErrors: number;
   auditOk: boolean;
@@ -45,11 +61,6 @@ export interface RunSummary {
   leakedFrames: number;
   /** Linux-style lines from the guest kernel (bad_page, multicall failures, ...). */
   guestReports: string[];
-  throughputOpsPerSec: number;
-  /** pae | x86_64 */
-  paging: string;
-  /** The vCPU scheduler: parallel | deterministic. */
-  sched: string;
   /** Times a domain reached a frame it does not own (the auditor's isolation check). */
   isolationViolations?: number;
   /** The workload's own counters, summed over vCPUs (shown under "Workload counters"). */
@@ -62,52 +73,19 @@ export interface RunSummary {
   reports?: GuestReport[];
   /** How many reports of each kind the guest made (all of them, not only those kept). */
   reportCounts?: Partial<Record<GuestReportKind, number>>;
+  /** Whether the stray-mapping bug showed up: Xen refused at least one pin (derived). */
+  strayMappingBug?: boolean;
+  /** What the run showed that is a bug (empty: clean); `pvmmu run` exits 1 when not empty (derived). */
+  bugs?: string[];
 }
 
-/** The --json contract (a superset of the issue's required fields). */
-export interface SummaryJson {
-  workload: string;
-  strategy: string;
-  kmapFlush: boolean;
-  vcpus: number;
-  seed: number;
-  paging: string;
-  sched: string;
-  ops: number;
-  elapsedMs: number;
-  throughputOpsPerSec: number;
-  hypercalls: number;
-  rejected: { total: number; byReason: Record<string, number> };
-  firstXenLines: string[];
-  pinsAttempted: number;
-  pinsRefused: number;
-  tlb: { shootdowns: number; ipis: number };
-  vmaps: number;
-  vunmaps: number;
-  lazyPeakPages: number;
-  lazyPeakBytes: number;
-  dataErrors: number;
-  auditOk: boolean;
-  auditProblems: string[];
-  leakedFrames: number;
-  guestReports: string[];
-  isolationViolations: number;
-  workloadStats: Record<string, number>;
-  /** Whether the stray-mapping bug showed up: Xen refused at least one pin. */
-  strayMappingBug: boolean;
-  /** --mobility. */
+/**
+ * The --json form: the same summary with every optional field filled in; `mobility` as
+ * "on" | "off", and the fragmentation report's fields at the top level.
+ */
+export type SummaryJson = Required<Omit<RunSummary, 'mobility' | 'fragmentation'>> & {
   mobility: 'on' | 'off';
-  /** fragmentation only. */
-  highOrder?: FragmentationReport['highOrder'];
-  pageblocks?: FragmentationReport['pageblocks'];
-  pinnedPtPagesByBlockType?: FragmentationReport['pinnedPtPagesByBlockType'];
-  reclaimableBlocks?: FragmentationReport['reclaimableBlocks'];
-  pagetypeinfo?: FragmentationReport['pagetypeinfo'];
-  reports: GuestReport[];
-  reportCounts: Partial<Record<GuestReportKind, number>>;
-  /** What the run showed that is a bug (empty: clean); `pvmmu run` exits 1 when not empty. */
-  bugs: string[];
-}
+} & Partial<FragmentationReport>;
 
 /** What each strategy is, in a few words (the names the guest uses). */
 export const STRATEGY_DESCRIPTIONS: Readonly<Record<string, string>> = {
@@ -272,6 +250,11 @@ export function verdict(s: RunSummary): string {
       `(page tables still mapped writable by a stray alias: a lazy vmap or an unused kmap).`
     );
   }
+  const memtype = s.reportCounts?.memtype ?? 0;
+  if (memtype > 0)
+    return `Andi Kleen's attribute alias SHOWED UP: ${plural(memtype, 'set_memory_uc call')} met a page still mapped write-back by a stale vmap (conflicting memory types).`;
+  if (s.workload === 'pat-alias')
+    return `The attribute alias did not show up: ${plural(s.workloadStats?.agpPages ?? 0, 'page')} turned uncached with no write-back alias left.`;
   if (s.pinsAttempted === 0) return 'The stray-mapping bug was not exercised: the run pinned no page tables.';
   const extra = s.dataErrors > 0 ? `, but ${plural(s.dataErrors, 'XFS block')} failed the data checksum` : '';
   return `The stray-mapping bug did not show up: Xen accepted all ${plural(s.pinsAttempted, 'page-table pin')}${extra}.`;
@@ -462,45 +445,22 @@ export function formatComparison(rows: RunSummary[]): string {
 
 /* ------------------------------------------------------------ --json */
 
-/** The --json object: every RunSummary field, pinsRefused resolved, and the verdict as a boolean. */
+/** The --json object: a copy of the summary (every field, known or not), derived fields filled in. */
 export function summaryJson(s: RunSummary): SummaryJson {
   checkSummary(s, 'summaryJson');
+  const { mobility, fragmentation, ...rest } = structuredClone(s);
+  const j = { ...rest, mobility: mobility ? 'on' : 'off', ...(fragmentation ?? {}) } as SummaryJson;
   const byReason: Record<string, number> = {};
   for (const k of Object.keys(s.rejected.byReason).sort()) byReason[k] = s.rejected.byReason[k]!;
-  const pinsRefused = refusedPins(s);
-  return {
-    workload: s.workload,
-    strategy: s.strategy,
-    kmapFlush: s.kmapFlush,
-    vcpus: s.vcpus,
-    seed: s.seed,
-    paging: s.paging,
-    sched: s.sched,
-    ops: s.ops,
-    elapsedMs: s.elapsedMs,
-    throughputOpsPerSec: s.throughputOpsPerSec,
-    hypercalls: s.hypercalls,
-    rejected: { total: s.rejected.total, byReason },
-    firstXenLines: [...s.firstXenLines],
-    pinsAttempted: s.pinsAttempted,
-    pinsRefused,
-    tlb: { shootdowns: s.tlb.shootdowns, ipis: s.tlb.ipis },
-    vmaps: s.vmaps,
-    vunmaps: s.vunmaps,
-    lazyPeakPages: s.lazyPeakPages,
-    lazyPeakBytes: s.lazyPeakPages * PAGE_SIZE,
-    dataErrors: s.dataErrors,
-    auditOk: s.auditOk,
-    auditProblems: [...(s.auditProblems ?? [])],
-    leakedFrames: s.leakedFrames,
-    guestReports: [...s.guestReports],
-    isolationViolations: s.isolationViolations ?? 0,
-    workloadStats: Object.fromEntries(sortedStats(s.workloadStats)),
-    strayMappingBug: pinsRefused > 0,
-    mobility: s.mobility ? 'on' : 'off',
-    ...(s.fragmentation ?? {}),
-    reports: (s.reports ?? []).map((r) => ({ kind: r.kind, cpu: r.cpu, lines: [...r.lines] })),
-    reportCounts: { ...(s.reportCounts ?? {}) },
-    bugs: bugsShown(s),
-  };
+  j.rejected = { total: s.rejected.total, byReason };
+  j.pinsRefused = refusedPins(s);
+  j.lazyPeakBytes = s.lazyPeakPages * PAGE_SIZE;
+  j.auditProblems = [...(s.auditProblems ?? [])];
+  j.isolationViolations = s.isolationViolations ?? 0;
+  j.workloadStats = Object.fromEntries(sortedStats(s.workloadStats));
+  j.strayMappingBug = j.pinsRefused > 0;
+  j.reports ??= [];
+  j.reportCounts ??= {};
+  j.bugs = bugsShown(s);
+  return j;
 }

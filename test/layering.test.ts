@@ -54,6 +54,14 @@ describe('layering (DESIGN.md: import direction)', () => {
   it('the host (src/ outside abi/) imports neither guest/ nor hypervisor/ nor bench/', () => {
     expect(violations('src', (t) => under('src')(t))).toEqual([]);
   });
+  it('guest/kernel/ leans down: it imports neither a filesystem nor a workload nor a program', () => {
+    const up = ['guest/fs', 'guest/workloads', 'guest/programs'].map(under);
+    expect(violations('guest/kernel', (t) => !up.some((u) => u(t)))).toEqual([]);
+  });
+  it('guest/ below the workloads imports no workload (fs/ and mm/ take the tick from kernel/clock.ts)', () => {
+    const low = ['guest/fs', 'guest/mm', 'guest/arch', 'guest/lib'];
+    expect(low.flatMap((d) => violations(d, (t) => !under('guest/workloads')(t)))).toEqual([]);
+  });
   it('the checker sees imports at all (a file known to import src/abi/ is found)', () => {
     expect(importsOf('hypervisor/thread.ts')).toContain('src/abi/control.js');
   });

@@ -291,6 +291,7 @@ const WORKLOAD_RUNS: Record<WorkloadName, Partial<RunOptions>> = {
   fragmentation: { vcpus: 1, ops: 1500 },
   'alsa-mmap': { vcpus: 1, ops: 1, workloadOptions: { gfpComp: true } },
   'slub-dma': { vcpus: 1, ops: 1, dcache: 'aliasing' },
+  'pat-alias': { strategy: 'unmap-aliases' },
 };
 
 describe('the check in every workload, grouping on, both paging modes', () => {

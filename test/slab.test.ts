@@ -94,7 +94,9 @@ describe('kmalloc', () => {
     const warned: string[] = [];
     const k = new SlabAllocator(slab.sab, slab.pa, { pfnToKaddr, report: (line) => warned.push(line) });
     expect(k.kmalloc(4097, GFP_KERNEL, 0)).toBe(0);
-    expect(warned.at(-1)).toMatch(/^kmalloc: .*above KMALLOC_MAX_SIZE \(4096\); use allocPages/);
+    expect(warned.at(-1)).toMatch(
+      /^WARNING: at mm\/slub\.c: kmalloc: .*above KMALLOC_MAX_SIZE \(4096\); use allocPages/,
+    );
     expect(k.kmalloc(-1, GFP_KERNEL, 0)).toBe(0);
     expect(warned.at(-1)).toMatch(/non-negative integer/);
     expect(k.kmalloc(64, GFP_HIGHUSER, 0)).toBe(0);

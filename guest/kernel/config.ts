@@ -23,8 +23,10 @@ export const VMALLOC_STRATEGY_FOR: Readonly<Record<Strategy, VunmapStrategy>> = 
 
 /**
  * Does the Xen pin path call vm_unmap_aliases() first? That is Nick Piggin's 2.6.28 fix
- * as Jeremy Fitzhardinge wired it into xen_pgd_pin in October 2008.
+ * as Jeremy Fitzhardinge wired it into xen_pgd_pin in October 2008. With
+ * aliasesBeforePin false, unmap-aliases is 2.6.28 before that call: the generic lazy
+ * layer leaves the same stray aliases XFS's a_list did.
  */
 export function unmapAliasesBeforePin(cfg: KernelConfig): boolean {
-  return cfg.strategy === 'unmap-aliases';
+  return cfg.strategy === 'unmap-aliases' && cfg.aliasesBeforePin !== false;
 }

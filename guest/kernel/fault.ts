@@ -23,6 +23,7 @@ import { _PAGE_PRESENT } from '../../src/abi/xen.js';
 import { vaIndex } from '../../src/abi/layout.js';
 import { dumpStack, backtraceLines } from './dump_stack.js';
 import type { Kernel } from './kernel.js';
+import { pteMfn } from '../../src/abi/pte.js';
 
 const hex = (v: number, digits: number) => (v >>> 0).toString(16).padStart(digits, '0');
 
@@ -39,7 +40,7 @@ function showPte(k: Kernel, va: number): string {
     const hi = k.mem32[w + 1]!;
     parts.push(`*${names[n]}=${hex(hi, 8)}${hex(lo, 8)}`);
     if ((lo & _PAGE_PRESENT) === 0) break;
-    mfn = (lo >>> 12) + (hi & 0xfffff) * 0x100000;
+    mfn = pteMfn(lo, hi);
   }
   return `[${hex(va, 8)}] ${parts.join(', ')}`;
 }

@@ -121,7 +121,7 @@ export class Kernel {
           this.printk(`kzalloc: fault clearing ${addr.toString(16)}`);
       },
       comm: () => this.comm,
-      report: (line) => this.printk(line),
+      report: (line) => this.report('warning', [line]),
     });
     const allocator = {
       allocPage: () => {

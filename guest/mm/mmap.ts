@@ -12,8 +12,8 @@
  * Every pte change goes through setEntry (a plain store while the mm is unpinned, an
  * mmu_update once it is pinned), and every read of a pte goes through the vCPU's MMU.
  */
-import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER } from '../../src/abi/xen.js';
-import { pteHi, pteLo } from '../../src/abi/pte.js';
+import { _PAGE_ACCESSED, _PAGE_DIRTY, _PAGE_PRESENT, _PAGE_RW, _PAGE_USER, PAGE_SIZE } from '../../src/abi/xen.js';
+import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { KM_PTE0 } from './highmem.js';
@@ -34,7 +34,7 @@ export interface DeviceVma {
 
 /** The user virtual address of page `i` of a vma. */
 export function vmaAddress(vma: DeviceVma, i: number): number {
-  return USER_BASE + (vma.slot0 + i) * 4096;
+  return USER_BASE + (vma.slot0 + i) * PAGE_SIZE;
 }
 
 /** Read entry i of page-table page `pfn` through the MMU (kmap_atomic for a highmem PTE page). */
@@ -96,7 +96,7 @@ function zapPteRange(k: Kernel, vma: DeviceVma): number {
     if ((lo & _PAGE_PRESENT) === 0) continue;
     setEntry(k, t, pte, vma.slot0 + i, 0, 0);
     k.kpt.flushTlbLocal(vmaAddress(vma, i));
-    const pfn = k.mfnToPfn((lo >>> 12) + (hi & 0xfffff) * 0x100000);
+    const pfn = k.mfnToPfn(pteMfn(lo, hi));
     if (pfn < 0) continue;
     if (lo & _PAGE_DIRTY) mm.SetPageDirty(pfn); // set_page_dirty
     if (lo & _PAGE_ACCESSED) mm.SetPageReferenced(pfn); // mark_page_accessed

@@ -116,7 +116,7 @@ export interface SlabHooks {
   zeroObject?(addr: number, bytes: number): void;
   /** current->comm, for reports (default: the page allocator's). */
   comm?(cpu: number): string;
-  /** printk: where a WARN about a caller's mistake goes (default: nowhere; it is counted). */
+  /** A WARN about a caller's mistake, as its printk line (default: dropped; it is counted). */
   report?(line: string): void;
 }
 
@@ -472,7 +472,7 @@ export class SlabAllocator {
    */
   #warn(line: string): number {
     Atomics.add(this.#w, H_MISUSE, 1);
-    this.#hooks.report?.(line);
+    this.#hooks.report?.(`WARNING: at mm/slub.c: ${line}`);
     return 0;
   }
 

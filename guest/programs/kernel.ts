@@ -56,6 +56,7 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
           ipis: cpu.ipis,
           workload: last?.stats() ?? {},
           messages,
+          messagesTotal: k.log.total,
           reports: k.reports,
           reportCounts: k.reportCounts,
         };

@@ -14,6 +14,7 @@ import { doExit, runTask, switchToSwapper, taskCreate } from '../mm/memory.js';
 import { type DeviceVma, doMmap, doNoPage, sysMunmap, vmaAddress } from '../mm/mmap.js';
 import { sndFreePages, sndMallocPages, sndPcmMmapDataNopage } from '../sound/memalloc.js';
 import type { Workload } from './driver.js';
+import { FRAME_WORDS } from '../../src/abi/xen.js';
 
 /** The PCM buffer: 16 KiB, an order-2 block as in the seed. */
 export const ALSA_BUFFER_PAGES = 4;
@@ -77,12 +78,12 @@ export class AlsaMmap implements Workload {
         this.#n.faults++;
         mfn = mmu.translate(va, true, true);
       }
-      if (mfn < 0 || mmu.mem32[mfn * 1024] !== sample(n, i)) {
+      if (mfn < 0 || mmu.mem32[mfn * FRAME_WORDS] !== sample(n, i)) {
         k.state.count(C_DATA_ERRORS);
         k.report('data', [`aplay: PCM page ${i} at ${va.toString(16)} does not hold the card's samples`]);
         continue;
       }
-      mmu.mem32[mfn * 1024 + 1] = i; // the user's write
+      mmu.mem32[mfn * FRAME_WORDS + 1] = i; // the user's write
     }
   }
 

@@ -10,6 +10,7 @@ import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
 import { Fragmentation } from './fragmentation.js';
+import { PatAlias } from './pat_alias.js';
 import { AlsaMmap } from './alsa_mmap.js';
 import { SlubDma } from './slub_dma.js';
 import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
@@ -58,6 +59,9 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
         vcpus: typeof o.vcpus === 'number' ? o.vcpus : 1,
       }),
   },
+  'pat-alias': {
+    make: (o) => new PatAlias(xfsOpts(o)),
+  },
   'alsa-mmap': {
     make: (o) => new AlsaMmap(o.gfpComp === true),
   },
@@ -71,12 +75,30 @@ function xfsOpts(o: Record<string, unknown>): {
   seed: number;
   files: number;
   dirBlockBytes: number;
+  entryBytes?: number;
+  nameLen?: number;
+  purgeThreshold?: number;
+  xfsbufdPeriod?: number;
+  shrinkEvery?: number;
 } {
+  const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
+  const extra: Record<string, number> = {};
+  for (const [from, to] of [
+    ['dirEntryBytes', 'entryBytes'],
+    ['nameLen', 'nameLen'],
+    ['purgeThreshold', 'purgeThreshold'],
+    ['xfsbufdPeriod', 'xfsbufdPeriod'],
+    ['shrinkEvery', 'shrinkEvery'],
+  ] as const) {
+    const v = num(o[from]);
+    if (v !== undefined) extra[to] = v;
+  }
   return {
     strategy: (o.strategy ?? 'lazy') as Strategy,
     seed: typeof o.seed === 'number' ? o.seed : 1,
     files: typeof o.files === 'number' ? o.files : 20000,
     dirBlockBytes: typeof o.dirBlockBytes === 'number' ? o.dirBlockBytes : 65536,
+    ...extra,
   };
 }
 

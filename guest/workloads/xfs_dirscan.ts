@@ -15,6 +15,7 @@ import { Xlog } from '../fs/xfs/xfs_log.js';
 import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
 import { readAndDropPages } from '../mm/filemap.js';
+import { GFP_KERNEL } from '../mm/page_alloc.js';
 import { PAGE_SIZE } from '../../src/abi/xen.js';
 
 export interface XfsWorkloadOptions {
@@ -26,7 +27,27 @@ export interface XfsWorkloadOptions {
   blocksPerStep?: number;
   /** What vCPU 0 mixes in: 'scan' (xfs-dirscan), 'log' (log-recovery), 'mixed'. */
   mode: 'scan' | 'log' | 'mixed';
+  /** Directory geometry: bytes per entry, fixed name length (DirectoryImageOptions). */
+  entryBytes?: number;
+  nameLen?: number;
+  /** a_list length above which a vmap purges first (2.6.23: 64). */
+  purgeThreshold?: number;
+  /** xfsbufd period, centisecs = ticks (fs.xfs.xfsbufd_centisecs). */
+  xfsbufdPeriod?: number;
+  /** Every N of vCPU 0's steps, shrink_slab as kswapd would run it (0: never). */
+  shrinkEvery?: number;
 }
+
+/**
+ * Cached xfs_bufs the workloads' mount keeps (1024 x 64 KiB = 64 MiB). Beyond it the oldest
+ * is freed as the scan goes, as the VM ages the page cache of a guest whose memory is not
+ * short. Below it memory is the bound: when the guest runs short, the allocator's reclaim
+ * calls the shrinkers -- XFS's wakes xfsbufd, which purges the a_list -- and the cache then
+ * gives back its oldest buffers. A directory larger than free memory (David Chinner's
+ * 100,000 files in ~1,700 64 KiB blocks, under --memory 48M) keeps that path busy; the
+ * default 20,000 small entries (10 blocks) never reach either bound.
+ */
+export const XFS_WORKLOAD_MAX_BUFFERS = 1024;
 
 export class XfsWorkload implements Workload {
   readonly o: XfsWorkloadOptions;
@@ -40,6 +61,8 @@ export class XfsWorkload implements Workload {
   #errors = 0;
   #mounts = 0;
   #pagesRead = 0;
+  #steps = 0;
+  #shrinkSlabs = 0;
 
   constructor(o: XfsWorkloadOptions) {
     this.o = o;
@@ -47,11 +70,17 @@ export class XfsWorkload implements Workload {
 
   init(k: Kernel): void {
     if (k.id !== 0) return;
+    const o = this.o;
     const { cache, image } = xfsMount(k, {
-      strategy: this.o.strategy,
-      seed: this.o.seed,
-      files: this.o.files,
-      dirBlockBytes: this.o.dirBlockBytes,
+      strategy: o.strategy,
+      seed: o.seed,
+      files: o.files,
+      dirBlockBytes: o.dirBlockBytes,
+      maxBuffers: XFS_WORKLOAD_MAX_BUFFERS,
+      ...(o.entryBytes !== undefined ? { entryBytes: o.entryBytes } : {}),
+      ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
+      ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
+      ...(o.xfsbufdPeriod !== undefined ? { xfsbufdIntervalTicks: o.xfsbufdPeriod } : {}),
     });
     this.#cache = cache;
     this.#image = image;
@@ -73,9 +102,19 @@ export class XfsWorkload implements Workload {
       return;
     }
     cache.xfsBufTimer(); // xfsbufd's timer: it runs on its own schedule
+    const every = this.o.shrinkEvery ?? 0;
+    if (every > 0 && ++this.#steps % every === 0) {
+      // kswapd's shrink_slab: every registered shrinker, XFS's xfsbufd_wakeup among them.
+      k.pa.shrinkSlab(GFP_KERNEL, k.id);
+      this.#shrinkSlabs++;
+    }
     const r = rng.nextInt(10);
     if (this.o.mode === 'log' && r < 2) {
-      // umount + mount: the iclogs go on the a_list, log recovery vmaps again.
+      // r = 1: godown, umount, mount (xfstests' shutdown tests): no unmount record is
+      // written, and the mount after this unclean shutdown replays the log. r = 0: a clean
+      // umount and mount, which only finds the head and the unmount record before it. Either
+      // way the iclogs go on the a_list, and the mount frees its recovery buffers last.
+      if (r === 1) this.#log!.xfsForceShutdown();
       this.#log!.xfsLogUnmount();
       this.#mount();
     } else if (this.o.mode === 'mixed' && r === 9) {
@@ -127,6 +166,23 @@ export class XfsWorkload implements Workload {
       purgesThreshold: s.purges.threshold,
       purgesXfsbufd: s.purges.xfsbufd,
       purgesShrinker: s.purges.shrinker,
+      shrinkerCalls: s.shrinkerCalls,
+      shrinkSlabs: this.#shrinkSlabs,
+      xfsbufdWakeups: s.xfsbufdWakeups,
+      bufferEvictions: s.evictions,
+      dirBlocks: this.#image?.nblocks ?? 0,
+      ...(this.#log ? this.#logStats() : {}),
+    };
+  }
+
+  #logStats(): Record<string, number> {
+    const l = this.#log!.stats();
+    return {
+      logDirtyMounts: l.dirtyMounts,
+      logCleanMounts: l.cleanMounts,
+      logShutdowns: l.shutdowns,
+      logRecordsReplayed: l.recordsReplayed,
+      logRecoveryVmaps: l.recoveryVmaps,
     };
   }
 }

@@ -16,6 +16,17 @@ export interface XenOptions {
   maxSlots: number;
   /** false only for the stray-write demonstration (see Hv.enforceWritable). */
   enforce?: boolean;
+  /** Write down every hypercall served as a script step (hypervisor/record.ts). */
+  record?: boolean;
+}
+
+/** A recorded run: a script in the JSON form `pvmmu script` reads. */
+export interface Recording {
+  script: { name: string; steps: unknown[]; [k: string]: unknown };
+  /** Frames no domain owned (written as @pfn:0: the recording is not exact). */
+  unnamed: number;
+  /** Hypercalls a script cannot express (not sched_op), left out. */
+  skipped: number;
 }
 
 export interface DomainConfig {
@@ -83,6 +94,8 @@ export interface XenStats {
   flushesDeferred: number;
   mmuUpdates: number;
   validations: number;
+  /** Hypervisor log lines written since boot (whether drained, kept or dropped). */
+  logLines: number;
 }
 
 export interface AuditProblem {
@@ -106,6 +119,7 @@ export interface XenThreadData {
   transport: SharedArrayBuffer;
   maxSlots: number;
   enforce: boolean;
+  record?: boolean;
   port: MessagePort;
 }
 
@@ -117,6 +131,8 @@ export type XenControlRequest =
   | { id: number; op: 'stats' } /** -> XenStats */
   | { id: number; op: 'drainLog' } /** -> XenLogRecord[] */
   | { id: number; op: 'freeFrames' } /** -> number */
+  | { id: number; op: 'takeRecording'; name: string } /** -> Recording (throws when not recording) */
+  | { id: number; op: 'fillFrame'; domid: number; pfn: number; words: Uint32Array } /** -> 0 or -EBUSY */
   | { id: number; op: 'shutdown' }; /** -> undefined; the thread then ends */
 
 export type XenControlReply =
@@ -127,3 +143,36 @@ export type XenControlReply =
 export type XenThreadEvent =
   | { event: 'ready' }
   | { event: 'bug'; slot: number; message: string }; /** serveSlot threw */
+
+/*
+ * The in-process replayer (hypervisor/replay-worker.ts): a Xen core on a worker of its
+ * own that runs a script's hypercalls with no vCPU threads, for `pvmmu reduce`, which
+ * runs hundreds of candidate scripts. The host encodes the steps; the worker runs them.
+ */
+
+/** workerData of the replay worker: the machine and the domains every replay starts from. */
+export interface ReplayWorkerData {
+  paging: PagingMode;
+  frames: number;
+  maxSlots: number;
+  domains: DomainConfig[];
+}
+
+/** One step of a replay, already encoded (a script's fill, or a hypercall). */
+export type ReplayOp =
+  | { k: 'fill'; domid: number; pfn: number; words: Uint32Array }
+  | { k: 'call'; domid: number; vcpu: number; nr: number; args: number[]; data: number[]; readback: number[] };
+
+/** What one op got: the return value, the read-back words, the log lines it wrote. */
+export interface ReplayOutcome {
+  rc: number;
+  words: number[];
+  log: string[];
+}
+
+/** Messages of the replay worker: { ready, infos } once, then one reply per request. */
+export type ReplayRequest = { id: number; ops: ReplayOp[] };
+export type ReplayReply =
+  | { ready: true; infos: DomainInfo[] }
+  | { id: number; outcomes: ReplayOutcome[] }
+  | { id: number; error: string };

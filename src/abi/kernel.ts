@@ -35,6 +35,8 @@ export interface KernelConfig {
   dcache?: DcacheKind;
   /** page_mapping() returns NULL for PageSlab pages: Hugh Dickins' 2.6.22 fix. Default true. */
   slubFix?: boolean;
+  /** unmap-aliases: vm_unmap_aliases() before pinning (Jeremy's 2008 call; default true). */
+  aliasesBeforePin?: boolean;
 }
 
 export type DcacheKind = 'pipt' | 'aliasing';
@@ -79,8 +81,10 @@ export const C_PT_ALIASED = 13;
 export const C_BAD_PAGES = 14;
 /** kernel BUG()s and oopses, all vCPUs. */
 export const C_BUGS = 15;
+/** set_memory_uc refused by the memtype tracker: a write-back alias of the page remained (pat-alias). */
+export const C_MEMTYPE_CONFLICTS = 18;
 /*
- * Counters 16..31 are free. Work in progress keeps to its own range so that parallel
+ * Counters 16..17 and 19..31 are free. Work in progress keeps to its own range so that parallel
  * branches do not take the same index: 14-17 the seed-bug workloads, 18-21 the XFS
  * thread's paths, 22-25 grouping by mobility, 26-29 the virtual clock.
  */
@@ -135,6 +139,8 @@ export const WORKLOAD_SUMMARIES = {
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
   fragmentation:
     'tasks, page cache, XFS buffers and slab under pressure, then order-3/order-9 allocations: grouping by mobility',
+  'pat-alias':
+    "a driver makes freed XFS buffer pages uncached (set_memory_uc) under a stale write-back vmap: Andi Kleen's case",
 } as const satisfies Record<string, string>;
 export type WorkloadName = keyof typeof WORKLOAD_SUMMARIES;
 

@@ -18,6 +18,11 @@ export function pteHi(mfn: number, nx = false): number {
   return ((Math.floor(mfn / 0x100000) & PTE_ADDR_HI) | (nx ? _PAGE_NX_HI : 0)) >>> 0;
 }
 
+/** Frame number of a machine address given as (lo, hi), such as mmu_update's ptr. */
+export function maddrMfn(lo: number, hi: number): number {
+  return (lo >>> 12) + hi * 0x100000;
+}
+
 /** Machine address of entry `index` in frame `mfn`, as (lo, hi) for mmu_update's ptr. */
 export function entryMaddrLo(mfn: number, index: number, cmd = 0): number {
   return (((mfn & 0xfffff) << 12) | (index << 3) | cmd) >>> 0;
@@ -37,6 +42,16 @@ export function toBigInt(lo: number, hi: number): bigint {
 
 export function fromBigInt(v: bigint): [lo: number, hi: number] {
   return [Number(v & 0xffffffffn), Number((v >> 32n) & 0xffffffffn)];
+}
+
+/** Low flag bits (and NX) as "P|RW|US": the inverse of parseFlags (bit 7 prints as PSE). */
+export function formatFlags(flags: number, nx = false): string {
+  const names: string[] = [];
+  for (const [name, bit] of Object.entries(PTE_FLAG_NAMES)) {
+    if (name !== 'PAT' && (flags & bit) !== 0) names.push(name);
+  }
+  if (nx) names.push('NX');
+  return names.join('|');
 }
 
 /** Parse "P|RW|US" into low flag bits; returns the bad token when one is unknown. */

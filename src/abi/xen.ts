@@ -59,6 +59,7 @@ export const EINVAL = 22; /** the request breaks a page-table rule */
 export const ERANGE = 34;
 export const ENOSYS = 38; /** unknown hypercall or command */
 export const EOPNOTSUPP = 95; /** PV superpages were removed */
+export const EUCLEAN = 117; /** structure needs cleaning (a guest's XFS block failed verification) */
 
 export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   1: 'EPERM',
@@ -75,6 +76,7 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = {
   34: 'ERANGE',
   38: 'ENOSYS',
   95: 'EOPNOTSUPP',
+  117: 'EUCLEAN',
 };
 
 export const ERRNO_BY_NAME: Readonly<Record<string, number>> = Object.fromEntries(

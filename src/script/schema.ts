@@ -55,6 +55,7 @@ export type Step = StepBase &
     | { op: 'load'; va: Addr }
     | { op: 'store'; va: Addr; value: bigint }
     | { op: 'audit' }
+    | { op: 'fill'; frame: Ref; entries: Array<[index: number, entry: Entry]> }
   );
 
 export interface DomainSpec {
@@ -76,7 +77,18 @@ export class ScriptError extends Error {
   override name = 'ScriptError';
 }
 
-const STEP_OPS = ['alloc', 'write', 'mmu_update', 'mmuext', 'update_va_mapping', 'multicall', 'load', 'store', 'audit'];
+const STEP_OPS = [
+  'alloc',
+  'write',
+  'mmu_update',
+  'mmuext',
+  'update_va_mapping',
+  'multicall',
+  'load',
+  'store',
+  'audit',
+  'fill',
+];
 const MULTICALL_OPS = ['mmu_update', 'mmuext', 'update_va_mapping'];
 const EXPECT_WORDS = ['ok', 'fault', ...Object.keys(ERRNO_BY_NAME)];
 const MMU_CMDS = ['normal', 'preserve_ad', 'machphys'];
@@ -129,6 +141,30 @@ function hex(v: unknown, at: string): bigint {
     );
   }
   return BigInt(v.startsWith('0x') ? v : `0x${v}`);
+}
+
+/*
+ * The frame-reference grammar: REF = [DOMAIN ":"] NAME, where NAME is a name bound by
+ * "alloc" or a builtin: "@root" (the root table the domain builder pinned), "@pt:N"
+ * (its N-th initial page-table frame) or "@pfn:N". A leading "@" means no domain part.
+ */
+export type ParsedRef =
+  | { domain?: string; kind: 'name'; name: string }
+  | { domain?: string; kind: 'root' }
+  | { domain?: string; kind: 'pt' | 'pfn'; n: number };
+
+/** Split a REF into its domain and what it names; null when it is not a REF. */
+export function parseRef(ref: string): ParsedRef | null {
+  const colon = ref.indexOf(':');
+  const hasDomain = colon > 0 && !ref.startsWith('@');
+  const domain = hasDomain ? ref.slice(0, colon) : undefined;
+  const name = hasDomain ? ref.slice(colon + 1) : ref;
+  const d = domain === undefined ? {} : { domain };
+  if (name === '@root') return { ...d, kind: 'root' };
+  const m = /^@(pt|pfn):(\d+)$/.exec(name);
+  if (m) return { ...d, kind: m[1] as 'pt' | 'pfn', n: Number(m[2]) };
+  if (/^[A-Za-z0-9_-]+$/.test(name)) return { ...d, kind: 'name', name };
+  return null;
 }
 
 function ref(v: unknown, at: string): Ref {
@@ -311,6 +347,16 @@ function parseStep(raw: unknown, at: string, domains: DomainSpec[], inMulticall:
     case 'store':
       checkKeys(raw, at, [...common, 'va', 'value']);
       return { ...base, op, va: addr(raw.va, `${at}.va`), value: hex(raw.value, `${at}.value`) };
+    case 'fill': {
+      checkKeys(raw, at, [...common, 'frame', 'entries']);
+      if (!isObj(raw.entries)) fail(`${at}.entries`, 'must be an object { "INDEX": ENTRY, ... } (indexes 0..511)');
+      const entries: Array<[number, Entry]> = Object.entries(raw.entries).map(([k, v]) => {
+        const i = Number(k);
+        if (!/^\d+$/.test(k) || i > 511) fail(`${at}.entries`, `index "${k}" is not an integer in 0..511`);
+        return [i, entry(v, `${at}.entries.${k}`)];
+      });
+      return { ...base, op, frame: ref(raw.frame, `${at}.frame`), entries };
+    }
     default:
       checkKeys(raw, at, [...common]);
       return { ...base, op: 'audit' };

@@ -111,7 +111,7 @@ export interface MmuOptions {
 export class Mmu {
   readonly paging: PagingMode;
   readonly levels: 3 | 4;
-  /** Machine memory as words: entry i of frame m is mem32[m*1024 + 2i] (lo), +1 (hi). */
+  /** Machine memory as words: entry i of frame m is mem32[m * FRAME_WORDS + 2i] (lo), +1 (hi). */
   readonly mem32: Uint32Array;
   readonly mem8: Uint8Array;
   readonly frames: number;

@@ -20,6 +20,14 @@
  *  -8    used         u32  bytes in use (16 + 32 x count)
  *  -4    checksum     u32  dirChecksum() (FNV-1a multiply, 4 lanes of LE words) of [0, size - 4)
  *
+ * The entry size and name length are geometry (DirectoryImageOptions.entryBytes, nameLen):
+ * by default an entry is 32 bytes and a name "f-<index>-<hash>" (17..21 bytes). Larger
+ * entries stand for long names and for the free space of a split directory btree: David
+ * Chinner's test (seed thread, 2007-10-23 07:04) put ~100,000 files in ~1,700 64 KiB
+ * blocks, about 1,100 bytes of block per entry (--dir-entry-bytes 1104: 59 a block, 1,695
+ * blocks). A fixed nameLen pads every name with hex of its hash to that length. An entry
+ * is always a multiple of 8 bytes, as XFS's dir2 data entries are.
+ *
  * Nothing is stored: readBlock() regenerates a block into the caller's bytes, which the
  * caller then copies into guest memory through its MMU. Every entry is a fixed 32 bytes,
  * so which entries a block holds is arithmetic, with no per-entry objects anywhere.
@@ -43,7 +51,8 @@ export const DIR_NAME_MAX = DIR_ENTRY_SIZE - 11;
 /** Directory indices are written with at most 10 digits, so "f-" + 10 + "-" + 8 = 21. */
 export const DIR_MAX_FILES = 0x7fffffff;
 
-const TAG_OFF = DIR_ENTRY_SIZE - 2;
+/** XFS's MAXNAMELEN - 1: the longest name a directory entry holds. */
+export const XFS_MAXNAMELEN = 255;
 /** Lowest inode number handed to the directory's files (the root and AG headers sit below). */
 const INO_FLOOR = 128;
 const TWO_32 = 0x1_0000_0000;
@@ -56,9 +65,19 @@ const CH_0 = 0x30;
 /** Scratch decimal digits of the current directory index (single-threaded use per call). */
 const DIGITS = new Uint8Array(10);
 
-/** Entries that fit one directory block of `blockSize` bytes. */
-export function entriesPerBlock(blockSize: number): number {
-  return Math.floor((blockSize - DIR_HDR_SIZE - DIR_TAIL_SIZE) / DIR_ENTRY_SIZE);
+/** Entries of `entryBytes` that fit one directory block of `blockSize` bytes. */
+export function entriesPerBlock(blockSize: number, entryBytes = DIR_ENTRY_SIZE): number {
+  return Math.floor((blockSize - DIR_HDR_SIZE - DIR_TAIL_SIZE) / entryBytes);
+}
+
+/** The longest name an entry of `entryBytes` holds: minus inumber(8), namelen(1), tag(2). */
+export function maxNameLen(entryBytes: number): number {
+  return Math.min(XFS_MAXNAMELEN, entryBytes - 11);
+}
+
+/** The shortest fixed name length for `files` files: "f-" + index digits + "-" + 8 hex. */
+export function minNameLen(files: number): number {
+  return 2 + Math.max(6, String(Math.max(0, files - 1)).length) + 1 + 8;
 }
 
 /**
@@ -202,7 +221,13 @@ function checkBytes(bytes: unknown, off: number, len: number, what: string): ass
  * checksum and layout passes); DirectoryImage.verifyBlock also checks the block belongs
  * where it was read from.
  */
-export function verifyBlock(bytes: Uint8Array, off: number, blockSize: number, expectedBlockNo: number): true | string {
+export function verifyBlock(
+  bytes: Uint8Array,
+  off: number,
+  blockSize: number,
+  expectedBlockNo: number,
+  entryBytes = DIR_ENTRY_SIZE,
+): true | string {
   checkBlockSize(blockSize, 'verifyBlock');
   checkBytes(bytes, off, blockSize, 'verifyBlock');
   const magic = rd32(bytes, off);
@@ -212,20 +237,22 @@ export function verifyBlock(bytes: Uint8Array, off: number, blockSize: number, e
   const blkno = rd32(bytes, off + 4);
   if (blkno !== expectedBlockNo) return `block number ${blkno} (expected ${expectedBlockNo})`;
   const count = rd32(bytes, off + 8);
-  const max = entriesPerBlock(blockSize);
+  const max = entriesPerBlock(blockSize, entryBytes);
   if (count > max) return `entry count ${count} exceeds ${max} for a ${blockSize}-byte block`;
   const used = rd32(bytes, off + blockSize - 8);
-  if (used !== DIR_HDR_SIZE + count * DIR_ENTRY_SIZE) {
-    return `used bytes ${used} disagree with ${count} entries (expected ${DIR_HDR_SIZE + count * DIR_ENTRY_SIZE})`;
+  if (used !== DIR_HDR_SIZE + count * entryBytes) {
+    return `used bytes ${used} disagree with ${count} entries (expected ${DIR_HDR_SIZE + count * entryBytes})`;
   }
   const stored = rd32(bytes, off + blockSize - 4);
   const computed = dirChecksum(bytes, off, blockSize - 4);
   if (stored !== computed) return `checksum ${hex32(stored)} != computed ${hex32(computed)}`;
-  for (let i = 0, e = DIR_HDR_SIZE; i < count; i++, e += DIR_ENTRY_SIZE) {
-    const tag = (bytes[off + e + TAG_OFF]! << 8) | bytes[off + e + TAG_OFF + 1]!;
+  const tagOff = entryBytes - 2;
+  const nameMax = maxNameLen(entryBytes);
+  for (let i = 0, e = DIR_HDR_SIZE; i < count; i++, e += entryBytes) {
+    const tag = (bytes[off + e + tagOff]! << 8) | bytes[off + e + tagOff + 1]!;
     if (tag !== e) return `entry ${i}: tag ${tag} != its offset ${e}`;
     const namelen = bytes[off + e + 8]!;
-    if (namelen === 0 || namelen > DIR_NAME_MAX) return `entry ${i}: name length ${namelen} (1..${DIR_NAME_MAX})`;
+    if (namelen === 0 || namelen > nameMax) return `entry ${i}: name length ${namelen} (1..${nameMax})`;
   }
   return true;
 }
@@ -237,6 +264,10 @@ export interface DirectoryImageOptions {
   files: number;
   /** Directory block size in bytes: 4096, 8192, 16384, 32768 or 65536. */
   dirBlockSize: number;
+  /** Bytes each entry takes in its block: a multiple of 8, 32 up to the block's room (default 32). */
+  entryBytes?: number;
+  /** Every name this long (minNameLen(files)..maxNameLen(entryBytes)); default: 17..21 bytes. */
+  nameLen?: number;
 }
 
 export class DirectoryImage {
@@ -246,6 +277,9 @@ export class DirectoryImage {
   /** Pages per directory block: the size of the xfs_buf (and its vmap) in pages. */
   readonly pagesPerBlock: number;
   readonly entriesPerBlock: number;
+  readonly entryBytes: number;
+  /** Fixed name length, or 0: names as short as their index allows. */
+  readonly nameLen: number;
   /** Directory blocks on the "disk": ceil(files / entriesPerBlock). */
   readonly nblocks: number;
   /** Inode number of directory index 0; file i has inumber inoBase + i. */
@@ -270,7 +304,26 @@ export class DirectoryImage {
     this.seed = seed;
     this.files = files;
     this.pagesPerBlock = dirBlockSize / PAGE_SIZE;
-    this.entriesPerBlock = entriesPerBlock(dirBlockSize);
+    const eb = opts.entryBytes ?? DIR_ENTRY_SIZE;
+    const room = dirBlockSize - DIR_HDR_SIZE - DIR_TAIL_SIZE;
+    if (typeof eb !== 'number' || !Number.isInteger(eb) || eb < DIR_ENTRY_SIZE || eb > room || eb % 8 !== 0) {
+      throw new RangeError(
+        `new DirectoryImage: entryBytes must be a multiple of 8 from ${DIR_ENTRY_SIZE} to ${room - (room % 8)} ` +
+          `for ${dirBlockSize}-byte blocks, got ${String(eb)}`,
+      );
+    }
+    this.entryBytes = eb;
+    const nl = opts.nameLen ?? 0;
+    const lo = minNameLen(files);
+    const hi = maxNameLen(eb);
+    if (nl !== 0 && (typeof nl !== 'number' || !Number.isInteger(nl) || nl < lo || nl > hi)) {
+      throw new RangeError(
+        `new DirectoryImage: nameLen must be an integer from ${lo} (the names of ${files} files) to ${hi} ` +
+          `(what a ${eb}-byte entry holds), got ${String(nl)}`,
+      );
+    }
+    this.nameLen = nl;
+    this.entriesPerBlock = entriesPerBlock(dirBlockSize, eb);
     this.nblocks = Math.ceil(files / this.entriesPerBlock);
     const rng = new Rng(seed).fork('xfs-dir');
     this.#nameKey = rng.nextU32();
@@ -318,7 +371,11 @@ export class DirectoryImage {
   /** The file name of directory index `index` (allocates a string: not for hot paths). */
   entryName(index: number): string {
     this.blockOfEntry(index); // range check
-    return `f-${String(index).padStart(6, '0')}-${this.nameHash(index).toString(16).padStart(8, '0')}`;
+    const h = this.nameHash(index).toString(16).padStart(8, '0');
+    const base = `f-${String(index).padStart(6, '0')}-${h}`;
+    let name = base;
+    for (let j = 0; name.length < this.nameLen; j++) name += h[j % 8]!;
+    return name;
   }
 
   /**
@@ -339,6 +396,9 @@ export class DirectoryImage {
 
     const inoBase = this.inoBase;
     const nameKey = this.#nameKey;
+    const eb = this.entryBytes;
+    const tagOff = eb - 2;
+    const fixedLen = this.nameLen;
     // The block's indices are consecutive: keep them as decimal digits and count up,
     // rather than dividing by ten for every digit of every name.
     const digits = DIGITS;
@@ -351,7 +411,7 @@ export class DirectoryImage {
     }
     for (let i = 0; i < count; i++) {
       const index = first + i;
-      const e = DIR_HDR_SIZE + i * DIR_ENTRY_SIZE;
+      const e = DIR_HDR_SIZE + i * eb;
       const p = dstOff + e;
       const ino = inoBase + index;
       wr32(dst, p, Math.floor(ino / TWO_32));
@@ -361,7 +421,8 @@ export class DirectoryImage {
       let lead = 0;
       while (lead < ndig - 6 && digits[lead] === CH_0) lead++;
       const nd = ndig - lead;
-      dst[p + 8] = 2 + nd + 1 + 8;
+      const baseLen = 2 + nd + 1 + 8;
+      dst[p + 8] = fixedLen > 0 ? fixedLen : baseLen;
       let q = p + 9;
       dst[q++] = CH_f;
       dst[q++] = CH_DASH;
@@ -374,14 +435,16 @@ export class DirectoryImage {
       h = Math.imul(h, 0xc2b2ae35);
       h ^= h >>> 16;
       for (let sh = 28; sh >= 0; sh -= 4) dst[q++] = HEX[(h >>> sh) & 15]!;
-      dst[p + TAG_OFF] = e >>> 8;
-      dst[p + TAG_OFF + 1] = e & 0xff;
+      // A fixed name length: pad with the hash's hex digits again (as entryName does).
+      for (let j = baseLen; j < fixedLen; j++) dst[q++] = HEX[(h >>> (28 - 4 * ((j - baseLen) % 8))) & 15]!;
+      dst[p + tagOff] = e >>> 8;
+      dst[p + tagOff + 1] = e & 0xff;
       // Count up in decimal.
       let d = ndig - 1;
       while (d >= 0 && digits[d] === CH_0 + 9) digits[d--] = CH_0;
       if (d >= 0) digits[d]!++;
     }
-    wr32(dst, dstOff + size - 8, DIR_HDR_SIZE + count * DIR_ENTRY_SIZE);
+    wr32(dst, dstOff + size - 8, DIR_HDR_SIZE + count * eb);
     wr32(dst, dstOff + size - 4, dirChecksum(dst, dstOff, size - 4));
     return size;
   }
@@ -392,7 +455,7 @@ export class DirectoryImage {
    */
   verifyBlock(bytes: Uint8Array, off: number, blockNo: number): true | string {
     this.#checkBlockNo(blockNo, 'DirectoryImage.verifyBlock');
-    const r = verifyBlock(bytes, off, this.dirBlockSize, blockNo);
+    const r = verifyBlock(bytes, off, this.dirBlockSize, blockNo, this.entryBytes);
     if (r !== true) return r;
     const count = rd32(bytes, off + 8);
     const want = this.entriesInBlock(blockNo);

@@ -11,6 +11,13 @@ export interface XfsMountOptions {
   dirBlockBytes: number;
   /** Unheld buffers cached (the rest is freed as the scan goes). */
   maxBuffers?: number;
+  /** Directory geometry (DirectoryImageOptions): bytes per entry and a fixed name length. */
+  entryBytes?: number;
+  nameLen?: number;
+  /** a_list entries above which a vmap purges first (default 64). */
+  purgeThreshold?: number;
+  /** xfsbufd period in ticks = centisecs (fs.xfs.xfsbufd_centisecs, 50..3000, default 100). */
+  xfsbufdIntervalTicks?: number;
 }
 
 export function xfsDeps(k: Kernel): XfsDeps {
@@ -82,12 +89,20 @@ export function xfsDeps(k: Kernel): XfsDeps {
 
 /** Mount: the buffer cache over the directory image, with the stray-alias probe wired in. */
 export function xfsMount(k: Kernel, o: XfsMountOptions): { cache: XfsBufCache; image: DirectoryImage } {
-  const image = new DirectoryImage({ seed: o.seed, files: o.files, dirBlockSize: o.dirBlockBytes });
+  const image = new DirectoryImage({
+    seed: o.seed,
+    files: o.files,
+    dirBlockSize: o.dirBlockBytes,
+    ...(o.entryBytes !== undefined ? { entryBytes: o.entryBytes } : {}),
+    ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
+  });
   const cache = new XfsBufCache(xfsDeps(k), {
     strategy: o.strategy,
     image,
     maxBuffers: o.maxBuffers ?? 32,
     vmallocStats: () => k.vmalloc.stats(),
+    ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
+    ...(o.xfsbufdIntervalTicks !== undefined ? { xfsbufdIntervalTicks: o.xfsbufdIntervalTicks } : {}),
   });
   k.addAliasProbe((pfn) => {
     const a = cache.strayAliasesOf(pfn);

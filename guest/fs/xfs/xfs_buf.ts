@@ -54,7 +54,8 @@
  *    for their memory, so the allocation (and its GFP_NOWAIT failure) is real.
  *  - The "disk" is a DirectoryImage (backing.ts); a delayed write is checked, not stored.
  */
-import { EINVAL, ENOMEM, PAGE_SIZE, EIO } from '../../../src/abi/xen.js';
+import { EINVAL, ENOMEM, PAGE_SIZE, EIO, EUCLEAN } from '../../../src/abi/xen.js';
+import { HZ } from '../../kernel/clock.js';
 import { GFP_NOFS, GFP_NOWAIT } from '../../mm/page_alloc.js';
 import type { DirectoryImage } from './backing.js';
 
@@ -89,11 +90,8 @@ export interface XfsDeps {
 
 /* ----------------------------------------------------------------- constants */
 
-/** EFSCORRUPTED (Linux's EUCLEAN): a block failed verification. */
-export const EFSCORRUPTED = 117;
-
-/** Virtual time: ticks per second (the guest's HZ). */
-export const HZ = 100;
+/** EFSCORRUPTED, XFS's name for EUCLEAN: a block failed verification. */
+export const EFSCORRUPTED = EUCLEAN;
 /** Largest buffer, in pages: a 64 KiB directory block with 4 KiB pages. */
 export const XFS_BUF_MAX_PAGES = 16;
 /** free_address's batch: a vmap purges first when the a_list is longer than this. */

@@ -6,6 +6,18 @@
  * buffers (iclogs) are mapped at mount and stay mapped until unmount, so they never feed
  * the a_list while mounted (Christoph Hellwig, 2007-10-15 08:31).
  *
+ * Mount order is Linux's: xfs_log_mount allocates the log (xlog_alloc_log: the iclogs)
+ * FIRST and only then runs xlog_recover. So the recovery buffers are the last thing the
+ * mount frees: their pages sit on top of this vCPU's hot list, still mapped by their lazy
+ * vmaps, and the next page tables made here are those pages -- Jeremy's refused pins after
+ * booting on a filesystem that was not cleanly unmounted.
+ *
+ * Clean and unclean: a clean unmount writes an unmount record at the head (the log is then
+ * clean: the next mount finds the record just before the head and replays nothing). An
+ * unclean end -- a crash, or xfs_force_shutdown followed by unmount, which writes no
+ * unmount record -- leaves the records for the next mount to replay. The log starts
+ * unclean (the default: the machine went down with the filesystem mounted).
+ *
  * The on-disk log is generated, deterministically from a seed: logBlocks basic blocks
  * (512 bytes), the current cycle C stamped in the first word of every block before the head
  * and C-1 after it; between tail and head, `records` log records, each one header block
@@ -68,6 +80,8 @@ export interface XlogOptions {
   iclogCount?: number;
   /** logbsize: bytes per iclog, 16, 32 or 64 KiB (default 32 KiB). */
   iclogSize?: number;
+  /** The log on disk ends with an unmount record (default false: an unclean shutdown). */
+  clean?: boolean;
 }
 
 export interface XlogStats {
@@ -82,6 +96,11 @@ export interface XlogStats {
   /** Chunks and records read into recovery buffers. */
   recoveryReads: number;
   recordsReplayed: number;
+  /** Mounts that found the log clean (no replay) and that recovered a dirty log. */
+  cleanMounts: number;
+  dirtyMounts: number;
+  /** Unmounts after xfs_force_shutdown (no unmount record written). */
+  shutdowns: number;
   /** iclogs currently allocated, and of them the vmapped ones. */
   iclogs: number;
   iclogVmaps: number;
@@ -134,7 +153,16 @@ export class Xlog {
   readonly #iclogs: Int32Array;
   #nrIclogs = 0;
   #mounted = false;
+  /** The on-disk log ends with an unmount record at headBlock (the head is one further). */
+  #clean: boolean;
+  /** XFS_FORCED_SHUTDOWN: the log is dead; unmount writes nothing. */
+  #shutdown = false;
+  #cleanMounts = 0;
+  #dirtyMounts = 0;
+  #shutdowns = 0;
   #foundHead = -1;
+  /** What the last xlogFindHead saw before the head: an unmount record. */
+  #foundClean = false;
   #recoveryBuffers = 0;
   #recoveryVmaps = 0;
   #recoveryReads = 0;
@@ -157,12 +185,13 @@ export class Xlog {
     this.records = intOption(opts.records, 1, 4096, 'records', 4);
     this.#recBB = this.recordSize / BBSIZE;
     const span = this.records * (1 + this.#recBB);
+    // span, the unmount record, and a block of the previous cycle at each end.
     this.logBlocks = intOption(
       opts.logBlocks,
-      span + 2,
+      span + 3,
       1 << 24,
-      `logBlocks (${this.records} records of ${this.recordSize} bytes need ${span + 2})`,
-      Math.max(8192, span + 2),
+      `logBlocks (${this.records} records of ${this.recordSize} bytes need ${span + 3})`,
+      Math.max(8192, span + 3),
     );
     this.iclogCount = intOption(opts.iclogCount, XLOG_MIN_ICLOGS, XLOG_MAX_ICLOGS, 'iclogCount', XLOG_MAX_ICLOGS);
     const iclogSize = opts.iclogSize ?? 32768;
@@ -173,11 +202,14 @@ export class Xlog {
     }
     this.iclogSize = iclogSize;
     this.#iclogs = new Int32Array(this.iclogCount).fill(-1);
+    if (opts.clean !== undefined && typeof opts.clean !== 'boolean')
+      throw new TypeError(`Xlog: clean must be a boolean, got ${String(opts.clean)}`);
+    this.#clean = opts.clean ?? false;
 
     // Geometry from the seed: the tail somewhere with room for the records before the end.
     this.#key = fmix32((seed >>> 0) ^ 0x10c5eed);
     this.cycle = 2 + (fmix32(this.#key ^ 1) % 5);
-    this.tailBlock = 1 + (fmix32(this.#key ^ 2) % (this.logBlocks - span - 1));
+    this.tailBlock = 1 + (fmix32(this.#key ^ 2) % (this.logBlocks - span - 2));
     this.headBlock = this.tailBlock + span;
     this.#crc = new Uint32Array(this.records);
     for (let r = 0; r < this.records; r++) {
@@ -189,23 +221,55 @@ export class Xlog {
 
   /* ================================================================ mount */
 
-  /** xfs_log_mount: recover, then allocate the iclogs. 0 or a negative errno. */
+  /**
+   * xfs_log_mount, in Linux's order: allocate the log (the iclogs, held until unmount),
+   * then recover. The recovery buffers are the mount's last frees. 0 or a negative errno.
+   */
   xfsLogMount(): number {
     if (this.#mounted) return -EBUSY;
-    let rc = this.xlogRecover();
+    let rc = this.xlogAllocLog();
     if (rc < 0) return rc;
-    rc = this.xlogAllocLog();
-    if (rc < 0) return rc;
+    rc = this.xlogRecover();
+    if (rc < 0) {
+      this.#releaseIclogs();
+      return rc;
+    }
     this.#mounted = true;
+    this.#shutdown = false;
+    // From now on the running filesystem writes to the log: until a clean unmount puts an
+    // unmount record at the head, the next mount has records to replay.
+    this.#clean = false;
     return 0;
   }
 
   /**
+   * xfs_force_shutdown(SHUTDOWN_LOG_IO_ERROR), as xfstests' godown does it: the log is
+   * dead, so the unmount that follows writes no unmount record and the next mount must
+   * recover. A no-op when not mounted.
+   */
+  xfsForceShutdown(): void {
+    if (this.#mounted) this.#shutdown = true;
+  }
+
+  /** Whether the on-disk log ends with an unmount record. */
+  get clean(): boolean {
+    return this.#clean;
+  }
+
+  /**
    * xfs_log_unmount: write an unmount record through the first iclog's mapping (read back
-   * and checked), then release every iclog -- their addresses go to free_address now.
+   * and checked) -- unless the filesystem was shut down -- then release every iclog: their
+   * addresses go to free_address now.
    */
   xfsLogUnmount(): number {
     if (!this.#mounted) return 0;
+    if (this.#shutdown) {
+      this.#shutdowns++;
+      this.#releaseIclogs();
+      this.#mounted = false;
+      this.#shutdown = false;
+      return 0;
+    }
     let rc = 0;
     const bp = this.#iclogs[0]!;
     const s = this.#scratch;
@@ -221,6 +285,7 @@ export class Xlog {
     ) {
       rc = this.#error('xlog_unmount_write', this.headBlock, bp, 'unmount record did not read back');
     }
+    if (rc === 0) this.#clean = true;
     this.#releaseIclogs();
     this.#mounted = false;
     return rc;
@@ -260,10 +325,18 @@ export class Xlog {
 
   /* ============================================================ recovery */
 
-  /** xlog_recover: find the head, then the two passes. 0 or a negative errno. */
+  /**
+   * xlog_recover: find the head, then the tail; a log that ends with an unmount record is
+   * clean and nothing is replayed, otherwise the two passes. 0 or a negative errno.
+   */
   xlogRecover(): number {
     const rc = this.xlogFindHead();
     if (rc < 0) return rc;
+    if (this.#foundClean) {
+      this.#cleanMounts++;
+      return 0;
+    }
+    this.#dirtyMounts++;
     for (let pass = 1; pass <= 2; pass++) {
       const r = this.#recoveryPass(pass);
       if (r < 0) return r;
@@ -324,10 +397,21 @@ export class Xlog {
         }
       }
     }
+    // xlog_find_tail, reduced to what decides recovery: the block before the head, read
+    // through the same buffer. An unmount record there: clean, nothing to replay.
+    this.#foundClean = false;
+    if (failed === 0 && hi >= 1) {
+      if (probe(hi - 1) < 0 || this.bufs.xfsBufIoRead(bp, word, 0, H_TYPE + 4, (hi - 1 - loaded) * BBSIZE) < 0) {
+        failed = this.#error('xlog_find_tail', hi - 1, bp, 'fault reading the block before the head');
+      } else {
+        this.#foundClean = rd32(word, H_MAGIC) === XLOG_HEADER_MAGIC_NUM && rd32(word, H_TYPE) === XLOG_UNMOUNT_TYPE;
+      }
+    }
     this.bufs.xfsBufRelse(bp);
     if (failed < 0) return failed;
-    if (hi !== this.headBlock)
-      return this.#error('xlog_find_head', hi, -1, `head found at block ${hi}, the log's head is ${this.headBlock}`);
+    const head = this.#head();
+    if (hi !== head)
+      return this.#error('xlog_find_head', hi, -1, `head found at block ${hi}, the log's head is ${head}`);
     this.#foundHead = hi;
     return hi;
   }
@@ -344,6 +428,9 @@ export class Xlog {
       recoveryVmaps: this.#recoveryVmaps,
       recoveryReads: this.#recoveryReads,
       recordsReplayed: this.#recordsReplayed,
+      cleanMounts: this.#cleanMounts,
+      dirtyMounts: this.#dirtyMounts,
+      shutdowns: this.#shutdowns,
       iclogs: this.#nrIclogs,
       iclogVmaps,
       errors: this.#errors,
@@ -434,13 +521,26 @@ export class Xlog {
     return rc;
   }
 
+  /** The first block of the previous cycle: past the unmount record when the log is clean. */
+  #head(): number {
+    return this.#clean ? this.headBlock + 1 : this.headBlock;
+  }
+
   /** Generate basic blocks [first, first + n) of the on-disk log into dst at off. */
   #genBlocks(first: number, n: number, dst: Uint8Array, off: number): void {
     const recBB = this.#recBB;
     const key = this.#key;
+    const head = this.#head();
     for (let k = 0; k < n; k++) {
       const bb = first + k;
       const o = off + k * BBSIZE;
+      if (this.#clean && bb === this.headBlock) {
+        dst.fill(0, o, o + BBSIZE);
+        wr32(dst, o + H_MAGIC, XLOG_HEADER_MAGIC_NUM);
+        wr32(dst, o + H_CYCLE, this.cycle);
+        wr32(dst, o + H_TYPE, XLOG_UNMOUNT_TYPE);
+        continue;
+      }
       const rel = bb - this.tailBlock;
       if (rel >= 0 && bb < this.headBlock && rel % (1 + recBB) === 0) {
         const r = rel / (1 + recBB);
@@ -452,7 +552,7 @@ export class Xlog {
         wr32(dst, o + H_CRC, this.#crc[r]!);
         continue;
       }
-      wr32(dst, o, bb < this.headBlock ? this.cycle : this.cycle - 1);
+      wr32(dst, o, bb < head ? this.cycle : this.cycle - 1);
       for (let w = 4; w < BBSIZE; w += 4) wr32(dst, o + w, fmix32(key ^ Math.imul(bb, 0x9e3779b1) ^ w));
     }
   }
