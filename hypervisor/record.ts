@@ -28,7 +28,9 @@ import {
   __HYPERVISOR_update_va_mapping,
   MMU_MACHPHYS_UPDATE,
   MMU_PT_UPDATE_PRESERVE_AD,
+  FRAME_WORDS,
   MMUEXT_NAMES,
+  PAGE_SIZE,
   MMUEXT_NEW_BASEPTR,
   MMUEXT_NEW_USER_BASEPTR,
   MMUEXT_PIN_L1_TABLE,
@@ -59,7 +61,7 @@ import {
   S_OP,
   slotBase,
 } from '../src/abi/layout.js';
-import { formatFlags, hex64, pteMfn } from '../src/abi/pte.js';
+import { formatFlags, hex64, pteMfn, maddrMfn } from '../src/abi/pte.js';
 import type { DomainConfig, Recording } from '../src/abi/control.js';
 import type { Hv } from './hv.js';
 
@@ -142,7 +144,7 @@ export class Recorder {
     const script = {
       name,
       paging: hv.paging,
-      memory_mb: Math.round((hv.ft.nrFrames * 4096) / 2 ** 20),
+      memory_mb: Math.round((hv.ft.nrFrames * PAGE_SIZE) / 2 ** 20),
       domains: this.#domains.map((c) => ({
         name: c.name,
         frames: c.frames,
@@ -204,7 +206,7 @@ export class Recorder {
           const plo = t[w]! >>> 0;
           const phi = t[w + 1]! >>> 0;
           const cmd = plo & 7;
-          const table = this.#frame((plo >>> 12) + phi * 0x100000, home);
+          const table = this.#frame(maddrMfn(plo, phi), home);
           const index = (plo & 0xfff) >>> 3;
           const vlo = t[w + 2]! >>> 0;
           const vhi = t[w + 3]! >>> 0;
@@ -318,7 +320,7 @@ export class Recorder {
         const w = data + h + i * MMU_REQ_WORDS;
         const plo = t[w]! >>> 0;
         if ((plo & 7) === MMU_MACHPHYS_UPDATE) continue;
-        const mfn = (plo >>> 12) + (t[w + 1]! >>> 0) * 0x100000;
+        const mfn = maddrMfn(plo, t[w + 1]! >>> 0);
         if (!hv.ft.mfnValid(mfn)) continue;
         const typeHi = hv.ft.typeHi[mfn]!;
         const level = levelOfType(typeHi);
@@ -357,7 +359,7 @@ export class Recorder {
     const owner = hv.domains.get(ft.owner[mfn]!);
     const ref = this.#ref(mfn, owner?.domid ?? home);
     if (owner === undefined || ref === null) return;
-    const words = hv.mem32.subarray(mfn * 1024, mfn * 1024 + 1024);
+    const words = hv.mem32.subarray(mfn * FRAME_WORDS, (mfn + 1) * FRAME_WORDS);
     const last = this.#filled.get(mfn);
     if (last === undefined ? words.some((w) => w !== 0) : !sameWords(last, words)) {
       const entries: Record<string, unknown> = {};

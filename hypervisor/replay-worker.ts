@@ -20,11 +20,11 @@ import {
   transportBytes,
 } from '../src/abi/layout.js';
 import type { DomainInfo, ReplayOutcome, ReplayReply, ReplayRequest, ReplayWorkerData } from '../src/abi/control.js';
-import { ESRCH } from '../src/abi/xen.js';
+import { ESRCH, PAGE_SIZE } from '../src/abi/xen.js';
 import { Xen } from './xen.js';
 
 const cfg = workerData as ReplayWorkerData;
-const mem = new SharedArrayBuffer(cfg.frames * 4096);
+const mem = new SharedArrayBuffer(cfg.frames * PAGE_SIZE);
 const transport = new SharedArrayBuffer(transportBytes(cfg.maxSlots));
 const t = new Int32Array(transport);
 

@@ -101,8 +101,11 @@ describe('kmalloc', () => {
     expect(warned.at(-1)).toMatch(/non-negative integer/);
     expect(k.kmalloc(64, GFP_HIGHUSER, 0)).toBe(0);
     expect(warned.at(-1)).toMatch(/__GFP_HIGHMEM .* direct map/);
-    expect(warned).toHaveLength(3);
-    expect(slab.nrMisuse()).toBe(3);
+    expect(k.ksize(pfnToKaddr(0))).toBe(0); // a page, but not a slab page
+    expect(warned.at(-1)).toMatch(/^WARNING: at mm\/slub\.c: ksize: 0x[0-9a-f]+ is not in a slab page/);
+    expect(k.ksize(pfnToKaddr(100_000))).toBe(0); // beyond the mem_map
+    expect(warned).toHaveLength(5);
+    expect(slab.nrMisuse()).toBe(5);
     expect(slab.cacheStats().reduce((n, c) => n + c.allocs, 0)).toBe(0); // nothing was allocated
     expect(() => slab.kmalloc(64, 0x8, 0)).toThrow(/unknown GFP bits/);
     expect(() => slab.setFailslab({ probability: 150 })).toThrow(/percentage 0\.\.100/);

@@ -60,7 +60,7 @@ const H_SLOTS_USED = 3;
 const H_FAILSLAB = 4; // injected failures, all openers
 const H_ERRORS = 5; // slab_error reports, all openers
 const H_READY = 6;
-const H_MISUSE = 7; // kmalloc calls a caller got wrong (WARN, NULL), all openers
+const H_MISUSE = 7; // kmalloc/ksize calls a caller got wrong (a WARN each), all openers
 const H_SLOT_LOCK = 16; // alone in its line
 const HEADER_WORDS = 32;
 
@@ -468,7 +468,7 @@ export class SlabAllocator {
 
   /**
    * A caller's mistake, Linux's way: WARN (printk the reason, count it) and fail the call
-   * as memory would -- kmalloc's errno is NULL (0).
+   * as memory would -- kmalloc returns NULL (0), ksize 0.
    */
   #warn(line: string): number {
     Atomics.add(this.#w, H_MISUSE, 1);
@@ -491,7 +491,7 @@ export class SlabAllocator {
 
   /* -------------------------------------------------------- introspection */
 
-  /** ksize: the usable size of a kmalloc'd object (its class). */
+  /** ksize: the usable size of a kmalloc'd object (its class); 0, with a WARN, for anything else. */
   /**
    * kmem_cache_shrink for every kmalloc cache: give back the empty slabs that MIN_PARTIAL
    * kept (what a shutdown does before counting pages). Returns the pages freed.
@@ -530,8 +530,9 @@ export class SlabAllocator {
     if (addr === ZERO_SIZE_PTR) return 0;
     const mm = this.pa.memMap;
     const pfn = this.#kaddrToPfn(addr);
-    mm.checkPfn(pfn, 'ksize');
-    if (!mm.PageSlab(pfn)) throw new RangeError(`ksize: 0x${addr.toString(16)} is not in a slab page`);
+    if (!Number.isInteger(pfn) || pfn < 0 || pfn >= mm.nrPages || !mm.PageSlab(pfn)) {
+      return this.#warn(`ksize: 0x${addr.toString(16)} is not in a slab page`);
+    }
     return KMALLOC_SIZES[(mm.mapping[pfn]! - KMALLOC_CACHE_ID_BASE) / 2]!;
   }
 
@@ -558,7 +559,7 @@ export class SlabAllocator {
     return Atomics.load(this.#w, H_FAILSLAB);
   }
 
-  /** kmalloc calls refused with a WARN because the caller got them wrong (all openers). */
+  /** kmalloc/ksize calls refused with a WARN because the caller got them wrong (all openers). */
   nrMisuse(): number {
     return Atomics.load(this.#w, H_MISUSE);
   }

@@ -19,7 +19,7 @@
  * need a vCPU's MMU (write, load, store, audit) run each candidate with runScript.
  */
 import { Worker } from 'node:worker_threads';
-import { ERRNO_BY_NAME, rcName } from '../abi/xen.js';
+import { ERRNO_BY_NAME, PAGE_SIZE, rcName } from '../abi/xen.js';
 import type { DomainInfo, ReplayOp, ReplayReply, ReplayWorkerData } from '../abi/control.js';
 import { distEntry } from '../machine.js';
 import { encodeCall } from './encode.js';
@@ -131,7 +131,7 @@ class Runner {
     const s = this.#script;
     const data: ReplayWorkerData = {
       paging: s.paging,
-      frames: scriptMemoryBytes(s) / 4096,
+      frames: scriptMemoryBytes(s) / PAGE_SIZE,
       maxSlots: s.domains.reduce((n, d) => n + d.vcpus, 0),
       domains: s.domains.map((d) => ({ name: d.name, frames: d.frames, vcpus: d.vcpus, lowmemFrames: d.lowmemFrames })),
     };
