@@ -11,6 +11,7 @@ import { cpus } from 'node:os';
 import { relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { checkHypercallOptions, HYPERCALL_PARAMS, hypercallSuite } from './hypercall.js';
+import { checkFragmentationOptions, FRAGMENTATION_PARAMS, fragmentationSuite } from './fragmentation.js';
 import {
   commandLine,
   gitCommit,
@@ -31,6 +32,7 @@ export const SUITES: Record<string, (opts: SuiteOptions) => Promise<Row[]>> = {
   vunmap: vunmapSuite,
   vmalloc: vmallocSuite,
   hypercall: hypercallSuite,
+  fragmentation: fragmentationSuite,
 };
 
 /** The command-line parameters each suite accepts ('value': takes an argument). */
@@ -38,6 +40,7 @@ export const SUITE_PARAMS: Record<string, Readonly<Record<string, 'value' | 'fla
   hypercall: HYPERCALL_PARAMS,
   vmalloc: VMALLOC_PARAMS,
   vunmap: VUNMAP_PARAMS,
+  fragmentation: FRAGMENTATION_PARAMS,
 };
 
 /** Option checks run before anything starts, so a bad option leaves no results behind. */
@@ -45,6 +48,7 @@ export const SUITE_CHECKS: Record<string, (params: Readonly<Record<string, strin
   hypercall: checkHypercallOptions,
   vmalloc: checkVmallocOptions,
   vunmap: checkVunmapOptions,
+  fragmentation: checkFragmentationOptions,
 };
 
 /** The runner's own options. */

@@ -13,6 +13,7 @@ import { createLogger, xenLogLine } from './log.js';
 import { DEFAULT_RUN, type RunOptions, runOnce } from './run.js';
 import { bugsShown, formatComparison, formatSummary, summaryJson, type RunSummary } from './summary.js';
 import { DCACHE_KINDS, STRATEGIES, type Strategy, WORKLOAD_NAMES, WORKLOAD_SUMMARIES } from './abi/kernel.js';
+import { formatMobilityComparison, type MobilityRow } from './fragmentation.js';
 
 /** "64K", "256M", "1G" or a number of bytes. */
 export function parseSize(text: string, what: string): number {
@@ -52,6 +53,8 @@ export const RUN_OPTIONS = {
   trace: { type: 'string' },
   unenforced: { type: 'boolean' },
   'lock-page': { type: 'string' },
+  mobility: { type: 'string' },
+  'pin-fraction': { type: 'string' },
   'xen-log': { type: 'string' },
   'guest-log': { type: 'string' },
   record: { type: 'string' },
@@ -111,6 +114,14 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
   }
+  if (values.mobility !== undefined) o.mobility = onOff(values.mobility, 'mobility', false);
+  if (values['pin-fraction'] !== undefined) {
+    if (workload !== 'fragmentation') throw new UsageError('--pin-fraction is an option of the fragmentation workload');
+    const v = values['pin-fraction'];
+    if (!/^(0(\.\d+)?|\.\d+|1(\.0+)?)$/.test(v) || Number(v) > 0.5)
+      throw new UsageError(`--pin-fraction must be a number from 0 to 0.5 (the share of memory), got "${v}"`);
+    o.workloadOptions = { ...o.workloadOptions, pinFraction: Number(v) };
+  }
   xfsOptionsFrom(values, workload, o);
   const only = (opt: string, wl: string) => {
     if (workload !== wl) throw new UsageError(`--${opt} is an option of the ${wl} workload`);
@@ -165,6 +176,7 @@ const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
   'truncate-race': { ops: 3000 },
+  fragmentation: { memoryBytes: 64 * 2 ** 20, vcpus: 1, ops: 6000 },
   'alsa-mmap': { vcpus: 1, ops: 1 },
   'slub-dma': { vcpus: 1, ops: 1, dcache: 'aliasing' },
 };
@@ -219,6 +231,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --mobility on|off  group pages by mobility (2.6.24's __GFP_MOVABLE pageblocks); off is
+                     2.6.23 [off]
+  --pin-fraction F   fragmentation only: share of memory the long-lived tasks' pinned page
+                     tables take, 0..0.5 [0.25]
   --clock C          wall (this host's time) | virtual (the modelled machine's time, from a
                      cost table; det scheduler, 1..64 vCPUs; --json adds virtualNs,
                      virtualNsPerOpPerCpu and a breakdown by cost) [wall]
@@ -254,7 +270,7 @@ Options of the XFS workloads (${XFS_WORKLOADS.join(', ')}):
 
 Workload defaults that differ: alsa-mmap and slub-dma run 1 op (one playback, one
 transfer) on 1 vCPU; truncate-race runs 3000 ops; kmap-churn 2000 ops on 1 vCPU with
---highmem 64M --highpte.
+--highmem 64M --highpte; fragmentation 6000 ops on 1 vCPU with --memory 64M.
 
 Exit status: 0 when the run was clean; 1 when it showed a bug (refused pins, a kernel
 BUG or oops, a bad page state, a memtype conflict, data errors, leaked frames, an audit
@@ -284,7 +300,9 @@ workloadCommands.demo = {
   help: `Runs xfs-dirscan (large directories with 64 KiB blocks, caches dropped between passes,
 while other tasks fork, exec and exit) once per strategy on the same seed, and prints a
 table: how many page-table pins Xen refused, what the TLB shootdowns and hypercalls cost,
-throughput, and the memory lazy mappings held.
+throughput, and the memory lazy mappings held. Then a second, short table: the
+fragmentation workload with grouping by mobility on and off (order-3 and order-9
+success rates), on the same seed.
 
 ${STRATEGY_HELP}`,
   async run(argv) {
@@ -303,8 +321,23 @@ ${STRATEGY_HELP}`,
       const opts = runOptionsFrom({ strategy, vcpus: values.vcpus, ops: values.ops, seed: values.seed }, 'xfs-dirscan');
       rows.push((await runOnce(opts)).summary);
     }
+    // The second, short table: grouping by mobility on versus off (terminal output only).
+    const mobility: MobilityRow[] = [];
+    if (!values.json) {
+      for (const on of [true, false]) {
+        if (process.stderr.isTTY)
+          process.stderr.write(`\r\x1b[Krunning fragmentation with --mobility ${on ? 'on' : 'off'} ...`);
+        const opts = runOptionsFrom({ seed: values.seed, mobility: on ? 'on' : 'off' }, 'fragmentation');
+        const s = (await runOnce(opts)).summary;
+        rows.push(s);
+        if (s.fragmentation) mobility.push({ mobility: on, report: s.fragmentation });
+      }
+    }
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
-    process.stdout.write(`${values.json ? JSON.stringify(rows.map(summaryJson), null, 2) : formatComparison(rows)}\n`);
+    const table = formatComparison(rows.filter((r) => r.workload === 'xfs-dirscan'));
+    const second =
+      mobility.length > 0 ? `\n\n${formatMobilityComparison(mobility, Number(values.seed ?? 1), 0.25)}` : '';
+    process.stdout.write(`${values.json ? JSON.stringify(rows.map(summaryJson), null, 2) : table + second}\n`);
     return rows.every(demoAsExpected) ? 0 : 1;
   },
 };
@@ -320,7 +353,8 @@ with charts are written under bench/results/ (or --out DIR). Every case runs --r
 hypervisor thread exceed the host's cores are marked oversubscribed.
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall (--vcpus N for the many-vCPU case).
+node dist/bench/run.js --help), hypercall (--vcpus N for the many-vCPU case), fragmentation
+(--seeds N, --pin-fraction F: order-3/order-9 success with grouping by mobility on and off).
 
 --clock virtual runs the vunmap suite on the virtual clock instead: modelled ns per cycle
 for every strategy at 1..64 vCPUs beside Linux 2.6.28's figures, and xfs-dirscan, from a

@@ -6,7 +6,7 @@
  */
 import { type PagingMode, PAGING_MODES, PAGE_SIZE } from './abi/xen.js';
 import { writeFile } from 'node:fs/promises';
-import { Guest, type GuestCpuRun, } from './guest.js';
+import { Guest, type GuestCpuRun } from './guest.js';
 import { scriptText } from './script/text.js';
 import { loadCostModel } from './costmodel.js';
 import { MAX_VCPUS_PER_DOMAIN } from './abi/layout.js';
@@ -30,6 +30,7 @@ import {
   WORKLOAD_NEEDS,
   type WorkloadName,
 } from './abi/kernel.js';
+import { fragmentationReport, isFragmentationKey } from './fragmentation.js';
 
 export interface RunOptions {
   workload: string;
@@ -54,6 +55,8 @@ export interface RunOptions {
   trace?: string;
   /** Extra options for the workload (e.g. vmap-cycle's warm-up). */
   workloadOptions?: Record<string, unknown>;
+  /** Group pages by mobility (2.6.24); off is 2.6.23. */
+  mobility?: boolean;
   /** Write every hypervisor log line of the run here. */
   xenLog?: string;
   /** Write every guest printk line of the run here. */
@@ -141,6 +144,25 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--seed must be a non-negative integer, got ${o.seed}`);
   if (o.sched !== 'parallel' && o.sched !== 'det')
     throw new RangeError(`--sched must be parallel or det, got "${o.sched}"`);
+  if (o.mobility !== undefined && typeof o.mobility !== 'boolean')
+    throw new RangeError(`--mobility must be on or off, got ${JSON.stringify(o.mobility)}`);
+  const pin = o.workloadOptions?.pinFraction;
+  if (pin !== undefined) {
+    if (o.workload !== 'fragmentation')
+      throw new RangeError('--pin-fraction is an option of the fragmentation workload');
+    if (typeof pin !== 'number' || !(pin >= 0 && pin <= 0.5))
+      throw new RangeError(`--pin-fraction must be a number from 0 to 0.5, got ${String(pin)}`);
+  }
+  if (o.workload === 'fragmentation') {
+    // The long-lived set needs one task per 6 (pae) or 4 (x86_64) pinned page-table pages.
+    const pages = Math.floor((o.memoryBytes / 4096) * 0.9);
+    const tasks = Math.floor((pages * (typeof pin === 'number' ? pin : 0.25)) / (o.paging === 'pae' ? 6 : 4));
+    if (tasks > FRAGMENTATION_MAX_LONG_LIVED)
+      throw new RangeError(
+        `--pin-fraction ${typeof pin === 'number' ? pin : 0.25} of --memory ${o.memoryBytes / MiB}M needs ${tasks} long-lived tasks; ` +
+          `the guest's task table holds ${FRAGMENTATION_MAX_LONG_LIVED}: give less --memory or a smaller --pin-fraction`,
+      );
+  }
   if (o.dcache !== undefined && !DCACHE_KINDS.includes(o.dcache))
     throw new RangeError(`--dcache must be one of ${DCACHE_KINDS.join(', ')}, got "${o.dcache}"`);
   validateXfsOptions(o);
@@ -177,6 +199,9 @@ function validateXfsOptions(o: RunOptions): void {
   int(o.purgeThreshold, 'purge-threshold', 0, 65536, ' a_list entries');
   int(o.shrinkEvery, 'shrink-every', 0, 1_000_000, ' steps');
 }
+
+/** Long-lived tasks the fragmentation workload may ask for (the guest's task table has 1,024 rows). */
+export const FRAGMENTATION_MAX_LONG_LIVED = 960;
 
 function sum<T>(stats: readonly T[], f: (s: T) => number): number {
   return stats.reduce((n, s) => n + f(s), 0);
@@ -247,6 +272,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       dirBlockBytes: o.dirBlockBytes,
       strategy: o.strategy,
       seed: o.seed,
+      ...(o.workload === 'fragmentation' ? { ops: o.ops, vcpus: o.vcpus } : {}),
       ...(o.dirEntryBytes !== undefined ? { dirEntryBytes: o.dirEntryBytes } : {}),
       ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
       ...(o.xfsbufdPeriod !== undefined ? { xfsbufdPeriod: o.xfsbufdPeriod } : {}),
@@ -276,6 +302,7 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       seed: o.seed,
       vcpus: o.vcpus,
       trace: o.trace !== undefined,
+      mobility: o.mobility === true,
       ...(o.dcache !== undefined ? { dcache: o.dcache } : {}),
       ...(o.slubFix !== undefined ? { slubFix: o.slubFix } : {}),
       ...(o.aliasesBeforePin !== undefined ? { aliasesBeforePin: o.aliasesBeforePin } : {}),
@@ -360,6 +387,9 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
     ] as const) {
       wl[key] = counters[key] ?? 0;
     }
+    wl.movablePinned = counters.movablePinned ?? 0;
+    const fragmentation = fragmentationReport(wl);
+    for (const key of Object.keys(wl)) if (isFragmentationKey(key)) delete wl[key];
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
     // The kernel's reports, as data: every vCPU's kept ones in vCPU order, the bugs first
     // (in their order), then what only informs; counts summed.
@@ -401,6 +431,8 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       workloadStats: wl,
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
+      mobility: o.mobility === true,
+      ...(fragmentation ? { fragmentation } : {}),
       ...(costModel === null ? {} : virtualSummary(perCpu, o.ops, costModel.name)),
     };
     return { summary, xenLog: log.slice(0, LOG_KEEP), ...extra };

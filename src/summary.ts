@@ -12,6 +12,7 @@ import {
   WORKLOAD_NEEDS,
   type WorkloadName,
 } from './abi/kernel.js';
+import { type FragmentationReport, formatFragmentation } from './fragmentation.js';
 
 /**
  * The one summary of a workload run: runOnce fills it, formatSummary and formatComparison
@@ -65,6 +66,10 @@ export interface RunSummary extends Partial<VirtualSummary> {
   isolationViolations?: number;
   /** The workload's own counters, summed over vCPUs (shown under "Workload counters"). */
   workloadStats?: Record<string, number>;
+  /** Grouping pages by mobility (--mobility). */
+  mobility?: boolean;
+  /** The fragmentation workload's report. */
+  fragmentation?: FragmentationReport;
   /** The guest kernel's reports as data (the first few, every vCPU's). */
   reports?: GuestReport[];
   /** How many reports of each kind the guest made (all of them, not only those kept). */
@@ -75,8 +80,14 @@ export interface RunSummary extends Partial<VirtualSummary> {
   bugs?: string[];
 }
 
-/** The --json form: the same summary with every optional field filled in. */
-export type SummaryJson = Required<Omit<RunSummary, keyof VirtualSummary>> & Partial<VirtualSummary>;
+/**
+ * The --json form: the same summary with every optional field filled in; `mobility` as
+ * "on" | "off", and the fragmentation report's fields at the top level.
+ */
+export type SummaryJson = Required<Omit<RunSummary, keyof VirtualSummary | 'mobility' | 'fragmentation'>> &
+  Partial<VirtualSummary> & {
+    mobility: 'on' | 'off';
+  } & Partial<FragmentationReport>;
 
 /** What the virtual clock measured (src/run.ts virtualSummary). */
 export interface VirtualSummary {
@@ -358,6 +369,7 @@ export function formatSummary(s: RunSummary): string {
         `  (${plural(total, 'report')} in all: ${counts.map((k) => `${k} ${group(s.reportCounts![k]!)}`).join(', ')})`,
       );
   }
+  if (s.fragmentation) out.push('', ...formatFragmentation(s.fragmentation, s.mobility === true));
   out.push('', exitLine(s));
   return out.join('\n');
 }
@@ -466,7 +478,8 @@ export function formatComparison(rows: RunSummary[]): string {
 /** The --json object: a copy of the summary (every field, known or not), derived fields filled in. */
 export function summaryJson(s: RunSummary): SummaryJson {
   checkSummary(s, 'summaryJson');
-  const j = structuredClone(s) as SummaryJson;
+  const { mobility, fragmentation, ...rest } = structuredClone(s);
+  const j = { ...rest, mobility: mobility ? 'on' : 'off', ...(fragmentation ?? {}) } as SummaryJson;
   const byReason: Record<string, number> = {};
   for (const k of Object.keys(s.rejected.byReason).sort()) byReason[k] = s.rejected.byReason[k]!;
   j.rejected = { total: s.rejected.total, byReason };

@@ -25,10 +25,12 @@ import { XenKernelPageTables } from '../arch/xen/kernel_pt.js';
 import { Highmem, KM_TYPE_NR, KM_USER0 } from '../mm/highmem.js';
 import { GFP_KERNEL, __GFP_HIGHMEM, PageAllocator, type PageAllocConfig, pageAllocBytes } from '../mm/page_alloc.js';
 import { SlabAllocator } from '../mm/slab.js';
+import { migrateAnonPage } from '../mm/migrate.js';
 import { VmallocSpace } from '../mm/vmalloc.js';
 import type { Vcpu } from '../vcpu.js';
 import {
   C_BAD_PAGES,
+  C_MOVABLE_PINNED,
   C_BUGS,
   GUEST_REPORTS_KEPT,
   GUEST_REPORT_KINDS,
@@ -102,11 +104,18 @@ export class Kernel {
           const [head, state, ...rest] = r.lines;
           this.report('bad_page', [head!, state!, ...backtraceLines(dumpStack()), ...rest]);
         } else {
-          this.report(r.kind === 'slab_error' ? 'bug' : 'page_allocation_failure', r.lines);
+          this.report(
+            r.kind === 'slab_error' ? 'bug' : r.kind === 'warning' ? 'warning' : 'page_allocation_failure',
+            r.lines,
+          );
         }
       },
       slubPageMappingFix: cfg.slubFix ?? true,
       onSpin,
+      // Grouping by mobility: MOVABLE anonymous pages really move (lumpy reclaim migrates them).
+      ...(cfg.mobility === true
+        ? { migratePage: (pfn: number, s: number, e: number) => migrateAnonPage(this, pfn, s, e) }
+        : {}),
     });
     this.slab = new SlabAllocator(shared.slab, this.pa, {
       pfnToKaddr: (pfn) => this.layout.pageOffset + pfn * PAGE_SIZE,
@@ -133,6 +142,13 @@ export class Kernel {
     this.highmem = shared.highmem ? Highmem.attach(shared.highmem, { cpu: this.id, onSpin, kpt, report }) : null;
     this.state = new KernState(shared.kern);
     kpt.onError = (line) => this.printk(line);
+    if (this.pa.mobility) {
+      // The debug check on every page mapped into vmalloc space (vmap, vmalloc).
+      kpt.onMap = (va, mfn) => {
+        if (va >= shared.vmallocStart && va < shared.vmallocEnd)
+          this.checkUnmovable(this.mfnToPfn(mfn), 'is held by a vmap');
+      };
+    }
     if (cfg.trace) {
       this.traceBuffer = new SharedArrayBuffer(TraceBuffer.bytesFor(TRACE_RECORDS));
       this.trace = new TraceBuffer({
@@ -160,6 +176,7 @@ export class Kernel {
       paging: info.paging,
       lowmemPages: info.lowmemPages,
       firstFreePfn: info.firstFreePfn,
+      mobility: cfg.mobility === true,
     };
     const pages = new SharedArrayBuffer(pageAllocBytes(paCfg));
     PageAllocator.format(pages, paCfg);
@@ -216,6 +233,15 @@ export class Kernel {
   /** A secondary vCPU joining a booted kernel. */
   static attach(cpu: Vcpu, mem: SharedArrayBuffer, cfg: KernelConfig, shared: KernelShared): Kernel {
     return new Kernel(cpu, cfg, shared, new XenKernelPageTables(cpu, mem));
+  }
+
+  /**
+   * Grouping by mobility's debug check (on whenever grouping is): a page that can never
+   * move -- pinned as a page table, held by a vmap -- must not be a MOVABLE allocation
+   * in a MOVABLE pageblock. A violation is printk'd (WARNING) and counted.
+   */
+  checkUnmovable(pfn: number, what: string): void {
+    if (pfn >= 0 && !this.pa.checkUnmovable(pfn, what, this.id)) this.state.count(C_MOVABLE_PINNED);
   }
 
   addAliasProbe(probe: (pfn: number) => string | null): void {

@@ -3,7 +3,13 @@
  * table (one row of Int32 columns per task: no object per task), and the deterministic
  * scheduler's turn word. One SharedArrayBuffer, fixed offsets.
  */
-import { COUNTER_NAMES, COUNTERS_BASE, type KernelConfig, NR_COUNTERS } from '../../src/abi/kernel.js';
+import {
+  COUNTER_NAMES,
+  COUNTERS_BASE,
+  type KernelConfig,
+  MOBILITY_COUNTER_NAMES,
+  NR_COUNTERS,
+} from '../../src/abi/kernel.js';
 
 /* Header words. */
 const H_BOOTED = 0;
@@ -63,6 +69,7 @@ export class KernState {
   counters(): Record<string, number> {
     const out: Record<string, number> = {};
     COUNTER_NAMES.forEach((name, i) => (out[name] = this.counter(i)));
+    for (const [i, name] of MOBILITY_COUNTER_NAMES) out[name] = this.counter(i);
     return out;
   }
 

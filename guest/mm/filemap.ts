@@ -7,7 +7,7 @@
  * page.
  */
 import type { Kernel } from '../kernel/kernel.js';
-import { GFP_HIGHUSER } from './page_alloc.js';
+import { GFP_HIGHUSER_MOVABLE } from './page_alloc.js';
 import { PAGE_SIZE } from '../../src/abi/xen.js';
 
 const buf = new Uint8Array(PAGE_SIZE);
@@ -17,7 +17,7 @@ export function readAndDropPages(k: Kernel, n: number, fill: number): number {
   const hm = k.highmem;
   let done = 0;
   for (let i = 0; i < n; i++) {
-    const pfn = k.pa.allocPages(GFP_HIGHUSER, 0, k.id);
+    const pfn = k.pa.allocPages(GFP_HIGHUSER_MOVABLE, 0, k.id);
     if (pfn < 0) break;
     buf.fill((fill + i) & 0xff);
     if (hm && k.isHighmem(pfn)) {

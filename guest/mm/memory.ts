@@ -48,7 +48,8 @@ import {
 } from '../../src/abi/kernel.js';
 import { KM_PTE0 } from './highmem.js';
 import { outOfMemory, takeOomVictim } from './oom_kill.js';
-import { GFP_HIGHUSER, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
+import { mappingOfAnonVma } from './page.js';
+import { GFP_HIGHUSER_MOVABLE, GFP_KERNEL, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 
 export const USER_BASE = 0x10000000;
 const P = _PAGE_PRESENT,
@@ -191,10 +192,10 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
   let pte = w[k.state.t(t, T_PTE)]!;
   if (pte < 0) pte = pteAlloc(k, t);
   if (pte < 0) return false;
-  const pfn = k.pa.allocPages(GFP_HIGHUSER | __GFP_ZERO, 0, k.id);
+  const pfn = k.pa.allocPages(GFP_HIGHUSER_MOVABLE | __GFP_ZERO, 0, k.id);
   if (pfn < 0) {
     // VM_FAULT_OOM: the OOM killer marks this task; the caller tears it down.
-    outOfMemory(k, t, GFP_HIGHUSER | __GFP_ZERO, 0);
+    outOfMemory(k, t, GFP_HIGHUSER_MOVABLE | __GFP_ZERO, 0);
     return false;
   }
   const mfn = k.kpt.pfnToMfn(pfn);
@@ -204,6 +205,11 @@ export function handleMmFault(k: Kernel, t: number, i: number): boolean {
   }
   w[k.state.t(t, T_PAGES + i)] = pfn;
   w[k.state.t(t, T_NPAGES)]!++;
+  // The reverse map page migration needs (page_add_new_anon_rmap): whose page, which slot.
+  if (k.pa.mobility) {
+    k.pa.memMap.mapping[pfn] = mappingOfAnonVma(t);
+    k.pa.memMap.index[pfn] = i;
+  }
   k.state.count(C_FAULTS);
   return true;
 }

@@ -38,7 +38,8 @@
  * badPage with Linux's text and "fixed up" as 2.6.15 did (flags cleared, counts reset); a
  * page found with PG_reserved (or a compound mark, at an order-0 free) is reported and not
  * freed, and a page that is already free is reported and left alone, so the free lists stay
- * consistent. Caller errors (bad GFP bits, order, cpu, pfn) throw RangeError.
+ * consistent. Caller errors (bad GFP bits, order, cpu, pfn) are a WARNING and NULL, as in
+ * Linux; RangeError is for the host's configuration only.
  */
 import { type PagingMode, PAGE_SIZE } from '../../src/abi/xen.js';
 import { layoutFor } from '../../src/abi/layout.js';
@@ -99,8 +100,15 @@ export const __GFP_ZERO = 0x8000;
 export const __GFP_NOMEMALLOC = 0x10000;
 export const __GFP_HARDWALL = 0x20000;
 export const __GFP_THISNODE = 0x40000;
-export const __GFP_MOVABLE = 0x80000;
-export const __GFP_BITS_SHIFT = 20;
+/*
+ * 2.6.24's values: grouping by mobility added __GFP_RECLAIMABLE at 0x80000 and moved
+ * __GFP_MOVABLE (0x80000 in 2.6.23, the seed's value) up to 0x100000.
+ */
+export const __GFP_RECLAIMABLE = 0x80000;
+export const __GFP_MOVABLE = 0x100000;
+export const __GFP_BITS_SHIFT = 21;
+/** GFP_MOVABLE_MASK: the bits gfpflags_to_migratetype reads. */
+export const GFP_MOVABLE_MASK = __GFP_RECLAIMABLE | __GFP_MOVABLE;
 /** 0x04 (__GFP_DMA32) and 0x08 name no zone this guest has. */
 export const GFP_VALID_MASK = ((1 << __GFP_BITS_SHIFT) - 1) & ~0x0c;
 
@@ -113,6 +121,8 @@ export const GFP_USER = GFP_KERNEL | __GFP_HARDWALL;
 export const GFP_HIGHUSER = GFP_USER | __GFP_HIGHMEM;
 export const GFP_HIGHUSER_MOVABLE = GFP_HIGHUSER | __GFP_MOVABLE;
 export const GFP_DMA = __GFP_DMA;
+/** Slab caches with SLAB_RECLAIM_ACCOUNT (dentries, inodes, XFS buffers' pages in 2.6.24). */
+export const GFP_NOFS_RECLAIMABLE = GFP_NOFS | __GFP_RECLAIMABLE;
 
 const GFP_BIT_NAMES: readonly [number, string][] = [
   [__GFP_DMA, '__GFP_DMA'],
@@ -132,6 +142,7 @@ const GFP_BIT_NAMES: readonly [number, string][] = [
   [__GFP_NOMEMALLOC, '__GFP_NOMEMALLOC'],
   [__GFP_HARDWALL, '__GFP_HARDWALL'],
   [__GFP_THISNODE, '__GFP_THISNODE'],
+  [__GFP_RECLAIMABLE, '__GFP_RECLAIMABLE'],
   [__GFP_MOVABLE, '__GFP_MOVABLE'],
 ];
 
@@ -140,6 +151,7 @@ export function gfpName(gfp: number): string {
   const out: string[] = [];
   let rest = gfp;
   for (const [v, n] of [
+    [GFP_HIGHUSER_MOVABLE, 'GFP_HIGHUSER_MOVABLE'],
     [GFP_HIGHUSER, 'GFP_HIGHUSER'],
     [GFP_USER, 'GFP_USER'],
     [GFP_KERNEL, 'GFP_KERNEL'],
@@ -157,23 +169,81 @@ export function gfpName(gfp: number): string {
   return out.length ? out.join('|') : 'GFP_NOWAIT';
 }
 
-/** Throws a RangeError naming what is wrong with `gfp` and what is accepted. */
-export function checkGfp(gfp: number, fn: string): void {
+/** What is wrong with `gfp` (naming what is accepted), or null when nothing is. */
+export function gfpError(gfp: number, fn: string): string | null {
   if (!Number.isInteger(gfp) || gfp < 0 || (gfp & ~GFP_VALID_MASK) !== 0) {
     const bad = Number.isInteger(gfp) ? `0x${(gfp & ~GFP_VALID_MASK).toString(16)}` : String(gfp);
-    throw new RangeError(
+    return (
       `${fn}: unknown GFP bits ${bad} in mode ${String(gfp)}; accepted: ` +
-        GFP_BIT_NAMES.map(([v, n]) => `${n} 0x${v.toString(16)}`).join(', '),
+      GFP_BIT_NAMES.map(([v, n]) => `${n} 0x${v.toString(16)}`).join(', ')
     );
   }
-  if ((gfp & (__GFP_DMA | __GFP_HIGHMEM)) === (__GFP_DMA | __GFP_HIGHMEM)) {
-    throw new RangeError(`${fn}: __GFP_DMA and __GFP_HIGHMEM together name no zone (mode 0x${gfp.toString(16)})`);
-  }
+  if ((gfp & (__GFP_DMA | __GFP_HIGHMEM)) === (__GFP_DMA | __GFP_HIGHMEM))
+    return `${fn}: __GFP_DMA and __GFP_HIGHMEM together name no zone (mode 0x${gfp.toString(16)})`;
+  return null;
+}
+
+/** Throws a RangeError naming what is wrong with `gfp` and what is accepted (for slab's own checks). */
+export function checkGfp(gfp: number, fn: string): void {
+  const why = gfpError(gfp, fn);
+  if (why !== null) throw new RangeError(why);
 }
 
 /* --------------------------------------------------------------- constants */
 
 export const MAX_ORDER = 11;
+
+/*
+ * Grouping pages by mobility (2.6.24, Mel Gorman). Every pageblock of 2^pageblock_order
+ * pages has one migrate type; every zone has a free list per (order, type); a free block
+ * goes on the list of its pageblock's type. An allocation takes from its own type's lists
+ * first, then falls back in FALLBACKS order from the LARGEST block down, so that a
+ * fallback splits as few pageblocks as possible; a fallback that takes a large block
+ * (order >= pageblock_order / 2, or any block for a reclaimable allocation) moves every
+ * free page of that pageblock to its own type, and relabels the pageblock when more than
+ * half of it was free. MIGRATE_RESERVE blocks (the first min_free_kbytes' worth of each
+ * zone, rounded up to whole blocks) are taken only when every other list is empty: they
+ * stay whole for the high-order atomic allocations: only an allocation that cannot sleep
+ * may take them (see __rmqueueFallback for how that differs from 2.6.24).
+ * With mobility off (2.6.23), every block is UNMOVABLE and every allocation is too: one
+ * list per order, exactly the allocator before grouping.
+ */
+export const MIGRATE_UNMOVABLE = 0;
+export const MIGRATE_RECLAIMABLE = 1;
+export const MIGRATE_MOVABLE = 2;
+export const MIGRATE_RESERVE = 3;
+export const MIGRATE_TYPES = 4;
+/** Per-CPU lists exist for the first three types; a RESERVE page bypasses them. */
+export const MIGRATE_PCPTYPES = 3;
+export const MIGRATETYPE_NAMES = ['Unmovable', 'Reclaimable', 'Movable', 'Reserve'] as const;
+/** fallbacks[]: the lists an allocation of each type falls back to, in order (RESERVE last). */
+export const FALLBACKS: readonly (readonly number[])[] = [
+  [MIGRATE_RECLAIMABLE, MIGRATE_MOVABLE, MIGRATE_RESERVE],
+  [MIGRATE_UNMOVABLE, MIGRATE_MOVABLE, MIGRATE_RESERVE],
+  [MIGRATE_RECLAIMABLE, MIGRATE_UNMOVABLE, MIGRATE_RESERVE],
+  [MIGRATE_RESERVE, MIGRATE_RESERVE, MIGRATE_RESERVE], // never used
+];
+/** x86 without hugepages: pageblock_order = MAX_ORDER - 1 (4 MiB blocks). */
+export const PAGEBLOCK_ORDER = 9;
+/** Per-page record of how a block was allocated: not by the allocator (boot, reserved). */
+export const ALLOC_MIGRATETYPE_NONE = 0xff;
+/**
+ * Who may not take a RESERVE block: a caller that may sleep (it reclaims instead), and one
+ * that asked for no emergency reserves (__GFP_NOMEMALLOC: page migration's new pages).
+ */
+const RESERVE_DENY = __GFP_WAIT | __GFP_NOMEMALLOC;
+/** SWAP_CLUSTER_MAX: LRU pages the reclaim scan looks at per call. */
+export const SWAP_CLUSTER_MAX = 32;
+
+/**
+ * gfpflags_to_migratetype: __GFP_MOVABLE -> MOVABLE, __GFP_RECLAIMABLE -> RECLAIMABLE,
+ * neither -> UNMOVABLE; everything UNMOVABLE when grouping is off. Both bits at once is a
+ * caller's mistake (allocPages WARNs and refuses it before this is reached).
+ */
+export function gfpflagsToMigratetype(gfp: number, mobility: boolean): number {
+  if (!mobility) return MIGRATE_UNMOVABLE;
+  return ((gfp & __GFP_MOVABLE) !== 0 ? 2 : 0) | ((gfp & __GFP_RECLAIMABLE) !== 0 ? 1 : 0);
+}
 /** pfns of ZONE_DMA: the first 16 MiB. */
 export const MAX_DMA_PFN = (16 * 1024 * 1024) / PAGE_SIZE;
 /** Linux's SHRINK_BATCH: objects a shrinker is asked to scan per call. */
@@ -272,7 +342,17 @@ export interface SlabErrorReport {
   lines: string[];
 }
 
-export type MmReport = BadPageReport | AllocFailureReport | SlabErrorReport;
+/** WARN_ON: a caller's mistake, or a broken invariant the debug checks found. */
+export interface WarningReport {
+  kind: 'warning';
+  comm: string;
+  cpu: number;
+  function: string;
+  pfn?: number;
+  lines: string[];
+}
+
+export type MmReport = BadPageReport | AllocFailureReport | SlabErrorReport | WarningReport;
 
 /* ----------------------------------------------------------------- shrinkers */
 
@@ -303,6 +383,10 @@ export interface PageAllocConfig {
   /** Per-CPU list batch and high mark; default zone_batchsize() and 6 x batch. */
   pcpBatch?: number;
   pcpHigh?: number;
+  /** Group pages by mobility (2.6.24); false is 2.6.23 and earlier. Default false. */
+  mobility?: boolean;
+  /** pageblock_order: log2 of the pages of one pageblock. Default MAX_ORDER - 1. */
+  pageblockOrder?: number;
 }
 
 export interface PageAllocHooks {
@@ -319,6 +403,13 @@ export interface PageAllocHooks {
    * context that may sleep (__GFP_WAIT) runs one reclaim round itself.
    */
   wakeupKswapd?(zone: number, order: number, cpu: number): void;
+  /**
+   * migrate_pages for one anonymous page (grouping by mobility: MOVABLE means it can
+   * move): copy `pfn` to a new page outside [avoidStart, avoidEnd), repoint the pte that
+   * maps it and free it. Called by lumpy reclaim with no allocator lock held; true when
+   * the page moved. Without it, anonymous memory stays where it is (there is no swap).
+   */
+  migratePage?(pfn: number, avoidStart: number, avoidEnd: number, cpu: number): boolean;
   /** MemMap option: page_mapping() returns NULL for slab pages (default true). */
   slubPageMappingFix?: boolean;
 }
@@ -326,9 +417,10 @@ export interface PageAllocHooks {
 /* ------------------------------------------------------------ the SAB layout */
 /*
  * [header: HEADER_BYTES][mem_map columns][zones: MAX_NR_ZONES x ZONE_WORDS][pcp: zones x cpus x PCP_WORDS]
+ * [pageblock types: one byte per pageblock][alloc migratetype: one byte per page]
  */
 const MAGIC = 0x50414c43; // 'PALC'
-const VERSION = 1;
+const VERSION = 2;
 export const HEADER_BYTES = 256;
 const H_MAGIC = 0;
 const H_VERSION = 1;
@@ -342,27 +434,49 @@ const H_NR_ALLOC_FAILURES = 8;
 const H_STATE_OFFSET = 9;
 const H_READY = 10;
 const H_MIN_FREE_KBYTES = 11;
+const H_MOBILITY = 12;
+const H_PAGEBLOCK_ORDER = 13;
+/** Pages pinned as page tables or vmapped inside a MOVABLE block, allocated MOVABLE. */
+const H_NR_MOBILITY_VIOLATIONS = 14;
+/** __rmqueue_fallback calls that found a block, and pageblocks they relabelled. */
+const H_NR_FALLBACKS = 15;
+const H_NR_STEALS = 16;
+/** Page-cache pages dropped by reclaim, and those taken as block-mates (lumpy). */
+const H_NR_RECLAIMED = 17;
+const H_NR_LUMPY = 18;
+/** Anonymous pages lumpy reclaim moved out of its block (migratePage). */
+const H_NR_MIGRATED = 19;
 
-/* Zone words. The lock sits alone in its cache line; the lock-guarded fields follow. */
-const ZONE_WORDS = 64;
+/*
+ * Zone words. The lock sits alone in its cache line; the lock-guarded fields follow; the
+ * LRU lock has a line of its own; then the free-list heads, one per (migrate type, order).
+ */
+const ZONE_WORDS = 128;
 const Z_LOCK = 0;
 const Z_FREE_PAGES = 16;
-const Z_FREE_HEAD = 17; // .. 27: free_area[order] list heads
-const Z_NR_FREE = 32; // .. 42: free_area[order].nr_free
-const Z_START = 48;
-const Z_END = 49;
-const Z_PRESENT = 50;
-const Z_MIN = 51;
-const Z_LOW = 52;
-const Z_HIGH = 53;
+const Z_NR_FREE = 17; // .. 27: free_area[order].nr_free (all types)
+const Z_START = 32;
+const Z_END = 33;
+const Z_PRESENT = 34;
+const Z_MIN = 35;
+const Z_LOW = 36;
+const Z_HIGH = 37;
+const Z_NR_RESERVE = 38;
+/* The zone's LRU of page-cache pages (zone->inactive_list), under Z_LRU_LOCK. */
+const Z_LRU_HEAD = 39; // newest
+const Z_LRU_TAIL = 40; // oldest
+const Z_NR_LRU = 41;
+const Z_LRU_LOCK = 48;
+const Z_FREE_HEAD = 64; // + type * 16 + order: free_area[order].free_list[type]
+const Z_TYPE_STRIDE = 16;
 
-/* Per-CPU pages, one cache line per (zone, cpu). */
+/* Per-CPU pages, one cache line per (zone, cpu): a list per migrate type, one count. */
 const PCP_WORDS = 16;
 const P_COUNT = 0;
 const P_HIGH = 1;
 const P_BATCH = 2;
-const P_HEAD = 3;
-const P_TAIL = 4;
+const P_HEAD = 3; // + 2 * type
+const P_TAIL = 4; // + 2 * type
 
 interface ResolvedConfig {
   nrPages: number;
@@ -373,6 +487,8 @@ interface ResolvedConfig {
   minFreeKbytes: number;
   pcpBatch: number | undefined;
   pcpHigh: number | undefined;
+  mobility: boolean;
+  pageblockOrder: number;
 }
 
 function intIn(v: unknown, lo: number, hi: number, what: string): number {
@@ -415,7 +531,23 @@ export function resolvePageAllocConfig(cfg: PageAllocConfig): ResolvedConfig {
   if (pcpHigh !== undefined && pcpBatch !== undefined && pcpHigh < pcpBatch) {
     throw new RangeError(`PageAllocConfig.pcpHigh (${pcpHigh}) must be >= pcpBatch (${pcpBatch})`);
   }
-  return { nrPages, nrCpus, paging, lowmemPages, firstFreePfn, minFreeKbytes, pcpBatch, pcpHigh };
+  if (cfg.mobility !== undefined && typeof cfg.mobility !== 'boolean')
+    throw new RangeError(`PageAllocConfig.mobility must be true or false, got ${String(cfg.mobility)}`);
+  const mobility = cfg.mobility ?? false;
+  const pageblockOrder =
+    cfg.pageblockOrder === undefined ? PAGEBLOCK_ORDER : intIn(cfg.pageblockOrder, 1, MAX_ORDER - 1, 'pageblockOrder');
+  return {
+    nrPages,
+    nrCpus,
+    paging,
+    lowmemPages,
+    firstFreePfn,
+    minFreeKbytes,
+    pcpBatch,
+    pcpHigh,
+    mobility,
+    pageblockOrder,
+  };
 }
 
 /** [start, end) pfns of each zone (ZONE_DMA32 is always empty). */
@@ -469,17 +601,27 @@ export function zoneWatermarks(spans: readonly [number, number][], minFreeKbytes
   return out;
 }
 
-function stateLayout(nrPages: number, nrCpus: number): { memMapOffset: number; stateOffset: number; bytes: number } {
+function stateLayout(
+  nrPages: number,
+  nrCpus: number,
+  pageblockOrder: number,
+): { memMapOffset: number; stateOffset: number; pageblockOffset: number; allocTypeOffset: number; bytes: number } {
   const mm = memMapLayout(nrPages, HEADER_BYTES);
   const stateOffset = HEADER_BYTES + mm.bytes;
-  const bytes = stateOffset + (MAX_NR_ZONES * ZONE_WORDS + MAX_NR_ZONES * nrCpus * PCP_WORDS) * 4;
-  return { memMapOffset: HEADER_BYTES, stateOffset, bytes };
+  const pageblockOffset = stateOffset + (MAX_NR_ZONES * ZONE_WORDS + MAX_NR_ZONES * nrCpus * PCP_WORDS) * 4;
+  const allocTypeOffset = pageblockOffset + nrPageblocks(nrPages, pageblockOrder);
+  const bytes = allocTypeOffset + nrPages;
+  return { memMapOffset: HEADER_BYTES, stateOffset, pageblockOffset, allocTypeOffset, bytes };
+}
+
+function nrPageblocks(nrPages: number, pageblockOrder: number): number {
+  return (nrPages + (1 << pageblockOrder) - 1) >>> pageblockOrder;
 }
 
 /** Bytes of the SAB a PageAllocator with this config needs (header + mem_map + zones + pcp). */
 export function pageAllocBytes(cfg: PageAllocConfig): number {
   const r = resolvePageAllocConfig(cfg);
-  return stateLayout(r.nrPages, r.nrCpus).bytes;
+  return stateLayout(r.nrPages, r.nrCpus, r.pageblockOrder).bytes;
 }
 
 /* ---------------------------------------------------------------- allocator */
@@ -492,6 +634,9 @@ export class PageAllocator implements PageFreer {
   readonly paging: PagingMode;
   readonly lowmemPages: number;
   readonly firstFreePfn: number;
+  /** Grouping by mobility is on (2.6.24). */
+  readonly mobility: boolean;
+  readonly pageblockOrder: number;
   /** Reports made through this opener (the last MAX_KEPT_REPORTS). */
   readonly reports: MmReport[] = [];
 
@@ -511,6 +656,10 @@ export class PageAllocator implements PageFreer {
   /** Zones then per-CPU pages, Int32 words. */
   private readonly z: Int32Array;
   private readonly pcpBase0: number;
+  /** The pageblock bitmap: one migrate type per pageblock (zone->lock to change). */
+  private readonly pageblockTypes: Uint8Array;
+  /** Debug: the migrate type each allocated page was asked for (ALLOC_MIGRATETYPE_NONE otherwise). */
+  private readonly allocTypes: Uint8Array;
   /** zonelists[gfp & 3]: zone numbers to try, best first. */
   private readonly zonelists: Int32Array[];
   private readonly hooks: PageAllocHooks;
@@ -520,7 +669,7 @@ export class PageAllocator implements PageFreer {
   /** Formats a new buffer for `cfg` and opens it. */
   static create(cfg: PageAllocConfig, hooks: PageAllocHooks): PageAllocator {
     const r = resolvePageAllocConfig(cfg);
-    const sab = new SharedArrayBuffer(stateLayout(r.nrPages, r.nrCpus).bytes);
+    const sab = new SharedArrayBuffer(stateLayout(r.nrPages, r.nrCpus, r.pageblockOrder).bytes);
     PageAllocator.format(sab, cfg);
     return new PageAllocator(sab, hooks);
   }
@@ -532,7 +681,7 @@ export class PageAllocator implements PageFreer {
    */
   static format(sab: SharedArrayBuffer, cfg: PageAllocConfig): void {
     const r = resolvePageAllocConfig(cfg);
-    const lay = stateLayout(r.nrPages, r.nrCpus);
+    const lay = stateLayout(r.nrPages, r.nrCpus, r.pageblockOrder);
     if (sab.byteLength < lay.bytes) {
       throw new RangeError(`PageAllocator.format: the config needs ${lay.bytes} bytes, the SAB has ${sab.byteLength}`);
     }
@@ -547,6 +696,13 @@ export class PageAllocator implements PageFreer {
     hdr[H_FIRST_FREE] = r.firstFreePfn;
     hdr[H_STATE_OFFSET] = lay.stateOffset;
     hdr[H_MIN_FREE_KBYTES] = r.minFreeKbytes;
+    hdr[H_MOBILITY] = r.mobility ? 1 : 0;
+    hdr[H_PAGEBLOCK_ORDER] = r.pageblockOrder;
+    // memmap_init_zone: every pageblock starts MOVABLE (UNMOVABLE, i.e. one list, when off).
+    new Uint8Array(sab, lay.pageblockOffset, nrPageblocks(r.nrPages, r.pageblockOrder)).fill(
+      r.mobility ? MIGRATE_MOVABLE : MIGRATE_UNMOVABLE,
+    );
+    new Uint8Array(sab, lay.allocTypeOffset, r.nrPages).fill(ALLOC_MIGRATETYPE_NONE);
 
     const spans = zoneSpans(r.nrPages, r.lowmemPages, r.paging);
     const mm = new MemMap(sab, r.nrPages, { byteOffset: lay.memMapOffset, paging: r.paging });
@@ -563,15 +719,20 @@ export class PageAllocator implements PageFreer {
       z[zb + Z_MIN] = marks[zone]![0];
       z[zb + Z_LOW] = marks[zone]![1];
       z[zb + Z_HIGH] = marks[zone]![2];
-      for (let o = 0; o < MAX_ORDER; o++) z[zb + Z_FREE_HEAD + o] = -1;
+      for (let t = 0; t < MIGRATE_TYPES; t++)
+        for (let o = 0; o < MAX_ORDER; o++) z[zb + Z_FREE_HEAD + t * Z_TYPE_STRIDE + o] = -1;
+      z[zb + Z_LRU_HEAD] = -1;
+      z[zb + Z_LRU_TAIL] = -1;
       const batch = r.pcpBatch ?? zoneBatchsize(end - start);
       const high = r.pcpHigh ?? Math.max(batch, 6 * batch);
       for (let cpu = 0; cpu < r.nrCpus; cpu++) {
         const pb = MAX_NR_ZONES * ZONE_WORDS + (zone * r.nrCpus + cpu) * PCP_WORDS;
         z[pb + P_HIGH] = high;
         z[pb + P_BATCH] = batch;
-        z[pb + P_HEAD] = -1;
-        z[pb + P_TAIL] = -1;
+        for (let t = 0; t < MIGRATE_PCPTYPES; t++) {
+          z[pb + P_HEAD + 2 * t] = -1;
+          z[pb + P_TAIL + 2 * t] = -1;
+        }
       }
     }
     Atomics.store(hdr, H_READY, 1);
@@ -586,6 +747,7 @@ export class PageAllocator implements PageFreer {
         pa.freeBootmemBlock(pfn, o);
         pfn += 1 << o;
       }
+      if (r.mobility) pa.setupZoneMigrateReserve(zone);
     }
   }
 
@@ -609,7 +771,9 @@ export class PageAllocator implements PageFreer {
     this.paging = hdr[H_PAGING] === 0 ? 'pae' : 'x86_64';
     this.lowmemPages = hdr[H_LOWMEM]!;
     this.firstFreePfn = hdr[H_FIRST_FREE]!;
-    const lay = stateLayout(this.nrPages, this.nrCpus);
+    this.mobility = hdr[H_MOBILITY] === 1;
+    this.pageblockOrder = hdr[H_PAGEBLOCK_ORDER]!;
+    const lay = stateLayout(this.nrPages, this.nrCpus, this.pageblockOrder);
     this.memMap = new MemMap(sab, this.nrPages, {
       byteOffset: lay.memMapOffset,
       paging: this.paging,
@@ -629,6 +793,8 @@ export class PageAllocator implements PageFreer {
     this.firstPage = mm.firstPage;
     this.z = new Int32Array(sab, lay.stateOffset, MAX_NR_ZONES * ZONE_WORDS + MAX_NR_ZONES * this.nrCpus * PCP_WORDS);
     this.pcpBase0 = MAX_NR_ZONES * ZONE_WORDS;
+    this.pageblockTypes = new Uint8Array(sab, lay.pageblockOffset, nrPageblocks(this.nrPages, this.pageblockOrder));
+    this.allocTypes = new Uint8Array(sab, lay.allocTypeOffset, this.nrPages);
     const list = (zones: number[]): Int32Array =>
       Int32Array.from(zones.filter((zn) => this.z[zn * ZONE_WORDS + Z_PRESENT]! > 0));
     this.zonelists = [
@@ -653,84 +819,237 @@ export class PageAllocator implements PageFreer {
     spinUnlock(this.z, zb + Z_LOCK, cpu);
   }
 
-  private checkCpu(cpu: number, fn: string): void {
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus) {
-      throw new RangeError(`${fn}: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`);
-    }
+  /*
+   * A guest caller's mistake (a bad cpu, order, pfn or GFP mask) is handled as Linux does:
+   * printk a WARNING, then NULL (-1) or nothing done -- never an exception, which would
+   * kill the vCPU. RangeError is kept for the host's configuration (PageAllocConfig).
+   */
+
+  private cpuError(cpu: number, fn: string): string | null {
+    return Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus
+      ? null
+      : `${fn}: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`;
   }
 
-  private checkOrder(order: number, fn: string): void {
-    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER) {
-      throw new RangeError(`${fn}: order ${order} is outside 0..${MAX_ORDER - 1}`);
-    }
+  private orderError(order: number, fn: string): string | null {
+    return Number.isInteger(order) && order >= 0 && order < MAX_ORDER
+      ? null
+      : `${fn}: order ${order} is outside 0..${MAX_ORDER - 1}`;
   }
 
-  private checkBlock(pfn: number, order: number, fn: string): void {
-    this.checkOrder(order, fn);
-    this.memMap.checkPfn(pfn, fn);
-    if (pfn % (1 << order) !== 0 || pfn + (1 << order) > this.nrPages) {
-      throw new RangeError(`${fn}: pfn ${pfn} is not the start of an order-${order} block inside the mem_map`);
-    }
+  private pfnError(pfn: number, fn: string): string | null {
+    return Number.isInteger(pfn) && pfn >= 0 && pfn < this.nrPages
+      ? null
+      : `${fn}: pfn ${pfn} is outside the mem_map (0..${this.nrPages - 1})`;
+  }
+
+  private blockError(pfn: number, order: number, fn: string): string | null {
+    const bad = this.orderError(order, fn) ?? this.pfnError(pfn, fn);
+    if (bad !== null) return bad;
+    if (pfn % (1 << order) !== 0 || pfn + (1 << order) > this.nrPages)
+      return `${fn}: pfn ${pfn} is not the start of an order-${order} block inside the mem_map`;
     const zone = this.flags[pfn]! >>> ZONES_PGSHIFT;
-    if (this.flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone) {
-      throw new RangeError(`${fn}: the order-${order} block at pfn ${pfn} crosses the end of zone ${ZONE_NAMES[zone]}`);
-    }
+    if (this.flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone)
+      return `${fn}: the order-${order} block at pfn ${pfn} crosses the end of zone ${ZONE_NAMES[zone]}`;
+    return null;
+  }
+
+  /** printk + WARN_ON for a caller's mistake; true when there was one (the caller then bails out). */
+  private misuse(why: string | null, fn: string, cpu: number): boolean {
+    if (why === null) return false;
+    const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
+    this.report({
+      kind: 'warning',
+      comm: this.comm(c),
+      cpu: c,
+      function: fn,
+      lines: [`WARNING: at mm/page_alloc.c: ${why}`],
+    });
+    return true;
   }
 
   /* ------------------------------------------------------------ free lists */
 
-  /** list_add to free_area[order] (the head end). zone->lock held. */
-  private addToFreeArea(zb: number, order: number, pfn: number): void {
+  /** Word index of free_area[order].free_list[type] in `z`. */
+  private freeHead(zb: number, type: number, order: number): number {
+    return zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + order;
+  }
+
+  /** list_add to free_area[order].free_list[type] (the head end). zone->lock held. */
+  private addToFreeArea(zb: number, order: number, pfn: number, type: number): void {
     const z = this.z;
-    const head = z[zb + Z_FREE_HEAD + order]!;
+    const h = zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + order;
+    const head = z[h]!;
     this.next[pfn] = head;
     this.prev[pfn] = -1;
     if (head !== -1) this.prev[head] = pfn;
-    z[zb + Z_FREE_HEAD + order] = pfn;
+    z[h] = pfn;
     z[zb + Z_NR_FREE + order]!++;
     this.order[pfn] = order;
+    // page_private of a free page: the list it is on (page->lru says as much in Linux).
+    this.priv[pfn] = type;
     // PG_buddy is published last, with a barrier, so an unlocked reader that sees it also
     // sees the order (the double-free check reads both without zone->lock).
     Atomics.or(this.flagsI32, pfn, 1 << PG_buddy);
   }
 
-  /** list_del from free_area[order]. zone->lock held. */
+  /** list_del from the free list the block is on. zone->lock held. */
   private delFromFreeArea(zb: number, order: number, pfn: number): void {
     const z = this.z;
     Atomics.and(this.flagsI32, pfn, ~(1 << PG_buddy));
     const n = this.next[pfn]!;
     const p = this.prev[pfn]!;
     if (p !== -1) this.next[p] = n;
-    else z[zb + Z_FREE_HEAD + order] = n;
+    else z[zb + Z_FREE_HEAD + this.priv[pfn]! * Z_TYPE_STRIDE + order] = n;
     if (n !== -1) this.prev[n] = p;
     z[zb + Z_NR_FREE + order]!--;
     this.next[pfn] = -1;
     this.prev[pfn] = -1;
+    this.priv[pfn] = 0;
   }
 
-  /** __rmqueue: the first block of the smallest order that fits, split down. zone->lock held. */
-  private __rmqueue(zb: number, order: number): number {
+  /** expand: keep the low part of an order-`high` block at `pfn`, free the high halves to `type`. */
+  private expand(zb: number, pfn: number, order: number, high: number, type: number): void {
+    while (high > order) {
+      high--;
+      this.addToFreeArea(zb, high, pfn + (1 << high), type);
+    }
+  }
+
+  /** __rmqueue_smallest: the first block of the smallest order on `type`'s lists. zone->lock held. */
+  private __rmqueueSmallest(zb: number, order: number, type: number): number {
     const z = this.z;
+    const base = zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE;
     for (let cur = order; cur < MAX_ORDER; cur++) {
-      const pfn = z[zb + Z_FREE_HEAD + cur]!;
+      const pfn = z[base + cur]!;
       if (pfn === -1) continue;
       this.delFromFreeArea(zb, cur, pfn);
       z[zb + Z_FREE_PAGES]! -= 1 << order;
-      // expand: keep the low half, give the high halves back, largest first.
-      for (let high = cur; high > order; ) {
-        high--;
-        this.addToFreeArea(zb, high, pfn + (1 << high));
-      }
+      this.expand(zb, pfn, order, cur, type);
       return pfn;
     }
     return -1;
   }
 
-  /** __free_one_page: merge with free buddies as far as they go. zone->lock held. */
+  /**
+   * __rmqueue_fallback: take from another type's lists, largest block first. A large
+   * block (order >= pageblock_order / 2), or any block for a RECLAIMABLE allocation, pulls
+   * every free page of its pageblock onto `start`'s lists, and the pageblock becomes
+   * `start`'s when more than half of it was free; a whole pageblock taken is relabelled
+   * outright. RESERVE only when nothing else is left, and only for an atomic allocation
+   * (`reserve`): the blocks are kept for high-order atomic allocations, while a caller
+   * that may sleep reclaims instead. (2.6.24 let any allocation have RESERVE last; with
+   * pageblocks larger than the min watermark that lets ordinary allocations eat the
+   * reserve before reclaim ever runs.) zone->lock held.
+   */
+  private __rmqueueFallback(zb: number, order: number, start: number, reserve: boolean): number {
+    const z = this.z;
+    const pbo = this.pageblockOrder;
+    const fb = FALLBACKS[start]!;
+    for (let cur = MAX_ORDER - 1; cur >= order; cur--) {
+      for (let i = 0; i < MIGRATE_TYPES - 1; i++) {
+        let type = fb[i]!;
+        if (type === MIGRATE_RESERVE) continue;
+        const pfn = z[zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + cur]!;
+        if (pfn === -1) continue;
+        Atomics.add(this.hdr, H_NR_FALLBACKS, 1);
+        if (cur >= pbo >> 1 || start === MIGRATE_RECLAIMABLE) {
+          const moved = this.moveFreepagesBlock(zb, pfn, start);
+          if (moved >= 1 << (pbo - 1)) this.setPageblockMigratetype(pfn, start, 1);
+          type = start;
+        }
+        this.delFromFreeArea(zb, cur, pfn);
+        z[zb + Z_FREE_PAGES]! -= 1 << order;
+        if (cur >= pbo) this.setPageblockMigratetype(pfn, start, 1 << (cur - pbo));
+        this.expand(zb, pfn, order, cur, type);
+        return pfn;
+      }
+    }
+    return reserve ? this.__rmqueueSmallest(zb, order, MIGRATE_RESERVE) : -1;
+  }
+
+  /** __rmqueue: own type first, then the fallbacks (RESERVE for atomic callers). zone->lock held. */
+  private __rmqueue(zb: number, order: number, type: number, reserve: boolean): number {
+    const pfn = this.__rmqueueSmallest(zb, order, type);
+    if (pfn !== -1 || !this.mobility) return pfn;
+    return this.__rmqueueFallback(zb, order, type, reserve);
+  }
+
+  /**
+   * move_freepages_block: every free buddy block of the pageblock holding `pfn` onto
+   * `type`'s lists; returns the pages moved. A pageblock that runs past the end of the
+   * zone is left alone (0); one that starts before it is scanned from `pfn`. zone->lock held.
+   */
+  private moveFreepagesBlock(zb: number, pfn: number, type: number): number {
+    const pbn = 1 << this.pageblockOrder;
+    let start = pfn & ~(pbn - 1);
+    const end = start + pbn;
+    if (start < this.z[zb + Z_START]!) start = pfn;
+    if (end > this.z[zb + Z_END]!) return 0;
+    let moved = 0;
+    for (let p = start; p < end; ) {
+      if ((this.flags[p]! & (1 << PG_buddy)) === 0) {
+        p++;
+        continue;
+      }
+      const o = this.order[p]!;
+      this.delFromFreeArea(zb, o, p);
+      this.addToFreeArea(zb, o, p, type);
+      p += 1 << o;
+      moved += 1 << o;
+    }
+    return moved;
+  }
+
+  /** set_pageblock_migratetype for `n` pageblocks from the one holding `pfn`. zone->lock held. */
+  private setPageblockMigratetype(pfn: number, type: number, n: number): void {
+    const b = pfn >>> this.pageblockOrder;
+    for (let i = b; i < b + n && i < this.pageblockTypes.length; i++) {
+      if (this.pageblockTypes[i] !== type) Atomics.add(this.hdr, H_NR_STEALS, 1);
+      this.pageblockTypes[i] = type;
+    }
+  }
+
+  /**
+   * setup_zone_migrate_reserve: the first min-watermark's worth of the zone's pageblocks
+   * (rounded up to whole blocks) become MIGRATE_RESERVE, their free pages with them.
+   * Format time.
+   */
+  setupZoneMigrateReserve(zone: number): void {
+    const z = this.z;
+    const zb = zone * ZONE_WORDS;
+    const pbo = this.pageblockOrder;
+    const pbn = 1 << pbo;
+    let reserve = (z[zb + Z_MIN]! + pbn - 1) >>> pbo;
+    z[zb + Z_NR_RESERVE] = reserve;
+    for (let pfn = z[zb + Z_START]!; pfn < z[zb + Z_END]!; pfn += pbn) {
+      const t = this.pageblockTypes[pfn >>> pbo]!;
+      if (reserve > 0 && t === MIGRATE_RESERVE) {
+        reserve--;
+        continue;
+      }
+      if (reserve > 0 && t === MIGRATE_MOVABLE) {
+        this.pageblockTypes[pfn >>> pbo] = MIGRATE_RESERVE;
+        this.moveFreepagesBlock(zb, pfn, MIGRATE_RESERVE);
+        reserve--;
+        continue;
+      }
+      if (t === MIGRATE_RESERVE) {
+        this.pageblockTypes[pfn >>> pbo] = MIGRATE_MOVABLE;
+        this.moveFreepagesBlock(zb, pfn, MIGRATE_MOVABLE);
+      }
+    }
+  }
+
+  /**
+   * __free_one_page: merge with free buddies as far as they go, onto the list of the
+   * pageblock's type. zone->lock held.
+   */
   private __freeOnePage(zb: number, pfn: number, order: number): void {
     const z = this.z;
     const start = z[zb + Z_START]!;
     const end = z[zb + Z_END]!;
+    const type = this.pageblockTypes[pfn >>> this.pageblockOrder]!;
     z[zb + Z_FREE_PAGES]! += 1 << order;
     while (order < MAX_ORDER - 1) {
       const buddy = pfn ^ (1 << order);
@@ -740,45 +1059,62 @@ export class PageAllocator implements PageFreer {
       pfn &= buddy;
       order++;
     }
-    this.addToFreeArea(zb, order, pfn);
+    this.addToFreeArea(zb, order, pfn, type);
   }
 
-  /** rmqueue_bulk: `count` order-0 pages onto the tail of a per-CPU list. Returns how many. */
-  private rmqueueBulk(zb: number, pb: number, count: number, cpu: number): number {
+  /** Put `pfn` on the tail (cold end) of list `type` of the per-CPU pages at `pb`. */
+  private pcpAddTail(pb: number, type: number, pfn: number): void {
+    const z = this.z;
+    const tail = z[pb + P_TAIL + 2 * type]!;
+    this.prev[pfn] = tail;
+    this.next[pfn] = -1;
+    if (tail === -1) z[pb + P_HEAD + 2 * type] = pfn;
+    else this.next[tail] = pfn;
+    z[pb + P_TAIL + 2 * type] = pfn;
+  }
+
+  /** rmqueue_bulk: `count` order-0 pages of `type` onto the tail of its per-CPU list. Returns how many. */
+  private rmqueueBulk(zb: number, pb: number, count: number, cpu: number, type: number, reserve: boolean): number {
     const z = this.z;
     let i = 0;
     this.lockZone(zb, cpu);
     for (; i < count; i++) {
-      const pfn = this.__rmqueue(zb, 0);
+      const pfn = this.__rmqueue(zb, 0, type, reserve);
       if (pfn === -1) break;
       this.flags[pfn] = (this.flags[pfn]! | (1 << PG_pcp)) >>> 0;
-      const tail = z[pb + P_TAIL]!;
-      this.prev[pfn] = tail;
-      this.next[pfn] = -1;
-      if (tail === -1) z[pb + P_HEAD] = pfn;
-      else this.next[tail] = pfn;
-      z[pb + P_TAIL] = pfn;
+      this.pcpAddTail(pb, type, pfn);
     }
     this.unlockZone(zb, cpu);
     z[pb + P_COUNT]! += i;
     return i;
   }
 
-  /** free_pages_bulk: `count` pages from the cold end of a per-CPU list back to the buddies. */
+  /**
+   * free_pages_bulk: `count` pages from the cold ends of a CPU's lists back to the buddies,
+   * one list after another (UNMOVABLE, RECLAIMABLE, MOVABLE, again), skipping empty ones.
+   */
   private freePagesBulk(zb: number, pb: number, count: number, cpu: number): void {
     const z = this.z;
     let i = 0;
+    let type = 0;
     this.lockZone(zb, cpu);
     for (; i < count; i++) {
-      const pfn = z[pb + P_TAIL]!;
+      let pfn = -1;
+      for (let tries = 0; tries < MIGRATE_PCPTYPES; tries++) {
+        pfn = z[pb + P_TAIL + 2 * type]!;
+        if (pfn !== -1) break;
+        type = type + 1 === MIGRATE_PCPTYPES ? 0 : type + 1;
+      }
       if (pfn === -1) break;
       const p = this.prev[pfn]!;
-      z[pb + P_TAIL] = p;
-      if (p === -1) z[pb + P_HEAD] = -1;
+      z[pb + P_TAIL + 2 * type] = p;
+      if (p === -1) z[pb + P_HEAD + 2 * type] = -1;
       else this.next[p] = -1;
       this.prev[pfn] = -1;
       this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
+      this.priv[pfn] = 0;
       this.__freeOnePage(zb, pfn, 0);
+      type = type + 1 === MIGRATE_PCPTYPES ? 0 : type + 1;
     }
     this.unlockZone(zb, cpu);
     z[pb + P_COUNT]! -= i;
@@ -807,7 +1143,14 @@ export class PageAllocator implements PageFreer {
   }
 
   /** get_page_from_freelist: the first zone of the list that passes its watermark and has pages. */
-  private getPageFromFreelist(gfp: number, order: number, cpu: number, zl: Int32Array, allocFlags: number): number {
+  private getPageFromFreelist(
+    gfp: number,
+    order: number,
+    cpu: number,
+    zl: Int32Array,
+    allocFlags: number,
+    type: number,
+  ): number {
     for (let i = 0; i < zl.length; i++) {
       const zone = zl[i]!;
       const zb = zone * ZONE_WORDS;
@@ -820,35 +1163,39 @@ export class PageAllocator implements PageFreer {
               : this.z[zb + Z_HIGH]!;
         if (!this.zoneWatermarkOk(zb, order, mark, allocFlags)) continue;
       }
-      const pfn = this.bufferedRmqueue(zone, order, gfp, cpu);
+      const pfn = this.bufferedRmqueue(zone, order, gfp, cpu, type);
       if (pfn !== -1) return pfn;
     }
     return -1;
   }
 
   /**
-   * buffered_rmqueue: order 0 from this CPU's list (refilled by `batch` when empty), hot
-   * end unless __GFP_COLD; higher orders from the buddies under zone->lock.
+   * buffered_rmqueue: order 0 from this CPU's list of the allocation's migrate type
+   * (refilled by `batch` from the buddies when empty), hot end unless __GFP_COLD; higher
+   * orders from the buddies under zone->lock.
    */
-  private bufferedRmqueue(zone: number, order: number, gfp: number, cpu: number): number {
+  private bufferedRmqueue(zone: number, order: number, gfp: number, cpu: number, type: number): number {
     const z = this.z;
     const zb = zone * ZONE_WORDS;
     for (;;) {
       let pfn: number;
       if (order === 0) {
         const pb = this.pcpBase(zone, cpu);
-        if (z[pb + P_COUNT] === 0 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu) === 0) return -1;
+        const h = pb + P_HEAD + 2 * type;
+        const tl = pb + P_TAIL + 2 * type;
+        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & RESERVE_DENY) === 0) === 0)
+          return -1;
         if ((gfp & __GFP_COLD) === 0) {
-          pfn = z[pb + P_HEAD]!;
+          pfn = z[h]!;
           const n = this.next[pfn]!;
-          z[pb + P_HEAD] = n;
-          if (n === -1) z[pb + P_TAIL] = -1;
+          z[h] = n;
+          if (n === -1) z[tl] = -1;
           else this.prev[n] = -1;
         } else {
-          pfn = z[pb + P_TAIL]!;
+          pfn = z[tl]!;
           const p = this.prev[pfn]!;
-          z[pb + P_TAIL] = p;
-          if (p === -1) z[pb + P_HEAD] = -1;
+          z[tl] = p;
+          if (p === -1) z[h] = -1;
           else this.next[p] = -1;
         }
         this.next[pfn] = -1;
@@ -857,7 +1204,7 @@ export class PageAllocator implements PageFreer {
         this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
       } else {
         this.lockZone(zb, cpu);
-        pfn = this.__rmqueue(zb, order);
+        pfn = this.__rmqueue(zb, order, type, (gfp & RESERVE_DENY) === 0);
         this.unlockZone(zb, cpu);
         if (pfn === -1) return -1;
       }
@@ -882,9 +1229,12 @@ export class PageAllocator implements PageFreer {
       }
     }
     if (!ok) return false;
+    // The debug record of what was asked for: the GFP's own type, whether grouping is on or not.
+    const asked = ((gfp & __GFP_MOVABLE) !== 0 ? 2 : 0) | ((gfp & __GFP_RECLAIMABLE) !== 0 ? 1 : 0);
     for (let p = pfn; p < pfn + n; p++) {
       this.flags[p] = (this.flags[p]! & ~PAGE_FLAGS_CLEAR_AT_PREP) >>> 0;
       this.priv[p] = 0;
+      this.allocTypes[p] = asked;
     }
     this.count[pfn] = 1;
     if (order > 0 && (gfp & __GFP_COMP) !== 0) this.prepCompoundPage(pfn, order);
@@ -917,13 +1267,42 @@ export class PageAllocator implements PageFreer {
    *  5. fail, with "page allocation failure" unless __GFP_NOWARN.
    */
   allocPages(gfp: number, order: number, cpu: number): number {
-    if ((gfp | 0) !== gfp || (gfp & ~GFP_VALID_MASK) !== 0 || (gfp & 3) === 3) checkGfp(gfp, 'alloc_pages');
-    if (order !== (order & 15) || order >= MAX_ORDER) this.checkOrder(order, 'alloc_pages');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, 'alloc_pages');
+    if (
+      ((gfp | 0) !== gfp || (gfp & ~GFP_VALID_MASK) !== 0 || (gfp & 3) === 3) &&
+      this.misuse(gfpError(gfp, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
+    if (
+      (order !== (order & 15) || order >= MAX_ORDER) &&
+      this.misuse(this.orderError(order, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
+    if (
+      (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
+      this.misuse(this.cpuError(cpu, 'alloc_pages'), 'alloc_pages', cpu)
+    )
+      return -1;
+    if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) return this.warnMovableMask(gfp, cpu);
     const zl = this.zonelists[gfp & 3]!;
-    const pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
+    const type = this.mobility ? gfpflagsToMigratetype(gfp, true) : MIGRATE_UNMOVABLE;
+    const pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
     if (pfn !== -1) return pfn;
-    return this.allocPagesSlowpath(gfp, order, cpu, zl);
+    return this.allocPagesSlowpath(gfp, order, cpu, zl, type);
+  }
+
+  /** WARN_ON((gfp & GFP_MOVABLE_MASK) == GFP_MOVABLE_MASK): a caller's mistake; NULL. */
+  private warnMovableMask(gfp: number, cpu: number): number {
+    const comm = this.comm(cpu);
+    this.report({
+      kind: 'warning',
+      comm,
+      cpu,
+      function: 'alloc_pages',
+      lines: [
+        `WARNING: at mm/page_alloc.c: alloc_pages() (${comm}, cpu ${cpu}): mode:0x${gfp.toString(16)} (${gfpName(gfp)}) is both __GFP_MOVABLE and __GFP_RECLAIMABLE`,
+      ],
+    });
+    return -1;
   }
 
   /** __alloc_pages (same thing; Linux's name for the zonelist-level entry). */
@@ -936,27 +1315,27 @@ export class PageAllocator implements PageFreer {
     return this.allocPages(gfp, 0, cpu);
   }
 
-  private allocPagesSlowpath(gfp: number, order: number, cpu: number, zl: Int32Array): number {
+  private allocPagesSlowpath(gfp: number, order: number, cpu: number, zl: Int32Array, type: number): number {
     const wait = (gfp & __GFP_WAIT) !== 0;
     let pfn: number;
     if (zl.length > 0) {
       if (this.hooks.wakeupKswapd !== undefined) {
         for (let i = 0; i < zl.length; i++) this.hooks.wakeupKswapd(zl[i]!, order, cpu);
-      } else if (wait && this.reclaimRound(gfp, cpu, zl)) {
-        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
+      } else if (wait && this.reclaimRound(gfp, order, cpu, zl)) {
+        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
         if (pfn !== -1) return pfn;
       }
     }
     let allocFlags = ALLOC_WMARK_MIN;
     if (!wait) allocFlags |= ALLOC_HARDER;
     if (gfp & __GFP_HIGH) allocFlags |= ALLOC_HIGH;
-    pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags);
+    pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
     if (pfn !== -1) return pfn;
     if (wait) {
       const rounds = gfp & __GFP_NORETRY ? 1 : MAX_RECLAIM_ROUNDS;
       for (let r = 0; r < rounds; r++) {
-        if (!this.reclaimRound(gfp, cpu, zl)) break;
-        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags);
+        if (!this.reclaimRound(gfp, order, cpu, zl)) break;
+        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
         if (pfn !== -1) return pfn;
       }
     }
@@ -977,12 +1356,14 @@ export class PageAllocator implements PageFreer {
 
   /**
    * One round of what try_to_free_pages stands for here: ask every shrinker for up to
-   * SHRINK_BATCH objects, then drain this CPU's lists into the buddies. True when the
-   * zonelist's buddy free pages grew.
+   * SHRINK_BATCH objects, drop clean page-cache pages from the old end of the zones' LRUs
+   * (with lumpy reclaim's block-mates for order > 0), then drain this CPU's lists into the
+   * buddies. True when the zonelist's buddy free pages grew.
    */
-  private reclaimRound(gfp: number, cpu: number, zl: Int32Array): boolean {
+  private reclaimRound(gfp: number, order: number, cpu: number, zl: Int32Array): boolean {
     const before = this.zonelistFree(zl);
     this.shrinkSlab(gfp, cpu);
+    for (let i = 0; i < zl.length; i++) this.shrinkInactiveList(zl[i]!, order, cpu);
     this.drainLocalPages(cpu);
     return this.zonelistFree(zl) > before;
   }
@@ -1015,12 +1396,312 @@ export class PageAllocator implements PageFreer {
     this.shrinkers.splice(i, 1);
   }
 
+  /* ------------------------------------------ the page-cache LRU and reclaim */
+  /*
+   * zone->inactive_list, reduced to what reclaim here needs: page-cache pages, linked
+   * through their lru links (an allocated page's links are its owner's, and the page
+   * cache is the owner), newest at the head, under the zone's lru_lock. Anonymous memory
+   * never goes on it: there is no swap.
+   */
+
+  /**
+   * add_to_page_cache_lru: page-cache page `pfn` (the caller's reference becomes the
+   * cache's; its mapping set by the caller) goes on its zone's LRU, newest end.
+   * Returns 0, or -EINVAL (with a WARNING) for a page that cannot be a page-cache page.
+   */
+  lruCacheAdd(pfn: number, cpu: number): number {
+    const fn = 'add_to_page_cache_lru';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return -22;
+    const f = this.flags[pfn]!;
+    if ((f & ((1 << PG_lru) | (1 << PG_buddy) | (1 << PG_pcp) | (1 << PG_slab))) !== 0 || this.count[pfn]! < 1) {
+      this.report({
+        kind: 'warning',
+        comm: this.comm(cpu),
+        cpu,
+        function: 'add_to_page_cache_lru',
+        pfn,
+        lines: [
+          `WARNING: at mm/filemap.c: add_to_page_cache_lru: pfn ${pfn} (flags:0x${formatPageFlags(f >>> 0, this.paging)} count:${this.count[pfn]}) cannot go on the LRU`,
+        ],
+      });
+      return -22;
+    }
+    const zb = (f >>> ZONES_PGSHIFT) * ZONE_WORDS;
+    const z = this.z;
+    spinLock(z, zb + Z_LRU_LOCK, cpu, this.onSpin);
+    const head = z[zb + Z_LRU_HEAD]!;
+    this.next[pfn] = head;
+    this.prev[pfn] = -1;
+    if (head === -1) z[zb + Z_LRU_TAIL] = pfn;
+    else this.prev[head] = pfn;
+    z[zb + Z_LRU_HEAD] = pfn;
+    z[zb + Z_NR_LRU]!++;
+    Atomics.or(this.flagsI32, pfn, 1 << PG_lru);
+    spinUnlock(z, zb + Z_LRU_LOCK, cpu);
+    return 0;
+  }
+
+  /** Unlink from the LRU and clear PG_lru. lru_lock held. */
+  private lruDel(zb: number, pfn: number): void {
+    const z = this.z;
+    const n = this.next[pfn]!;
+    const p = this.prev[pfn]!;
+    if (p === -1) z[zb + Z_LRU_HEAD] = n;
+    else this.next[p] = n;
+    if (n === -1) z[zb + Z_LRU_TAIL] = p;
+    else this.prev[n] = p;
+    this.next[pfn] = -1;
+    this.prev[pfn] = -1;
+    z[zb + Z_NR_LRU]!--;
+    Atomics.and(this.flagsI32, pfn, ~(1 << PG_lru));
+  }
+
+  /**
+   * remove_from_page_cache + page_cache_release: off the LRU, mapping cleared, the
+   * cache's reference dropped (the last one frees the page). Only while the page is on
+   * the LRU with page->mapping `mapping`: false when reclaim took it first (whoever
+   * unlinks it under lru_lock owns the cache's reference).
+   */
+  removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
+    const fn = 'remove_from_page_cache';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return false;
+    const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
+    spinLock(this.z, zb + Z_LRU_LOCK, cpu, this.onSpin);
+    const mine = (this.flags[pfn]! & (1 << PG_lru)) !== 0 && this.mapping[pfn] === mapping;
+    if (mine) this.lruDel(zb, pfn);
+    spinUnlock(this.z, zb + Z_LRU_LOCK, cpu);
+    if (!mine) return false;
+    this.mapping[pfn] = 0;
+    this.memMap.putPage(pfn, cpu);
+    return true;
+  }
+
+  /** Could reclaim drop this LRU page now: clean, unlocked, unmapped, referenced only by the cache. */
+  private pageReclaimable(pfn: number): boolean {
+    return (
+      (this.flags[pfn]! & ((1 << PG_lru) | (1 << PG_dirty) | (1 << PG_locked) | (1 << PG_writeback))) === 1 << PG_lru &&
+      this.mapcount[pfn] === -1 &&
+      this.count[pfn] === 1
+    );
+  }
+
+  /**
+   * shrink_inactive_list with 2.6.23's lumpy reclaim: look at up to SWAP_CLUSTER_MAX pages
+   * from the old end of the zone's LRU and drop each reclaimable one; for order > 0 also
+   * drop every reclaimable LRU page of its order-aligned block (isolate_lru_pages' cursor),
+   * so that the block can come free as a whole. Returns the pages dropped.
+   */
+  shrinkInactiveList(zone: number, order: number, cpu: number): number {
+    const z = this.z;
+    const zb = zone * ZONE_WORDS;
+    if (z[zb + Z_NR_LRU] === 0) return 0;
+    const taken: number[] = [];
+    /** Anonymous block-mates to move (start, end of their block, pfn), when there is a migratePage hook. */
+    const movers: number[] = [];
+    const migrate = this.hooks.migratePage;
+    let lumpy = 0;
+    spinLock(z, zb + Z_LRU_LOCK, cpu, this.onSpin);
+    let p = z[zb + Z_LRU_TAIL]!;
+    for (let scanned = 0; p !== -1 && scanned < SWAP_CLUSTER_MAX; scanned++) {
+      let older = this.prev[p]!;
+      if (this.pageReclaimable(p)) {
+        this.lruDel(zb, p);
+        taken.push(p);
+      }
+      if (order > 0) {
+        const start = p & ~((1 << order) - 1);
+        const zs = z[zb + Z_START]!;
+        const ze = z[zb + Z_END]!;
+        for (let q = Math.max(start, zs); q < start + (1 << order) && q < ze; q++) {
+          if (migrate !== undefined && q !== p && this.pageMigratable(q)) movers.push(start, start + (1 << order), q);
+          if (q === p || !this.pageReclaimable(q)) continue;
+          if (q === older) older = this.prev[q]!;
+          this.lruDel(zb, q);
+          taken.push(q);
+          lumpy++;
+        }
+      }
+      p = older;
+    }
+    spinUnlock(z, zb + Z_LRU_LOCK, cpu);
+    for (const q of taken) {
+      this.mapping[q] = 0;
+      this.memMap.putPage(q, cpu);
+    }
+    Atomics.add(this.hdr, H_NR_RECLAIMED, taken.length);
+    Atomics.add(this.hdr, H_NR_LUMPY, lumpy);
+    let moved = 0;
+    for (let i = 0; i < movers.length; i += 3) {
+      const q = movers[i + 2]!;
+      if (this.pageMigratable(q) && migrate!(q, movers[i]!, movers[i + 1]!, cpu)) moved++;
+    }
+    Atomics.add(this.hdr, H_NR_MIGRATED, moved);
+    return taken.length + moved;
+  }
+
+  /** An anonymous page mapped once, unlocked, referenced only by its pte: migrate_pages could move it. */
+  private pageMigratable(pfn: number): boolean {
+    return (
+      (this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0 &&
+      this.count[pfn] === 1 &&
+      this.mapcount[pfn] === -1 &&
+      (this.flags[pfn]! &
+        ((1 << PG_lru) |
+          (1 << PG_locked) |
+          (1 << PG_pinned) |
+          (1 << PG_reserved) |
+          (1 << PG_buddy) |
+          (1 << PG_pcp))) ===
+        0
+    );
+  }
+
+  /** Pages on `zone`'s LRU, oldest first (call when no CPU is changing it). */
+  lruList(zone: number): number[] {
+    const out: number[] = [];
+    for (let p = this.z[zone * ZONE_WORDS + Z_LRU_TAIL]!; p !== -1 && out.length <= this.nrPages; p = this.prev[p]!)
+      out.push(p);
+    return out;
+  }
+
+  /* ------------------------------------------------------ grouping: checks */
+
+  /** get_pageblock_migratetype of the block holding `pfn`. */
+  pageblockMigratetype(pfn: number): number {
+    this.memMap.checkPfn(pfn, 'get_pageblock_migratetype');
+    return this.pageblockTypes[pfn >>> this.pageblockOrder]!;
+  }
+
+  /** The migrate type the GFP flags of `pfn`'s allocation asked for, or ALLOC_MIGRATETYPE_NONE. */
+  allocMigratetype(pfn: number): number {
+    this.memMap.checkPfn(pfn, 'alloc_migratetype');
+    return this.allocTypes[pfn]!;
+  }
+
+  /**
+   * The seed's invariant as a debug check: a page that is pinned as a page table, or held
+   * by a vmap, can never move, so it must not have been allocated MOVABLE into a MOVABLE
+   * pageblock. Reports a WARNING and counts it; true when the page is fine.
+   */
+  checkUnmovable(pfn: number, what: string, cpu: number): boolean {
+    if (!this.mobility) return true;
+    if (
+      this.allocTypes[pfn] !== MIGRATE_MOVABLE ||
+      this.pageblockTypes[pfn >>> this.pageblockOrder] !== MIGRATE_MOVABLE
+    )
+      return true;
+    Atomics.add(this.hdr, H_NR_MOBILITY_VIOLATIONS, 1);
+    this.report({
+      kind: 'warning',
+      comm: this.comm(cpu),
+      cpu,
+      function: 'check_unmovable',
+      pfn,
+      lines: [
+        `WARNING: at mm/page_alloc.c: pfn ${pfn} ${what}, but it was allocated __GFP_MOVABLE in a Movable pageblock`,
+      ],
+    });
+    return false;
+  }
+
+  /** Violations checkUnmovable found, by every opener. */
+  nrMobilityViolations(): number {
+    return Atomics.load(this.hdr, H_NR_MOBILITY_VIOLATIONS);
+  }
+
+  /** What grouping did: fallbacks, pageblocks relabelled, page-cache pages reclaimed (lumpy: block-mates). */
+  mobilityStats(): {
+    fallbacks: number;
+    steals: number;
+    reclaimed: number;
+    lumpy: number;
+    violations: number;
+    migrated: number;
+  } {
+    return {
+      migrated: Atomics.load(this.hdr, H_NR_MIGRATED),
+      fallbacks: Atomics.load(this.hdr, H_NR_FALLBACKS),
+      steals: Atomics.load(this.hdr, H_NR_STEALS),
+      reclaimed: Atomics.load(this.hdr, H_NR_RECLAIMED),
+      lumpy: Atomics.load(this.hdr, H_NR_LUMPY),
+      violations: Atomics.load(this.hdr, H_NR_MOBILITY_VIOLATIONS),
+    };
+  }
+
+  /**
+   * /proc/pagetypeinfo: free pages per order and migrate type (buddy lists, in blocks), and
+   * the pageblocks of each type, per populated zone (call when no CPU is allocating).
+   */
+  pagetypeinfo(): { zone: string; free: number[][]; blocks: number[] }[] {
+    const out: { zone: string; free: number[][]; blocks: number[] }[] = [];
+    const pbo = this.pageblockOrder;
+    for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
+      const zb = zone * ZONE_WORDS;
+      const start = this.z[zb + Z_START]!;
+      const end = this.z[zb + Z_END]!;
+      if (end <= start) continue;
+      const free: number[][] = [];
+      for (let t = 0; t < MIGRATE_TYPES; t++) {
+        const row: number[] = [];
+        for (let o = 0; o < MAX_ORDER; o++) {
+          let n = 0;
+          for (let p = this.z[this.freeHead(zb, t, o)]!; p !== -1 && n <= this.nrPages; p = this.next[p]!) n++;
+          row.push(n);
+        }
+        free.push(row);
+      }
+      const blocks = [0, 0, 0, 0];
+      for (let b = start >>> pbo; b << pbo < end; b++) blocks[this.pageblockTypes[b]!]!++;
+      out.push({ zone: ZONE_NAMES[zone]!, free, blocks });
+    }
+    return out;
+  }
+
+  /**
+   * Pageblocks by type, and how many are "mixed": holding allocated pages of more than one
+   * mobility (as their GFP flags asked, whether grouping is on or not). Also the pages of
+   * each kind in blocks of each type. Call when no CPU is allocating.
+   */
+  pageblockCensus(): { byType: number[]; mixed: number; pagesByBlockType: number[][] } {
+    const pbo = this.pageblockOrder;
+    const byType = [0, 0, 0, 0];
+    const pagesByBlockType = [
+      [0, 0, 0],
+      [0, 0, 0],
+      [0, 0, 0],
+      [0, 0, 0],
+    ];
+    let mixed = 0;
+    for (let b = 0; b < this.pageblockTypes.length; b++) {
+      const bt = this.pageblockTypes[b]!;
+      byType[bt]!++;
+      let seen = 0;
+      const end = Math.min(this.nrPages, (b + 1) << pbo);
+      for (let p = b << pbo; p < end; p++) {
+        const t = this.allocTypes[p]!;
+        if (t === ALLOC_MIGRATETYPE_NONE) continue;
+        seen |= 1 << t;
+        pagesByBlockType[bt]![t]!++;
+      }
+      if ((seen & (seen - 1)) !== 0) mixed++;
+    }
+    return { byType, mixed, pagesByBlockType };
+  }
+
   /* ---------------------------------------------------------------- free */
 
   /** __free_pages: drop the caller's reference; the last one frees the block. */
   freePages(pfn: number, order: number, cpu: number): void {
-    if (order !== 0 || (pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) this.checkBlock(pfn, order, '__free_pages');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, '__free_pages');
+    if (
+      (order !== 0 || (pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) &&
+      this.misuse(this.blockError(pfn, order, '__free_pages'), '__free_pages', cpu)
+    )
+      return;
+    if (
+      (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
+      this.misuse(this.cpuError(cpu, '__free_pages'), '__free_pages', cpu)
+    )
+      return;
     if (this.memMap.putPageTestzero(pfn, '__free_pages', cpu)) {
       if (order === 0) this.__freeHotColdPage(pfn, false, cpu, false);
       else this.freePagesOk(pfn, order, cpu, false);
@@ -1062,28 +1743,35 @@ export class PageAllocator implements PageFreer {
    * locally); a page freed twice is still caught by its PG_pcp/PG_buddy mark or its count.
    */
   private __freeHotColdPage(pfn: number, cold: boolean, cpu: number, lookInBlocks: boolean): void {
-    if ((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) this.memMap.checkPfn(pfn, 'free_hot_cold_page');
-    if (cpu !== (cpu & 63) || cpu >= this.nrCpus) this.checkCpu(cpu, 'free_hot_cold_page');
+    const fn = 'free_hot_cold_page';
+    if (((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) && this.misuse(this.pfnError(pfn, fn), fn, cpu)) return;
+    if ((cpu !== (cpu & 63) || cpu >= this.nrCpus) && this.misuse(this.cpuError(cpu, fn), fn, cpu)) return;
     if ((this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0) this.mapping[pfn] = 0;
     if (this.freePagesCheck(pfn, 'free_hot_cold_page', cpu, lookInBlocks)) return;
     const z = this.z;
     const zone = this.flags[pfn]! >>> ZONES_PGSHIFT;
+    this.allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
+    const type = this.pageblockTypes[pfn >>> this.pageblockOrder]!;
+    if (type === MIGRATE_RESERVE) {
+      // A reserve block's page goes straight back to its buddies, so the block stays whole.
+      const zb = zone * ZONE_WORDS;
+      this.lockZone(zb, cpu);
+      this.__freeOnePage(zb, pfn, 0);
+      this.unlockZone(zb, cpu);
+      return;
+    }
     const pb = this.pcpBase(zone, cpu);
     this.flags[pfn] = (this.flags[pfn]! | (1 << PG_pcp)) >>> 0;
     if (!cold) {
-      const head = z[pb + P_HEAD]!;
+      const h = pb + P_HEAD + 2 * type;
+      const head = z[h]!;
       this.next[pfn] = head;
       this.prev[pfn] = -1;
-      if (head === -1) z[pb + P_TAIL] = pfn;
+      if (head === -1) z[pb + P_TAIL + 2 * type] = pfn;
       else this.prev[head] = pfn;
-      z[pb + P_HEAD] = pfn;
+      z[h] = pfn;
     } else {
-      const tail = z[pb + P_TAIL]!;
-      this.prev[pfn] = tail;
-      this.next[pfn] = -1;
-      if (tail === -1) z[pb + P_HEAD] = pfn;
-      else this.next[tail] = pfn;
-      z[pb + P_TAIL] = pfn;
+      this.pcpAddTail(pb, type, pfn);
     }
     if (++z[pb + P_COUNT]! >= z[pb + P_HIGH]!) {
       this.freePagesBulk(zone * ZONE_WORDS, pb, z[pb + P_BATCH]!, cpu);
@@ -1117,12 +1805,13 @@ export class PageAllocator implements PageFreer {
 
   /** `lookInBlocks` as for __freeHotColdPage: false after a 1 -> 0 put of the head. */
   private freePagesOk(pfn: number, order: number, cpu: number, lookInBlocks: boolean): void {
-    this.checkBlock(pfn, order, '__free_pages_ok');
-    this.checkCpu(cpu, '__free_pages_ok');
+    const fn = '__free_pages_ok';
+    if (this.misuse(this.blockError(pfn, order, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
     if ((this.flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0) this.destroyCompoundPage(pfn, order, cpu);
     let keep = 0;
     for (let p = pfn; p < pfn + (1 << order); p++) keep += this.freePagesCheck(p, '__free_pages_ok', cpu, lookInBlocks);
     if (keep !== 0) return;
+    this.allocTypes.fill(ALLOC_MIGRATETYPE_NONE, pfn, pfn + (1 << order));
     const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
     this.lockZone(zb, cpu);
     this.__freeOnePage(zb, pfn, order);
@@ -1266,9 +1955,11 @@ export class PageAllocator implements PageFreer {
    * the allocator once the kernel no longer needs it.
    */
   freeBootmemPage(pfn: number, cpu: number): void {
-    this.memMap.checkPfn(pfn, 'free_bootmem');
+    const fn = 'free_bootmem';
+    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
     if (!this.memMap.PageReserved(pfn)) {
-      throw new RangeError(`free_bootmem: pfn ${pfn} is not a reserved boot page`);
+      this.misuse(`free_bootmem: pfn ${pfn} is not a reserved boot page`, fn, cpu);
+      return;
     }
     this.memMap.ClearPageReserved(pfn);
     this.count[pfn] = 1;
@@ -1277,7 +1968,7 @@ export class PageAllocator implements PageFreer {
 
   /** drain_local_pages: this CPU's lists, all zones, back to the buddies. */
   drainLocalPages(cpu: number): void {
-    this.checkCpu(cpu, 'drain_local_pages');
+    if (this.misuse(this.cpuError(cpu, 'drain_local_pages'), 'drain_local_pages', cpu)) return;
     for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
       const pb = this.pcpBase(zone, cpu);
       const n = this.z[pb + P_COUNT]!;
@@ -1359,23 +2050,31 @@ export class PageAllocator implements PageFreer {
     };
   }
 
-  /** The per-CPU list of (zone, cpu), hot end first. */
-  pcpList(zone: number, cpu: number): number[] {
+  /** The per-CPU lists of (zone, cpu), hot end first: one type's list, or all of them in type order. */
+  pcpList(zone: number, cpu: number, type?: number): number[] {
     const out: number[] = [];
-    for (let p = this.z[this.pcpBase(zone, cpu) + P_HEAD]!; p !== -1 && out.length <= this.nrPages; p = this.next[p]!)
-      out.push(p);
+    for (let t = type ?? 0; t < (type === undefined ? MIGRATE_PCPTYPES : type + 1); t++) {
+      for (
+        let p = this.z[this.pcpBase(zone, cpu) + P_HEAD + 2 * t]!;
+        p !== -1 && out.length <= this.nrPages;
+        p = this.next[p]!
+      )
+        out.push(p);
+    }
     return out;
   }
 
-  /** free_area[order] of `zone`, list head first. */
-  freeAreaList(zone: number, order: number): number[] {
+  /** free_area[order] of `zone`, list head first: one type's list, or all of them in type order. */
+  freeAreaList(zone: number, order: number, type?: number): number[] {
     const out: number[] = [];
-    for (
-      let p = this.z[zone * ZONE_WORDS + Z_FREE_HEAD + order]!;
-      p !== -1 && out.length <= this.nrPages;
-      p = this.next[p]!
-    )
-      out.push(p);
+    for (let t = type ?? 0; t < (type === undefined ? MIGRATE_TYPES : type + 1); t++) {
+      for (
+        let p = this.z[this.freeHead(zone * ZONE_WORDS, t, order)]!;
+        p !== -1 && out.length <= this.nrPages;
+        p = this.next[p]!
+      )
+        out.push(p);
+    }
     return out;
   }
 
@@ -1394,32 +2093,39 @@ export class PageAllocator implements PageFreer {
       const start = z[zb + Z_START]!;
       const end = z[zb + Z_END]!;
       let free = 0;
-      for (let o = 0; o < MAX_ORDER; o++, listId++) {
+      for (let o = 0; o < MAX_ORDER; o++) {
         let n = 0;
-        let prev = -1;
-        for (let p = z[zb + Z_FREE_HEAD + o]!; p !== -1; p = this.next[p]!) {
-          if (p < start || p + (1 << o) > end) {
-            problems.push(`${ZONE_NAMES[zone]} order ${o}: block ${p} outside the zone`);
-            break;
-          }
-          if (this.prev[p] !== prev)
-            problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-          if ((this.flags[p]! & (1 << PG_buddy)) === 0)
-            problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} lacks PG_buddy`);
-          if (this.order[p] !== o) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} has order ${this.order[p]}`);
-          if (p % (1 << o) !== 0) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} misaligned`);
-          for (let q = p; q < p + (1 << o); q++) {
-            if (owner[q] !== -1) {
-              problems.push(`pfn ${q} is on two free lists`);
+        for (let t = 0; t < MIGRATE_TYPES; t++, listId++) {
+          let prev = -1;
+          for (let p = z[this.freeHead(zb, t, o)]!; p !== -1; p = this.next[p]!) {
+            if (p < start || p + (1 << o) > end) {
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: block ${p} outside the zone`);
               break;
             }
-            owner[q] = listId;
-            if (this.count[q] !== 0) problems.push(`free pfn ${q} has count ${this.count[q]}`);
-          }
-          prev = p;
-          if (++n > this.nrPages) {
-            problems.push(`${ZONE_NAMES[zone]} order ${o}: cycle`);
-            break;
+            if (this.prev[p] !== prev)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
+            if ((this.flags[p]! & (1 << PG_buddy)) === 0)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} lacks PG_buddy`);
+            if (this.order[p] !== o)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} has order ${this.order[p]}`);
+            if (this.priv[p] !== t)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} on list ${t} says ${this.priv[p]}`);
+            if (p % (1 << o) !== 0) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} misaligned`);
+            if (!this.mobility && t !== MIGRATE_UNMOVABLE)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} on list ${t} with grouping off`);
+            for (let q = p; q < p + (1 << o); q++) {
+              if (owner[q] !== -1) {
+                problems.push(`pfn ${q} is on two free lists`);
+                break;
+              }
+              owner[q] = listId;
+              if (this.count[q] !== 0) problems.push(`free pfn ${q} has count ${this.count[q]}`);
+            }
+            prev = p;
+            if (++n > this.nrPages) {
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: cycle`);
+              break;
+            }
           }
         }
         if (n !== z[zb + Z_NR_FREE + o])
@@ -1428,31 +2134,37 @@ export class PageAllocator implements PageFreer {
       }
       if (free !== z[zb + Z_FREE_PAGES])
         problems.push(`${ZONE_NAMES[zone]}: free_pages ${z[zb + Z_FREE_PAGES]} but ${free} in free_area`);
-      for (let cpu = 0; cpu < this.nrCpus; cpu++, listId++) {
+      for (let cpu = 0; cpu < this.nrCpus; cpu++) {
         const pb = this.pcpBase(zone, cpu);
         let n = 0;
-        let prev = -1;
-        for (let p = z[pb + P_HEAD]!; p !== -1; p = this.next[p]!) {
-          if (p < start || p >= end) {
-            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} outside the zone`);
-            break;
+        for (let t = 0; t < MIGRATE_PCPTYPES; t++, listId++) {
+          let prev = -1;
+          let len = 0;
+          for (let p = z[pb + P_HEAD + 2 * t]!; p !== -1; p = this.next[p]!) {
+            if (p < start || p >= end) {
+              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} outside the zone`);
+              break;
+            }
+            if (this.prev[p] !== prev)
+              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
+            if ((this.flags[p]! & (1 << PG_pcp)) === 0)
+              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} lacks PG_pcp`);
+            if (owner[p] !== -1) problems.push(`pfn ${p} is on two free lists`);
+            owner[p] = listId;
+            prev = p;
+            n++;
+            if (++len > this.nrPages) {
+              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: cycle`);
+              break;
+            }
           }
-          if (this.prev[p] !== prev)
-            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-          if ((this.flags[p]! & (1 << PG_pcp)) === 0)
-            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} lacks PG_pcp`);
-          if (owner[p] !== -1) problems.push(`pfn ${p} is on two free lists`);
-          owner[p] = listId;
-          prev = p;
-          if (++n > this.nrPages) {
-            problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: cycle`);
-            break;
-          }
+          if (z[pb + P_TAIL + 2 * t] !== prev)
+            problems.push(
+              `pcp ${ZONE_NAMES[zone]}/cpu${cpu} list ${t}: tail ${z[pb + P_TAIL + 2 * t]} != last ${prev}`,
+            );
         }
-        if (z[pb + P_TAIL] !== prev)
-          problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: tail ${z[pb + P_TAIL]} != last ${prev}`);
         if (n !== z[pb + P_COUNT])
-          problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: count ${z[pb + P_COUNT]} but ${n} on the list`);
+          problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: count ${z[pb + P_COUNT]} but ${n} on the lists`);
       }
     }
     for (let p = 0; p < this.nrPages; p++) {

@@ -5,22 +5,36 @@
  * test/page_alloc.test.ts drives both with the same random operation sequences and
  * compares every result.
  *
- * Lists are arrays with the list head at index 0: free_area[order] gets new blocks with
- * unshift and gives its first element; a per-CPU list has its hot end at index 0 and its
- * cold end at the last index.
+ * Lists are arrays with the list head at index 0: free_area[order].free_list[type] gets
+ * new blocks with unshift and gives its first element; a per-CPU list (one per migrate
+ * type) has its hot end at index 0 and its cold end at the last index. Grouping by
+ * mobility is written out as 2.6.24 describes it: the lists of the allocation's type
+ * first, then the fallbacks from the largest block down, stealing the pageblock's free
+ * pages for a large block; a page's type is its pageblock's, looked up in a plain array.
+ * The page-cache LRU is an array per zone, newest first.
  *
  * Only the configuration arithmetic (zone spans, watermarks, batch sizes) and the report
  * formatting are shared with the fast allocator.
  */
 import type { PagingMode } from '../../src/abi/xen.js';
 import {
+  ALLOC_MIGRATETYPE_NONE,
   ALLOC_HARDER,
   ALLOC_HIGH,
   ALLOC_NO_WATERMARKS,
   ALLOC_WMARK_LOW,
   ALLOC_WMARK_MIN,
+  FALLBACKS,
+  GFP_MOVABLE_MASK,
   MAX_ORDER,
   MAX_RECLAIM_ROUNDS,
+  MIGRATE_MOVABLE,
+  MIGRATE_PCPTYPES,
+  MIGRATE_RECLAIMABLE,
+  MIGRATE_RESERVE,
+  MIGRATE_TYPES,
+  MIGRATE_UNMOVABLE,
+  SWAP_CLUSTER_MAX,
   PAGE_FLAGS_CHECK_AT_FREE,
   PAGE_FLAGS_CHECK_AT_PREP,
   PAGE_FLAGS_CLEAR_AT_PREP,
@@ -30,11 +44,14 @@ import {
   __GFP_COLD,
   __GFP_COMP,
   __GFP_HIGH,
+  __GFP_NOMEMALLOC,
   __GFP_NORETRY,
   __GFP_NOWARN,
   __GFP_WAIT,
   __GFP_ZERO,
-  checkGfp,
+  gfpError,
+  gfpName,
+  gfpflagsToMigratetype,
   resolvePageAllocConfig,
   zoneBatchsize,
   zoneSpans,
@@ -51,8 +68,12 @@ import {
   PG_buddy,
   PG_dirty,
   PG_head,
+  PG_locked,
+  PG_lru,
   PG_pcp,
+  PG_writeback,
   PG_reserved,
+  PG_slab,
   PG_tail,
   ZONES_PGSHIFT,
   ZONE_DMA,
@@ -70,10 +91,12 @@ interface RefZone {
   min: number;
   low: number;
   high: number;
-  /** freeArea[order]: heads of free blocks, list head first. */
-  freeArea: number[][];
-  /** pcp[cpu]: hot end first. */
-  pcp: number[][];
+  /** freeArea[type][order]: heads of free blocks, list head first. */
+  freeArea: number[][][];
+  /** pcp[cpu][type]: hot end first. */
+  pcp: number[][][];
+  /** The page-cache LRU, newest first. */
+  lru: number[];
   pcpHigh: number;
   pcpBatch: number;
 }
@@ -97,7 +120,20 @@ export class PageAllocatorRef {
   readonly buddyOrder = new Map<number, number>();
   /** Pages on some per-CPU list. */
   readonly onPcp = new Set<number>();
+  /** Head of a free buddy block -> the migrate type of the list it is on. */
+  readonly buddyType = new Map<number, number>();
   readonly zones: RefZone[] = [];
+  readonly mobility: boolean;
+  readonly pageblockOrder: number;
+  /** One migrate type per pageblock. */
+  readonly pageblocks: number[] = [];
+  /** What each allocated page's GFP flags asked for. */
+  readonly allocTypes: number[] = [];
+  fallbacks = 0;
+  steals = 0;
+  reclaimed = 0;
+  lumpy = 0;
+  violations = 0;
 
   private readonly hooks: PageAllocHooks;
   private readonly shrinkers: Shrinker[] = [];
@@ -108,6 +144,10 @@ export class PageAllocatorRef {
     this.nrPages = r.nrPages;
     this.nrCpus = r.nrCpus;
     this.paging = r.paging;
+    this.mobility = r.mobility;
+    this.pageblockOrder = r.pageblockOrder;
+    for (let b = 0; b < Math.ceil(r.nrPages / 2 ** r.pageblockOrder); b++)
+      this.pageblocks.push(r.mobility ? MIGRATE_MOVABLE : MIGRATE_UNMOVABLE);
     const spans = zoneSpans(r.nrPages, r.lowmemPages, r.paging);
     const marks = zoneWatermarks(spans, r.minFreeKbytes);
     for (let z = 0; z < MAX_NR_ZONES; z++) {
@@ -122,11 +162,12 @@ export class PageAllocatorRef {
         high: marks[z]![2],
         freeArea: [],
         pcp: [],
+        lru: [],
         pcpBatch: batch,
         pcpHigh: r.pcpHigh ?? Math.max(batch, 6 * batch),
       };
-      for (let o = 0; o < MAX_ORDER; o++) zone.freeArea.push([]);
-      for (let c = 0; c < r.nrCpus; c++) zone.pcp.push([]);
+      for (let t = 0; t < MIGRATE_TYPES; t++) zone.freeArea.push(Array.from({ length: MAX_ORDER }, () => []));
+      for (let c = 0; c < r.nrCpus; c++) zone.pcp.push(Array.from({ length: MIGRATE_PCPTYPES }, () => []));
       this.zones.push(zone);
       for (let pfn = start; pfn < end; pfn++) {
         this.flags[pfn] = ((z << ZONES_PGSHIFT) | (1 << PG_reserved)) >>> 0;
@@ -134,6 +175,7 @@ export class PageAllocatorRef {
         this.mapcount[pfn] = -1;
         this.mapping[pfn] = 0;
         this.firstPage[pfn] = -1;
+        this.allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
       }
     }
     for (let z = 0; z < MAX_NR_ZONES; z++) {
@@ -148,6 +190,28 @@ export class PageAllocatorRef {
         }
         this.freeOneBlock(z, pfn, o);
         pfn += 2 ** o;
+      }
+      if (r.mobility) this.setupReserve(z);
+    }
+  }
+
+  /** The first min-watermark's worth of the zone's pageblocks, rounded up, become RESERVE. */
+  private setupReserve(z: number): void {
+    const zone = this.zones[z]!;
+    const size = 2 ** this.pageblockOrder;
+    let reserve = Math.ceil(zone.min / size);
+    for (let pfn = zone.start; pfn < zone.end; pfn += size) {
+      const b = Math.floor(pfn / size);
+      const t = this.pageblocks[b]!;
+      if (reserve > 0 && t === MIGRATE_RESERVE) {
+        reserve--;
+      } else if (reserve > 0 && t === MIGRATE_MOVABLE) {
+        this.pageblocks[b] = MIGRATE_RESERVE;
+        this.moveFreeBlocks(z, pfn, MIGRATE_RESERVE);
+        reserve--;
+      } else if (t === MIGRATE_RESERVE) {
+        this.pageblocks[b] = MIGRATE_MOVABLE;
+        this.moveFreeBlocks(z, pfn, MIGRATE_MOVABLE);
       }
     }
   }
@@ -176,45 +240,118 @@ export class PageAllocatorRef {
 
   /* ---------------------------------------------------------------- buddies */
 
-  /** Add a free block, merging with its free buddy while possible. */
+  private blockType(pfn: number): number {
+    return this.pageblocks[Math.floor(pfn / 2 ** this.pageblockOrder)]!;
+  }
+
+  private listAdd(z: number, type: number, order: number, pfn: number): void {
+    this.zones[z]!.freeArea[type]![order]!.unshift(pfn);
+    this.buddyOrder.set(pfn, order);
+    this.buddyType.set(pfn, type);
+    this.setFlag(pfn, PG_buddy);
+  }
+
+  private listDel(z: number, order: number, pfn: number): void {
+    const list = this.zones[z]!.freeArea[this.buddyType.get(pfn)!]![order]!;
+    list.splice(list.indexOf(pfn), 1);
+    this.buddyOrder.delete(pfn);
+    this.buddyType.delete(pfn);
+    this.clearFlag(pfn, PG_buddy);
+  }
+
+  /** Add a free block, merging with its free buddy while possible; to its pageblock's list. */
   private freeOneBlock(z: number, pfn: number, order: number): void {
     const zone = this.zones[z]!;
+    const type = this.blockType(pfn);
     zone.free += 2 ** order;
     while (order < MAX_ORDER - 1) {
       const buddy = pfn ^ (2 ** order);
       if (buddy < zone.start || buddy >= zone.end) break;
       if (this.buddyOrder.get(buddy) !== order) break;
-      const list = zone.freeArea[order]!;
-      list.splice(list.indexOf(buddy), 1);
-      this.buddyOrder.delete(buddy);
-      this.clearFlag(buddy, PG_buddy);
+      this.listDel(z, order, buddy);
       pfn = Math.min(pfn, buddy);
       order++;
     }
-    zone.freeArea[order]!.unshift(pfn);
-    this.buddyOrder.set(pfn, order);
-    this.setFlag(pfn, PG_buddy);
+    this.listAdd(z, type, order, pfn);
   }
 
-  /** Take the first block of the smallest fitting order, keep its low part, free the rest. */
-  private takeBlock(z: number, order: number): number {
+  /** Split an order-`cur` block taken at `pfn` down to `order`, the high halves to `type`. */
+  private splitDown(z: number, pfn: number, order: number, cur: number, type: number): void {
+    for (let high = cur - 1; high >= order; high--) this.listAdd(z, type, high, pfn + 2 ** high);
+  }
+
+  /** The first block of the smallest fitting order of `type`. */
+  private takeSmallest(z: number, order: number, type: number): number {
     const zone = this.zones[z]!;
     for (let cur = order; cur < MAX_ORDER; cur++) {
-      const list = zone.freeArea[cur]!;
+      const list = zone.freeArea[type]![cur]!;
       if (list.length === 0) continue;
-      const pfn = list.shift()!;
-      this.buddyOrder.delete(pfn);
-      this.clearFlag(pfn, PG_buddy);
+      const pfn = list[0]!;
+      this.listDel(z, cur, pfn);
       zone.free -= 2 ** order;
-      for (let high = cur - 1; high >= order; high--) {
-        const half = pfn + 2 ** high;
-        zone.freeArea[high]!.unshift(half);
-        this.buddyOrder.set(half, high);
-        this.setFlag(half, PG_buddy);
-      }
+      this.splitDown(z, pfn, order, cur, type);
       return pfn;
     }
     return -1;
+  }
+
+  /** Every free block of the pageblock holding `pfn` onto `type`'s lists; pages moved. */
+  private moveFreeBlocks(z: number, pfn: number, type: number): number {
+    const zone = this.zones[z]!;
+    const size = 2 ** this.pageblockOrder;
+    let start = Math.floor(pfn / size) * size;
+    const end = start + size;
+    if (start < zone.start) start = pfn;
+    if (end > zone.end) return 0;
+    let moved = 0;
+    for (let p = start; p < end; ) {
+      const o = this.buddyOrder.get(p);
+      if (o === undefined) {
+        p++;
+        continue;
+      }
+      this.listDel(z, o, p);
+      this.listAdd(z, type, o, p);
+      p += 2 ** o;
+      moved += 2 ** o;
+    }
+    return moved;
+  }
+
+  private relabel(pfn: number, type: number, n: number): void {
+    const b = Math.floor(pfn / 2 ** this.pageblockOrder);
+    for (let i = b; i < b + n && i < this.pageblocks.length; i++) {
+      if (this.pageblocks[i] !== type) this.steals++;
+      this.pageblocks[i] = type;
+    }
+  }
+
+  /** A block for an allocation of `type`: own lists, then the fallbacks, RESERVE last (atomic callers only). */
+  private takeBlock(z: number, order: number, type: number, atomic: boolean): number {
+    const own = this.takeSmallest(z, order, type);
+    if (own !== -1 || !this.mobility) return own;
+    const zone = this.zones[z]!;
+    const pbo = this.pageblockOrder;
+    for (let cur = MAX_ORDER - 1; cur >= order; cur--) {
+      for (const from of FALLBACKS[type]!) {
+        if (from === MIGRATE_RESERVE) continue;
+        const list = zone.freeArea[from]![cur]!;
+        if (list.length === 0) continue;
+        const pfn = list[0]!;
+        this.fallbacks++;
+        let to = from;
+        if (cur >= Math.floor(pbo / 2) || type === MIGRATE_RECLAIMABLE) {
+          if (this.moveFreeBlocks(z, pfn, type) >= 2 ** (pbo - 1)) this.relabel(pfn, type, 1);
+          to = type;
+        }
+        this.listDel(z, cur, pfn);
+        zone.free -= 2 ** order;
+        if (cur >= pbo) this.relabel(pfn, type, 2 ** (cur - pbo));
+        this.splitDown(z, pfn, order, cur, to);
+        return pfn;
+      }
+    }
+    return atomic ? this.takeSmallest(z, order, MIGRATE_RESERVE) : -1;
   }
 
   private isFree(pfn: number): boolean {
@@ -228,33 +365,61 @@ export class PageAllocatorRef {
   /* --------------------------------------------------------------- allocation */
 
   allocPages(gfp: number, order: number, cpu: number): number {
-    checkGfp(gfp, 'alloc_pages');
-    if (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER)
-      throw new RangeError(`alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`);
-    if (!Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus)
-      throw new RangeError(`alloc_pages: cpu ${cpu} is not a vCPU of this allocator`);
+    // A caller's mistake: a WARNING and NULL, as the fast allocator does.
+    const why =
+      gfpError(gfp, 'alloc_pages') ??
+      (!Number.isInteger(order) || order < 0 || order >= MAX_ORDER
+        ? `alloc_pages: order ${order} is outside 0..${MAX_ORDER - 1}`
+        : !Number.isInteger(cpu) || cpu < 0 || cpu >= this.nrCpus
+          ? `alloc_pages: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`
+          : null);
+    if (why !== null) {
+      const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
+      this.report({
+        kind: 'warning',
+        comm: this.comm(c),
+        cpu: c,
+        function: 'alloc_pages',
+        lines: [`WARNING: at mm/page_alloc.c: ${why}`],
+      });
+      return -1;
+    }
+    if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) {
+      const comm = this.comm(cpu);
+      this.report({
+        kind: 'warning',
+        comm,
+        cpu,
+        function: 'alloc_pages',
+        lines: [
+          `WARNING: at mm/page_alloc.c: alloc_pages() (${comm}, cpu ${cpu}): mode:0x${gfp.toString(16)} (${gfpName(gfp)}) is both __GFP_MOVABLE and __GFP_RECLAIMABLE`,
+        ],
+      });
+      return -1;
+    }
+    const type = gfpflagsToMigratetype(gfp, this.mobility);
     const zl = this.zonelist(gfp);
-    let pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
+    let pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
     if (pfn !== -1) return pfn;
     const wait = (gfp & __GFP_WAIT) !== 0;
     if (zl.length > 0) {
       if (this.hooks.wakeupKswapd) {
         for (const z of zl) this.hooks.wakeupKswapd(z, order, cpu);
-      } else if (wait && this.reclaim(gfp, cpu, zl)) {
-        pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW);
+      } else if (wait && this.reclaim(gfp, order, cpu, zl)) {
+        pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
         if (pfn !== -1) return pfn;
       }
     }
     let allocFlags = ALLOC_WMARK_MIN;
     if (!wait) allocFlags |= ALLOC_HARDER;
     if (gfp & __GFP_HIGH) allocFlags |= ALLOC_HIGH;
-    pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags);
+    pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags, type);
     if (pfn !== -1) return pfn;
     if (wait) {
       const rounds = gfp & __GFP_NORETRY ? 1 : MAX_RECLAIM_ROUNDS;
       for (let i = 0; i < rounds; i++) {
-        if (!this.reclaim(gfp, cpu, zl)) break;
-        pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags);
+        if (!this.reclaim(gfp, order, cpu, zl)) break;
+        pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags, type);
         if (pfn !== -1) return pfn;
       }
     }
@@ -280,35 +445,42 @@ export class PageAllocatorRef {
     let free = zone.free - 2 ** order + 1;
     if (free <= min) return false;
     for (let o = 0; o < order; o++) {
-      free -= zone.freeArea[o]!.length * 2 ** o;
+      for (const lists of zone.freeArea) free -= lists[o]!.length * 2 ** o;
       min = Math.floor(min / 2);
       if (free <= min) return false;
     }
     return true;
   }
 
-  private fromFreelist(gfp: number, order: number, cpu: number, zl: number[], allocFlags: number): number {
+  private fromFreelist(
+    gfp: number,
+    order: number,
+    cpu: number,
+    zl: number[],
+    allocFlags: number,
+    type: number,
+  ): number {
     for (const z of zl) {
       const zone = this.zones[z]!;
       if (!(allocFlags & ALLOC_NO_WATERMARKS)) {
         const mark = allocFlags & ALLOC_WMARK_MIN ? zone.min : allocFlags & ALLOC_WMARK_LOW ? zone.low : zone.high;
         if (!this.watermarkOk(zone, order, mark, allocFlags)) continue;
       }
-      const pfn = this.takeFromZone(z, order, gfp, cpu);
+      const pfn = this.takeFromZone(z, order, gfp, cpu, type);
       if (pfn !== -1) return pfn;
     }
     return -1;
   }
 
-  private takeFromZone(z: number, order: number, gfp: number, cpu: number): number {
+  private takeFromZone(z: number, order: number, gfp: number, cpu: number, type: number): number {
     const zone = this.zones[z]!;
     for (;;) {
       let pfn: number;
       if (order === 0) {
-        const list = zone.pcp[cpu]!;
+        const list = zone.pcp[cpu]![type]!;
         if (list.length === 0) {
           for (let i = 0; i < zone.pcpBatch; i++) {
-            const p = this.takeBlock(z, 0);
+            const p = this.takeBlock(z, 0, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
             if (p === -1) break;
             list.push(p);
             this.onPcp.add(p);
@@ -320,7 +492,7 @@ export class PageAllocatorRef {
         this.onPcp.delete(pfn);
         this.clearFlag(pfn, PG_pcp);
       } else {
-        pfn = this.takeBlock(z, order);
+        pfn = this.takeBlock(z, order, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
         if (pfn === -1) return -1;
       }
       if (this.prepNew(pfn, order, gfp, cpu)) return pfn;
@@ -341,7 +513,11 @@ export class PageAllocatorRef {
       }
     }
     if (!ok) return false;
-    for (let p = pfn; p < pfn + 2 ** order; p++) this.flags[p] = (this.flags[p]! & ~PAGE_FLAGS_CLEAR_AT_PREP) >>> 0;
+    const asked = gfpflagsToMigratetype(gfp, true);
+    for (let p = pfn; p < pfn + 2 ** order; p++) {
+      this.flags[p] = (this.flags[p]! & ~PAGE_FLAGS_CLEAR_AT_PREP) >>> 0;
+      this.allocTypes[p] = asked;
+    }
     this.count[pfn] = 1;
     if (order > 0 && gfp & __GFP_COMP) {
       this.compoundOrder.set(pfn, order);
@@ -355,15 +531,109 @@ export class PageAllocatorRef {
     return true;
   }
 
-  private reclaim(gfp: number, cpu: number, zl: number[]): boolean {
+  private reclaim(gfp: number, order: number, cpu: number, zl: number[]): boolean {
     const free = (): number => zl.reduce((n, z) => n + this.zones[z]!.free, 0);
     const before = free();
     for (const s of this.shrinkers.slice()) {
       const n = s.shrink(0, gfp, cpu);
       if (n > 0) s.shrink(Math.min(n, SHRINK_BATCH), gfp, cpu);
     }
+    for (const z of zl) this.shrinkInactiveList(z, order, cpu);
     this.drainLocalPages(cpu);
     return free() > before;
+  }
+
+  /* ------------------------------------------------------- page-cache LRU */
+
+  lruCacheAdd(pfn: number, cpu: number): number {
+    if (
+      this.hasFlag(pfn, PG_lru) ||
+      this.hasFlag(pfn, PG_buddy) ||
+      this.hasFlag(pfn, PG_pcp) ||
+      this.hasFlag(pfn, PG_slab) ||
+      this.count[pfn]! < 1
+    ) {
+      this.report({
+        kind: 'warning',
+        comm: this.comm(cpu),
+        cpu,
+        function: 'add_to_page_cache_lru',
+        pfn,
+        lines: [
+          `WARNING: at mm/filemap.c: add_to_page_cache_lru: pfn ${pfn} (flags:0x${formatPageFlags(this.flags[pfn]!, this.paging)} count:${this.count[pfn]}) cannot go on the LRU`,
+        ],
+      });
+      return -22;
+    }
+    this.zones[this.zoneOf(pfn)]!.lru.unshift(pfn);
+    this.setFlag(pfn, PG_lru);
+    return 0;
+  }
+
+  private lruDel(pfn: number): void {
+    const lru = this.zones[this.zoneOf(pfn)]!.lru;
+    lru.splice(lru.indexOf(pfn), 1);
+    this.clearFlag(pfn, PG_lru);
+  }
+
+  removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
+    if (!this.hasFlag(pfn, PG_lru) || this.mapping[pfn] !== mapping) return false;
+    this.lruDel(pfn);
+    this.mapping[pfn] = 0;
+    this.putPage(pfn, cpu);
+    return true;
+  }
+
+  private reclaimable(pfn: number): boolean {
+    return (
+      this.hasFlag(pfn, PG_lru) &&
+      !this.hasFlag(pfn, PG_dirty) &&
+      !this.hasFlag(pfn, PG_locked) &&
+      !this.hasFlag(pfn, PG_writeback) &&
+      this.mapcount[pfn] === -1 &&
+      this.count[pfn] === 1
+    );
+  }
+
+  /** Up to SWAP_CLUSTER_MAX pages from the old end; each reclaimable one, and (order > 0) its block's. */
+  shrinkInactiveList(z: number, order: number, cpu: number): number {
+    const zone = this.zones[z]!;
+    const taken: number[] = [];
+    const gone = new Set<number>();
+    // Written plainly: walk from the old end, one page at a time, skipping pages taken as block-mates.
+    let cursor = zone.lru.length - 1;
+    let looked = 0;
+    while (cursor >= 0 && looked < SWAP_CLUSTER_MAX) {
+      const p = zone.lru[cursor]!;
+      cursor--;
+      looked++;
+      if (this.reclaimable(p)) {
+        taken.push(p);
+        gone.add(p);
+      }
+      if (order > 0) {
+        const start = Math.floor(p / 2 ** order) * 2 ** order;
+        for (let q = Math.max(start, zone.start); q < start + 2 ** order && q < zone.end; q++) {
+          if (q === p || gone.has(q) || !this.reclaimable(q)) continue;
+          taken.push(q);
+          gone.add(q);
+          this.lumpy++;
+        }
+      }
+      // Skip older pages already taken as block-mates.
+      while (cursor >= 0 && gone.has(zone.lru[cursor]!)) cursor--;
+    }
+    for (const q of taken) this.lruDel(q);
+    for (const q of taken) {
+      this.mapping[q] = 0;
+      this.putPage(q, cpu);
+    }
+    this.reclaimed += taken.length;
+    return taken.length;
+  }
+
+  lruList(z: number): number[] {
+    return [...this.zones[z]!.lru].reverse();
   }
 
   registerShrinker(s: Shrinker): void {
@@ -422,12 +692,18 @@ export class PageAllocatorRef {
     if (this.freeCheck(pfn, 'free_hot_cold_page', cpu, inBlocks)) return;
     const z = this.zoneOf(pfn);
     const zone = this.zones[z]!;
-    const list = zone.pcp[cpu]!;
+    this.allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
+    const type = this.blockType(pfn);
+    if (type === MIGRATE_RESERVE) {
+      this.freeOneBlock(z, pfn, 0);
+      return;
+    }
+    const list = zone.pcp[cpu]![type]!;
     this.onPcp.add(pfn);
     this.setFlag(pfn, PG_pcp);
     if (cold) list.push(pfn);
     else list.unshift(pfn);
-    if (list.length >= zone.pcpHigh) this.drainPcp(z, cpu, zone.pcpBatch);
+    if (this.pcpCount(z, cpu) >= zone.pcpHigh) this.drainPcp(z, cpu, zone.pcpBatch);
   }
 
   freeHotPage(pfn: number, cpu: number): void {
@@ -438,18 +714,22 @@ export class PageAllocatorRef {
     this.freeHotColdPage(pfn, true, cpu);
   }
 
+  /** `n` pages from the cold ends, taking the lists in turn (0, 1, 2, 0, ...) and skipping empty ones. */
   private drainPcp(z: number, cpu: number, n: number): void {
-    const list = this.zones[z]!.pcp[cpu]!;
-    for (let i = 0; i < n && list.length > 0; i++) {
-      const pfn = list.pop()!;
+    const lists = this.zones[z]!.pcp[cpu]!;
+    let type = 0;
+    for (let i = 0; i < n && this.pcpCount(z, cpu) > 0; i++) {
+      while (lists[type]!.length === 0) type = (type + 1) % MIGRATE_PCPTYPES;
+      const pfn = lists[type]!.pop()!;
       this.onPcp.delete(pfn);
       this.clearFlag(pfn, PG_pcp);
       this.freeOneBlock(z, pfn, 0);
+      type = (type + 1) % MIGRATE_PCPTYPES;
     }
   }
 
   drainLocalPages(cpu: number): void {
-    for (let z = 0; z < MAX_NR_ZONES; z++) this.drainPcp(z, cpu, this.zones[z]!.pcp[cpu]!.length);
+    for (let z = 0; z < MAX_NR_ZONES; z++) this.drainPcp(z, cpu, this.pcpCount(z, cpu));
   }
 
   __freePagesOk(pfn: number, order: number, cpu: number): void {
@@ -475,6 +755,7 @@ export class PageAllocatorRef {
     let keep = 0;
     for (let p = pfn; p < pfn + 2 ** order; p++) keep += this.freeCheck(p, '__free_pages_ok', cpu, inBlocks);
     if (keep) return;
+    for (let p = pfn; p < pfn + 2 ** order; p++) this.allocTypes[p] = ALLOC_MIGRATETYPE_NONE;
     this.freeOneBlock(this.zoneOf(pfn), pfn, order);
   }
 
@@ -551,11 +832,14 @@ export class PageAllocatorRef {
     return this.zones[z]!.free;
   }
   pcpCount(z: number, cpu: number): number {
-    return this.zones[z]!.pcp[cpu]!.length;
+    return this.zones[z]!.pcp[cpu]!.reduce((a, l) => a + l.length, 0);
   }
   nrFreePages(): number {
     let n = 0;
-    for (const zone of this.zones) n += zone.free + zone.pcp.reduce((a, l) => a + l.length, 0);
+    for (let z = 0; z < MAX_NR_ZONES; z++) {
+      n += this.zones[z]!.free;
+      for (let cpu = 0; cpu < this.nrCpus; cpu++) n += this.pcpCount(z, cpu);
+    }
     return n;
   }
   nrBadPages(): number {
@@ -564,10 +848,46 @@ export class PageAllocatorRef {
   nrAllocFailures(): number {
     return this.allocFailures;
   }
-  pcpList(z: number, cpu: number): number[] {
-    return [...this.zones[z]!.pcp[cpu]!];
+  pcpList(z: number, cpu: number, type?: number): number[] {
+    const lists = this.zones[z]!.pcp[cpu]!;
+    return type === undefined ? lists.flat() : [...lists[type]!];
   }
-  freeAreaList(z: number, order: number): number[] {
-    return [...this.zones[z]!.freeArea[order]!];
+  freeAreaList(z: number, order: number, type?: number): number[] {
+    const lists = this.zones[z]!.freeArea;
+    return type === undefined ? lists.flatMap((l) => l[order]!) : [...lists[type]![order]!];
+  }
+  pageblockMigratetype(pfn: number): number {
+    return this.blockType(pfn);
+  }
+  allocMigratetype(pfn: number): number {
+    return this.allocTypes[pfn]!;
+  }
+  checkUnmovable(pfn: number, what: string, cpu: number): boolean {
+    if (!this.mobility || this.allocTypes[pfn] !== MIGRATE_MOVABLE || this.blockType(pfn) !== MIGRATE_MOVABLE)
+      return true;
+    this.violations++;
+    this.report({
+      kind: 'warning',
+      comm: this.comm(cpu),
+      cpu,
+      function: 'check_unmovable',
+      pfn,
+      lines: [
+        `WARNING: at mm/page_alloc.c: pfn ${pfn} ${what}, but it was allocated __GFP_MOVABLE in a Movable pageblock`,
+      ],
+    });
+    return false;
+  }
+  mobilityStats(): {
+    fallbacks: number;
+    steals: number;
+    reclaimed: number;
+    lumpy: number;
+    violations: number;
+    migrated: number;
+  } {
+    const { fallbacks, steals, reclaimed, lumpy, violations } = this;
+    // The twin has no migratePage hook: anonymous pages never move here.
+    return { migrated: 0, fallbacks, steals, reclaimed, lumpy, violations };
   }
 }

@@ -39,7 +39,7 @@ import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { T_PTE } from '../kernel/state.js';
 import { mappingOfAddressSpace } from './page.js';
-import { GFP_HIGHUSER, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
+import { GFP_HIGHUSER_MOVABLE, __GFP_HIGHMEM, __GFP_ZERO } from './page_alloc.js';
 import { USER_BASE, pteAlloc, setEntry } from './memory.js';
 import { spinLock, spinUnlock } from './spinlock.js';
 
@@ -175,7 +175,7 @@ export class FileMapping {
       let pfn = w[F_CACHE + i]!;
       if (pfn === 0) {
         // Read the page in: the page cache's reference, mapping and index, the disk's data.
-        pfn = k.pa.allocPages((GFP_HIGHUSER & ~__GFP_HIGHMEM) | __GFP_ZERO, 0, k.id);
+        pfn = k.pa.allocPages((GFP_HIGHUSER_MOVABLE & ~__GFP_HIGHMEM) | __GFP_ZERO, 0, k.id);
         if (pfn < 0) return -1;
         k.cpu.mmu.store32(k.lowmemVa(pfn), fileWord(i, w[F_DISK + i]!));
         k.pa.memMap.mapping[pfn] = this.#mapping;

@@ -10,6 +10,7 @@ import { StrayWrite } from './stray_write.js';
 import { VmapCycle } from './vmap_cycle.js';
 import { TruncateRace } from './truncate_race.js';
 import { OomHog } from './oom_hog.js';
+import { Fragmentation } from './fragmentation.js';
 import { PatAlias } from './pat_alias.js';
 import { AlsaMmap } from './alsa_mmap.js';
 import { SlubDma } from './slub_dma.js';
@@ -50,6 +51,14 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
   },
   'kmap-churn': {
     make: () => new KmapChurn(),
+  },
+  fragmentation: {
+    make: (o) =>
+      new Fragmentation({
+        pinFraction: typeof o.pinFraction === 'number' ? o.pinFraction : 0.25,
+        ops: typeof o.ops === 'number' ? o.ops : 4000,
+        vcpus: typeof o.vcpus === 'number' ? o.vcpus : 1,
+      }),
   },
   'pat-alias': {
     make: (o) => new PatAlias(xfsOpts(o)),

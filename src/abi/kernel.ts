@@ -27,6 +27,8 @@ export interface KernelConfig {
   vcpus: number;
   /** Record hypercalls, flushes, vmaps and refused pins for --trace. */
   trace?: boolean;
+  /** Group pages by mobility (2.6.24's __GFP_MOVABLE pageblocks); off is 2.6.23. Default off. */
+  mobility?: boolean;
   /**
    * The data cache flush_dcache_page works against: 'pipt' (x86: flush_dcache_page does
    * nothing) or 'aliasing' (ARM's VIPT/VIVT: it looks for user aliases through
@@ -92,6 +94,20 @@ export const C_MEMTYPE_CONFLICTS = 18;
  * branches do not take the same index: 14-17 the seed-bug workloads, 18-21 the XFS
  * thread's paths, 22-25 grouping by mobility, 26-29 the virtual clock.
  */
+/** Grouping by mobility: pages pinned as page tables or vmapped inside a MOVABLE pageblock, allocated MOVABLE. */
+export const C_MOVABLE_PINNED = 22;
+/** Grouping by mobility: high-order (order > 0) allocations the fragmentation workload asked for, and got. */
+export const C_HIGH_ORDER_ATTEMPTS = 23;
+export const C_HIGH_ORDER_SUCCESSES = 24;
+/** Grouping by mobility: page-cache pages dropped by reclaim (lumpy reclaim's block-mates included). */
+export const C_PAGES_RECLAIMED = 25;
+/** The names of counters 22-25 (kept apart from COUNTER_NAMES, whose indices run without gaps). */
+export const MOBILITY_COUNTER_NAMES: readonly (readonly [number, string])[] = [
+  [C_MOVABLE_PINNED, 'movablePinned'],
+  [C_HIGH_ORDER_ATTEMPTS, 'highOrderAttempts'],
+  [C_HIGH_ORDER_SUCCESSES, 'highOrderSuccesses'],
+  [C_PAGES_RECLAIMED, 'pagesReclaimed'],
+];
 export const NR_COUNTERS = 32;
 export const COUNTER_NAMES = [
   'pins',
@@ -128,6 +144,8 @@ export const WORKLOAD_SUMMARIES = {
     'a driver DMAs into a kmalloc buffer through kmap_atomic, then flush_dcache_page: the 2007 SLUB page_mapping oops',
   'kmap-churn': 'highmem page-cache reads through kmap() between forks: the HIGHPTE kmap alias case',
   'oom-hog': 'tasks fault in every page until the domain runs out of memory: the OOM killer reports and kills',
+  fragmentation:
+    'tasks, page cache, XFS buffers and slab under pressure, then order-3/order-9 allocations: grouping by mobility',
   'pat-alias':
     "a driver makes freed XFS buffer pages uncached (set_memory_uc) under a stale write-back vmap: Andi Kleen's case",
 } as const satisfies Record<string, string>;

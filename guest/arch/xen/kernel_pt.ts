@@ -44,6 +44,8 @@ export class XenKernelPageTables implements KernelPageTables {
   readonly stats: KernelPtStats = { ptesSet: 0, batches: 0, shootdowns: 0, localFlushes: 0, failures: 0 };
   /** --trace recorder, or null. */
   trace: TraceBuffer | null = null;
+  /** Called for every kernel mapping made (mobility's debug check of vmapped pages), or null. */
+  onMap: ((va: number, mfn: number) => void) | null = null;
 
   constructor(cpu: Vcpu, mem: SharedArrayBuffer) {
     this.#cpu = cpu;
@@ -78,6 +80,7 @@ export class XenKernelPageTables implements KernelPageTables {
     r[i + 2] = mfn < 0 ? 0 : pteLo(mfn, flags);
     r[i + 3] = mfn < 0 ? 0 : pteHi(mfn);
     this.stats.ptesSet++;
+    if (mfn >= 0) this.onMap?.(va, mfn);
     if (++this.#n === PTE_BATCH) this.flushPending();
   }
 

@@ -79,6 +79,7 @@ export function xenPgdPin(k: Kernel, ptPages: ArrayLike<number>, n: number): boo
   for (let i = 0; i < n; i++) {
     const pfn = ptPages[i]!;
     mm.SetPagePinned(pfn);
+    k.checkUnmovable(pfn, 'is pinned as a page table');
     if (k.isHighmem(pfn)) {
       sawHighmem = true;
       continue;
@@ -149,6 +150,7 @@ export function xenPgdUnpin(k: Kernel, ptPages: ArrayLike<number>, n: number): v
  */
 export function xenAllocPtpage(k: Kernel, pfn: number): void {
   k.pa.memMap.SetPagePinned(pfn);
+  k.checkUnmovable(pfn, 'is pinned as a page table');
   if (!k.isHighmem(pfn)) k.setLowmemWritable(null, pfn, false);
   else if (k.cfg.kmapFlush && k.highmem) k.highmem.kmapFlushUnused();
 }
