@@ -11,7 +11,7 @@
  * reaches no validated table, so nothing the auditor checks can change. Runs are served by hypervisor/fuzz-worker.ts (what `pvmmu fuzz` starts) and
  * by the vitest fuzz test directly.
  */
-import { PGT_NAMES, PGT_type_mask, type PagingMode, rcName } from '../src/abi/xen.js';
+import { FRAME_WORDS, PGT_NAMES, PGT_type_mask, type PagingMode, rcName } from '../src/abi/xen.js';
 import {
   S_ARGS,
   S_HEADER_WORDS,
@@ -35,6 +35,7 @@ import {
   bump,
 } from '../src/abi/fuzz.js';
 import { Xen } from './xen.js';
+import type { TestPlant } from '../src/abi/control.js';
 
 /** Machine frames of a fuzz run: two domains and a little room. */
 const FRAMES = 2 * FUZZ_DOMAIN_FRAMES + 64;
@@ -48,13 +49,30 @@ function typeName(typeHi: number): string {
 }
 
 /** One fuzz run; adds what it reached to `cov`. Returns null, or the first failure. */
-export function fuzzRun(paging: PagingMode, seed: number, steps: number, cov: FuzzCoverage): FuzzFailure | null {
+/**
+ * One fuzz run. `testPlant` (tests only: test/planted-defect.test.ts) plants a known defect
+ * in the hypervisor, to show that this fuzzer catches it.
+ */
+export function fuzzRun(
+  paging: PagingMode,
+  seed: number,
+  steps: number,
+  cov: FuzzCoverage,
+  testPlant?: TestPlant,
+): FuzzFailure | null {
   let buf = buffers.get(paging);
   if (buf === undefined) {
     buf = { mem: new SharedArrayBuffer(FRAMES * 4096), transport: new SharedArrayBuffer(transportBytes(MAX_SLOTS)) };
     buffers.set(paging, buf);
   }
-  const xen = new Xen({ paging, frames: FRAMES, mem: buf.mem, transport: buf.transport, maxSlots: MAX_SLOTS });
+  const xen = new Xen({
+    paging,
+    frames: FRAMES,
+    mem: buf.mem,
+    transport: buf.transport,
+    maxSlots: MAX_SLOTS,
+    ...(testPlant === undefined ? {} : { testPlant }),
+  });
   const t = new Int32Array(buf.transport);
   const u32 = new Uint32Array(buf.transport);
   const mem32 = new Uint32Array(buf.mem);
@@ -108,8 +126,8 @@ export function fuzzRun(paging: PagingMode, seed: number, steps: number, cov: Fu
       const fi = xen.frameInfo(a.mfn)!;
       const level = fi.typeHi >>> 29;
       if (!(level >= 1 && level <= 4 && fi.typeCount > 0)) {
-        mem32[a.mfn * 1024 + 2 * a.index] = a.lo >>> 0;
-        mem32[a.mfn * 1024 + 2 * a.index + 1] = a.hi >>> 0;
+        mem32[a.mfn * FRAME_WORDS + 2 * a.index] = a.lo >>> 0;
+        mem32[a.mfn * FRAME_WORDS + 2 * a.index + 1] = a.hi >>> 0;
       }
       // Nothing the hypervisor tracks changed: a store reaches no validated table.
       continue;

@@ -54,7 +54,7 @@ function uint(v: string | undefined, name: string, dflt: number, min = 0, max = 
 }
 
 /** The seed: --seed, else PVMMU_FUZZ_SEED, else a fresh random one. */
-export function fuzzSeed(flag: string | undefined, env = process.env.PVMMU_FUZZ_SEED): number {
+export function fuzzSeed(flag: string | undefined, env: string | undefined): number {
   if (flag !== undefined) return uint(flag, 'seed', 0);
   if (env !== undefined && env !== '') {
     if (!/^\d+$/.test(env) || Number(env) > 2 ** 32 - 1) {
@@ -100,7 +100,7 @@ export function parseFuzzArgs(argv: string[]): FuzzOptions {
   return {
     runs: uint(values.runs, 'runs', transport ? 20 : 2000, 1),
     steps: uint(values.steps, 'steps', transport ? 500 : 40, 1, 1_000_000),
-    seed: fuzzSeed(values.seed),
+    seed: fuzzSeed(values.seed, process.env.PVMMU_FUZZ_SEED),
     shard,
     paging: paging === 'both' ? [...PAGING_MODES] : [paging as PagingMode],
     transport,

@@ -11,18 +11,21 @@
 import { describe, expect, it } from 'vitest';
 import { emptyCoverage, formatFailure, runSeed } from '../../src/abi/fuzz.js';
 import { fuzzRun } from '../../hypervisor/fuzz.js';
+import { plantFromEnv } from '../helpers/xenbox.js';
 
 const RUNS = Number(process.env.PVMMU_FUZZ_RUNS ?? 40);
 const STEPS = 40;
 const SEED = Number(process.env.PVMMU_FUZZ_SEED ?? 0x5eed);
+/** test/planted-defect.test.ts runs this file against a hypervisor with a planted defect. */
+const PLANT = plantFromEnv(process.env.PVMMU_TEST_PLANT);
 
 describe('fuzzing the hypercall interface', () => {
   for (const paging of ['pae', 'x86_64'] as const) {
     it(`${paging}: the auditor agrees and isolation holds after every call (seed ${SEED}, ${RUNS} runs x ${STEPS} calls)`, () => {
       const cov = emptyCoverage();
       for (let k = 0; k < RUNS; k++) {
-        const f = fuzzRun(paging, runSeed(SEED, k), STEPS, cov);
-        if (f !== null) expect.fail(formatFailure(f, STEPS));
+        const f = fuzzRun(paging, runSeed(SEED, k), STEPS, cov, PLANT);
+        if (f !== null) expect.fail(`fuzz run ${k + 1} of ${RUNS} failed: ${formatFailure(f, STEPS)}`);
       }
       // Coverage: a fuzzer whose calls all bounce off proves nothing. Deep pins, every
       // level, refusals for the writable rule, and type changes both ways must happen.

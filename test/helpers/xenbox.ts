@@ -33,7 +33,7 @@ import { Xen } from '../../hypervisor/xen.js';
 import { type DomainInfo, TEST_PLANTS, type TestPlant } from '../../src/abi/control.js';
 
 /** PVMMU_TEST_PLANT: one of TEST_PLANTS, or unset; anything else is a mistake worth a loud error. */
-function plantFromEnv(v: string | undefined): TestPlant | undefined {
+export function plantFromEnv(v: string | undefined): TestPlant | undefined {
   if (v === undefined || v === '') return undefined;
   if (!(TEST_PLANTS as readonly string[]).includes(v))
     throw new RangeError(`PVMMU_TEST_PLANT must be one of ${TEST_PLANTS.join(', ')}, got "${v}"`);
