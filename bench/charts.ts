@@ -283,3 +283,78 @@ export function barChart(spec: BarChartSpec): string {
   out.push('</g></svg>');
   return out.join('');
 }
+
+export interface StackedBar {
+  label: string;
+  /** One value per category, in the spec's category order. */
+  parts: number[];
+}
+
+export interface StackedBarChartSpec {
+  title: string;
+  valueLabel: string;
+  /** The segments' names (legend), in stacking order. */
+  categories: string[];
+  bars: StackedBar[];
+  width?: number;
+}
+
+/** Horizontal stacked bars (a breakdown per bar), the total printed at each end, a legend below. */
+export function stackedBarChart(spec: StackedBarChartSpec): string {
+  if (spec.bars.length === 0) throw new RangeError(`stackedBarChart "${spec.title}": no bars`);
+  for (const b of spec.bars) {
+    if (b.parts.length !== spec.categories.length || b.parts.some((p) => !Number.isFinite(p) || p < 0))
+      throw new RangeError(
+        `stackedBarChart "${spec.title}": bar "${b.label}" needs one non-negative part per category`,
+      );
+  }
+  const W = spec.width ?? 560;
+  const rowH = 24;
+  const totals = spec.bars.map((b) => b.parts.reduce((a, p) => a + p, 0));
+  const labelW = Math.max(40, Math.max(...spec.bars.map((b) => b.label.length)) * CHAR_W + 12);
+  const valueW = Math.max(...totals.map((t) => formatNumber(t).length)) * 6 + 14;
+  const legendRows = Math.ceil(spec.categories.length / 4);
+  const m = { top: 38, right: Math.max(40, valueW), bottom: 46 + legendRows * 18, left: labelW + 12 };
+  const H = m.top + spec.bars.length * rowH + m.bottom;
+  const pw = W - m.left - m.right;
+  const ticks = niceTicks(0, Math.max(1, ...totals), 4);
+  const t1 = ticks[ticks.length - 1]!;
+  const px = (v: number): number => m.left + (v / t1) * pw;
+  const out: string[] = [svgOpen(W, H, spec.title)];
+  const axisY = m.top + spec.bars.length * rowH;
+  out.push('<g class="x-axis">');
+  for (const t of ticks) {
+    const x = px(t);
+    out.push(`<line x1="${r1(x)}" y1="${m.top}" x2="${r1(x)}" y2="${axisY}" stroke="${GRID}"/>`);
+    out.push(textEl(x, axisY + 18, formatNumber(t), 'font-size="11" text-anchor="middle"'));
+  }
+  out.push(`<line x1="${m.left}" y1="${axisY}" x2="${m.left + pw}" y2="${axisY}" stroke="${AXIS}"/>`);
+  out.push(
+    textEl(m.left + pw / 2, axisY + 36, spec.valueLabel, 'class="axis-label" font-size="12" text-anchor="middle"'),
+  );
+  out.push('</g><g class="bars">');
+  spec.bars.forEach((b, i) => {
+    const y = m.top + i * rowH;
+    out.push(textEl(m.left - 8, y + rowH / 2 + 4, fitText(b.label, labelW), 'font-size="12" text-anchor="end"'));
+    let acc = 0;
+    b.parts.forEach((p, c) => {
+      if (p <= 0) return;
+      const x0 = px(acc);
+      acc += p;
+      out.push(
+        `<rect x="${r1(x0)}" y="${r1(y + 4)}" width="${r1(Math.max(0.5, px(acc) - x0))}" height="${rowH - 8}" fill="${PALETTE[c % PALETTE.length]}">` +
+          `<title>${escapeXml(`${b.label}, ${spec.categories[c]}: ${formatNumber(p)} ${spec.valueLabel}`)}</title></rect>`,
+      );
+    });
+    out.push(textEl(px(acc) + 5, y + rowH / 2 + 4, formatNumber(totals[i]!), 'font-size="11"'));
+  });
+  out.push('</g><g class="legend">');
+  spec.categories.forEach((name, c) => {
+    const lx = m.left + (c % 4) * Math.max(90, pw / 4);
+    const ly = axisY + 52 + Math.floor(c / 4) * 18;
+    out.push(`<rect x="${r1(lx)}" y="${ly - 9}" width="10" height="10" fill="${PALETTE[c % PALETTE.length]}"/>`);
+    out.push(textEl(lx + 14, ly, name, 'font-size="11"'));
+  });
+  out.push('</g></svg>');
+  return out.join('');
+}

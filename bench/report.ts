@@ -9,7 +9,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { arch, cpus, platform, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { barChart, escapeXml, formatNumber, lineChart, type LineSeries } from './charts.js';
+import { barChart, escapeXml, formatNumber, lineChart, type LineSeries, stackedBarChart } from './charts.js';
 
 /**
  * One measured figure. `case`, `value`, `unit`, `note` are what every suite gives (and what
@@ -37,6 +37,11 @@ export interface Row {
   yUnit?: string;
   /** The worker that measured the row, when a suite reports per worker. */
   worker?: number;
+  /**
+   * A part of a breakdown (e.g. "ipi"): rows with `stack` are drawn as stacked bars, one
+   * chart per `group`, one bar per `x`, the row's value its segment. They take no `series`.
+   */
+  stack?: string;
 }
 
 /** What runBench passes every suite. */
@@ -291,8 +296,40 @@ export function headlineRatios(rows: readonly Row[]): string[] {
   return out;
 }
 
-/** The SVG charts of one suite: line charts when rows span several x, else bar charts. */
-export function suiteCharts(suite: string, rows: readonly Row[]): string[] {
+/** The stacked breakdown charts of a suite's rows with `stack` (one per group). */
+export function stackedCharts(rows: readonly Row[]): string[] {
+  const groups = new Map<string, Row[]>();
+  for (const r of rows) {
+    if (r.stack === undefined || r.x === undefined || !Number.isFinite(r.value)) continue;
+    const key = r.group ?? '';
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  return [...groups].map(([name, rs]) => {
+    const categories = [...new Set(rs.map((r) => r.stack!))];
+    const xs = [...new Set(rs.map((r) => r.x!))].sort((a, b) => a - b);
+    const label = rs[0]!.xLabel ?? 'x';
+    return stackedBarChart({
+      title: name,
+      valueLabel: rs[0]!.unit,
+      categories,
+      width: 520,
+      bars: xs.map((x) => ({
+        label: xText(x, label),
+        parts: categories.map((c) => rs.find((r) => r.x === x && r.stack === c)?.value ?? 0),
+      })),
+    });
+  });
+}
+
+/** The SVG charts of one suite: line charts when rows span several x, else bar charts; stacked breakdowns after. */
+export function suiteCharts(suite: string, all: readonly Row[]): string[] {
+  const stacked = stackedCharts(all);
+  const rows = all.filter((r) => r.stack === undefined);
+  return [...plainCharts(suite, rows), ...stacked];
+}
+
+function plainCharts(suite: string, rows: readonly Row[]): string[] {
+  if (rows.length === 0) return [];
   const groups = lineGroups(rows);
   const xsOf = (g: LineGroup): Set<number> => new Set([...g.series.values()].flatMap((s) => [...s.keys()]));
   if (groups.length > 0 && groups.some((g) => xsOf(g).size >= 2)) {

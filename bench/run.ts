@@ -23,6 +23,7 @@ import {
 } from './report.js';
 import { checkVmallocOptions, VMALLOC_PARAMS, vmallocSuite } from './vmalloc.js';
 import { checkVunmapOptions, VUNMAP_PARAMS, vunmapSuite } from './vunmap.js';
+import { checkVunmapVirtualOptions, vunmapVirtualSuite } from './vunmap-virtual.js';
 
 export type { Row, SuiteOptions } from './report.js';
 
@@ -47,7 +48,7 @@ export const SUITE_CHECKS: Record<string, (params: Readonly<Record<string, strin
 
 /** The runner's own options. */
 const RUNNER_FLAGS = ['quick', 'json', 'help'] as const;
-const RUNNER_VALUES = ['out'] as const;
+const RUNNER_VALUES = ['out', 'clock', 'cost-model'] as const;
 
 export function machineLabel(): string {
   const c = cpus();
@@ -75,13 +76,18 @@ export interface BenchArgs {
   outDir?: string;
   /** Suite parameters: --name value or --name=value. */
   params: Record<string, string>;
+  /** --clock wall|virtual and --cost-model (bench/vunmap-virtual.ts). */
+  clock?: string;
+  costModel?: string;
 }
 
 function acceptedOptions(): string {
   const suiteOpts = Object.entries(SUITE_PARAMS).flatMap(([s, p]) =>
     Object.entries(p).map(([k, kind]) => `--${k}${kind === 'value' ? ' V' : ''} (${s})`),
   );
-  return ['--quick', '--json', '--out DIR', '--help', ...suiteOpts].join(', ');
+  return ['--quick', '--json', '--out DIR', '--clock wall|virtual', '--cost-model M', '--help', ...suiteOpts].join(
+    ', ',
+  );
 }
 
 /** Parse `[SUITE...] [--option[=value]...]`. Throws a RangeError naming what is accepted. */
@@ -110,6 +116,8 @@ export function parseBenchArgs(argv: readonly string[]): BenchArgs {
       if (value === undefined || value.startsWith('--')) throw new RangeError(`--${key} needs a value`);
     }
     if (key === 'out') out.outDir = value;
+    else if (key === 'clock') out.clock = value;
+    else if (key === 'cost-model') out.costModel = value;
     else out.params[key] = value ?? 'true';
   }
   return out;
@@ -165,9 +173,26 @@ function defaultResultsDir(): string {
 
 export async function runBench(
   names: string[],
-  opts: { quick?: boolean; json?: boolean; params?: Record<string, string>; outDir?: string } = {},
+  opts: {
+    quick?: boolean;
+    json?: boolean;
+    params?: Record<string, string>;
+    outDir?: string;
+    clock?: string;
+    costModel?: string;
+  } = {},
 ): Promise<Record<string, Row[]>> {
-  const chosen = names.length === 0 ? Object.keys(SUITES) : names;
+  // --clock virtual: the vunmap suite on the modelled machine (bench/vunmap-virtual.ts).
+  if (opts.clock !== undefined && opts.clock !== 'wall' && opts.clock !== 'virtual')
+    throw new RangeError(`--clock must be wall or virtual, got "${opts.clock}"`);
+  const virtual = opts.clock === 'virtual';
+  if (opts.costModel !== undefined && !virtual) throw new RangeError('--cost-model is for --clock virtual');
+  const chosen = names.length === 0 ? (virtual ? ['vunmap'] : Object.keys(SUITES)) : names;
+  if (virtual && chosen.some((n) => n !== 'vunmap'))
+    throw new RangeError(
+      `--clock virtual: only the vunmap suite has a virtual-clock form (asked: ${chosen.join(', ')})`,
+    );
+  const suite = (n: string) => (virtual ? vunmapVirtualSuite(opts.costModel) : SUITES[n]!);
   for (const n of chosen) {
     if (!SUITES[n]) throw new RangeError(`no bench suite "${n}" (suites: ${Object.keys(SUITES).join(', ')})`);
   }
@@ -184,7 +209,9 @@ export async function runBench(
   }
   const ownParams = (n: string): Record<string, string> =>
     Object.fromEntries(Object.entries(params).filter(([k]) => k in (SUITE_PARAMS[n] ?? {})));
-  for (const n of chosen) SUITE_CHECKS[n]?.(ownParams(n), opts.quick ?? false);
+  for (const n of chosen)
+    if (virtual) checkVunmapVirtualOptions(ownParams(n), opts.costModel);
+    else SUITE_CHECKS[n]?.(ownParams(n), opts.quick ?? false);
   const results: BenchResults & { error?: string } = {
     schema: 'pvmmu-bench/1',
     startedAt: new Date().toISOString(),
@@ -201,7 +228,7 @@ export async function runBench(
       const notes: string[] = [];
       const progress = startProgress(n);
       try {
-        out[n] = await SUITES[n]!({
+        out[n] = await suite(n)({
           quick: opts.quick,
           params: ownParams(n),
           progress: progress.update,
@@ -238,6 +265,8 @@ suites: ${Object.keys(SUITES).join(', ')} (default: all)
 vmalloc options (lib/test_vmalloc.c's parameters): --test_loop_count|--loops N, --nr_threads|--threads N[,N...],
   --run_test_mask M, --nr_pages N, --test_repeat_count|--repeat N, --strategy lazy[,eager], --kpt ref[,flat],
   --jobs N (cases at once; default 1), --seed N
+--clock virtual [--cost-model default-2008|server-2023|FILE]: the vunmap suite on the virtual clock, 1..64 vCPUs
+  (--cycles N per vCPU, --vcpus N the largest count)
 results: bench/results/<timestamp>/{results.json,results.csv,report.html} (--out DIR to change)`;
 
 const isMain =
@@ -248,7 +277,14 @@ if (isMain) {
     if (a.help) {
       process.stdout.write(`${USAGE}\n`);
     } else {
-      runBench(a.names, { quick: a.quick, json: a.json, params: a.params, outDir: a.outDir }).catch((e: unknown) => {
+      runBench(a.names, {
+        quick: a.quick,
+        json: a.json,
+        params: a.params,
+        outDir: a.outDir,
+        ...(a.clock === undefined ? {} : { clock: a.clock }),
+        ...(a.costModel === undefined ? {} : { costModel: a.costModel }),
+      }).catch((e: unknown) => {
         process.stderr.write(`bench: ${(e as Error).message}\n`);
         process.exitCode = 2;
       });

@@ -63,6 +63,8 @@ export class GuestPanic extends Error {
   override name = 'GuestPanic';
 }
 
+function noop(): void {}
+
 /** panic(): kill this vCPU (and so its domain) with a message. */
 export function panic(message: string): never {
   throw new GuestPanic(message);
@@ -81,6 +83,8 @@ export class Vcpu {
   readonly dataBase: number;
   /** Hypercalls issued. */
   hypercalls = 0;
+  /** Called before every hypercall: the virtual clock's event (guest/kernel/vclock.ts); a no-op otherwise. */
+  clockEvent: () => void = noop;
   /** Where hypercalls are recorded (--trace), or null: one test on the call path. */
   trace: TraceBuffer | null = null;
 
@@ -134,6 +138,7 @@ export class Vcpu {
    * result (>= 0, or a negative errno). The vCPU is not RUNNING while it waits.
    */
   hypercall(op: number): number {
+    this.clockEvent();
     const t = this.t;
     const st = this.#state;
     const t0 = this.trace === null ? 0 : traceNowUs();

@@ -15,7 +15,7 @@
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
 import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_STATE, slotBase } from '../src/abi/layout.js';
-import type { Domain, Hv } from './hv.js';
+import { type Domain, type Hv, VE_LOCAL_FLUSHES, VE_SHOOTDOWNS, VE_TARGETS_HI, VE_TARGETS_LO } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */
 const ACK_TIMEOUT_MS = 2000;
@@ -62,7 +62,15 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
   let waitMask1 = 0;
   for (let i = 0; i < n; i++) {
     const slot = slots[i]!;
-    if (slot !== initiator) others++;
+    if (slot !== initiator) {
+      others++;
+      // For the virtual clock: which vCPUs of the caller's domain this flush reached.
+      const v = hv.slotVcpu[slot]!;
+      if (v < 32) hv.vcEvents[VE_TARGETS_LO]! |= 1 << v;
+      else hv.vcEvents[VE_TARGETS_HI]! |= 1 << (v - 32);
+    } else {
+      hv.vcEvents[VE_LOCAL_FLUSHES]!++;
+    }
     if (postFlush(hv, slot, initiator)) {
       if (slot < 32) waitMask0 |= 1 << slot;
       else waitMask1 |= 1 << (slot - 32);
@@ -70,7 +78,10 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
       hv.counters.flushesDeferred++;
     }
   }
-  if (others > 0) hv.counters.shootdowns++;
+  if (others > 0) {
+    hv.counters.shootdowns++;
+    hv.vcEvents[VE_SHOOTDOWNS]!++;
+  }
   for (let slot = 0; slot < 64 && (waitMask0 | waitMask1) !== 0; slot++) {
     const bit = slot < 32 ? waitMask0 & (1 << slot) : waitMask1 & (1 << (slot - 32));
     if (bit === 0) continue;

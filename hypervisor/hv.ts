@@ -43,6 +43,13 @@ export class Domain {
   }
 }
 
+/* Indices of Hv.vcEvents. */
+export const VE_PT_ENTRIES = 0;
+export const VE_LOCAL_FLUSHES = 1;
+export const VE_SHOOTDOWNS = 2;
+export const VE_TARGETS_LO = 3;
+export const VE_TARGETS_HI = 4;
+
 /** XenStats' plain counters, kept live (errors by name as a Map while counting). */
 export type HvCounters = Omit<XenStats, 'hypercalls' | 'errors' | 'byReason' | 'logLines'> & {
   errors: Map<string, number>;
@@ -79,6 +86,12 @@ export class Hv {
   /** The global TLB clock (Xen's tlbflush_clock). */
   tlbClock = 1;
   nextDomid = 1;
+  /**
+   * What the hypercall being served did, for the guest's virtual clock (src/abi/vclock.ts):
+   * [VE_PT_ENTRIES, VE_LOCAL_FLUSHES, VE_SHOOTDOWNS, VE_TARGETS_LO, VE_TARGETS_HI]. Zeroed
+   * by serveSlot before each call.
+   */
+  readonly vcEvents = new Int32Array(5);
   readonly counters: HvCounters = {
     errors: new Map(),
     rejected: 0,

@@ -35,7 +35,7 @@ import {
 import { PAE_XEN_L2_FIRST, XEN_L4_FIRST, XEN_L4_LAST } from '../src/abi/layout.js';
 import { hex64, pteMfn } from '../src/abi/pte.js';
 import { flushForTypeChange } from './flush.js';
-import type { Domain, Hv } from './hv.js';
+import { type Domain, type Hv, VE_PT_ENTRIES } from './hv.js';
 import { hx } from './log.js';
 
 /* ------------------------------------------------------------ flag masks */
@@ -314,6 +314,7 @@ export function putPageFromLne(hv: Hv, lo: number, hi: number, container: number
 export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): number {
   hv.counters.validations++;
   const n = tableEntries(hv, level);
+  hv.vcEvents[VE_PT_ENTRIES]! += n;
   const base = mfn * FRAME_WORDS;
   const m = hv.mem32;
   const typeHi = hv.ft.typeHi[mfn]!;
@@ -364,6 +365,7 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
 /** demote_lN_table: release every entry's references (the table is no longer one). */
 export function demoteTable(hv: Hv, mfn: number, level: number, typeHi: number): void {
   const n = tableEntries(hv, level);
+  hv.vcEvents[VE_PT_ENTRIES]! += n;
   const base = mfn * FRAME_WORDS;
   const m = hv.mem32;
   for (let i = 0; i < n; i++) {

@@ -42,8 +42,9 @@ import {
 } from '../src/abi/layout.js';
 import { audit } from './audit.js';
 import { createDomain, destroyDomain } from './domain.js';
-import { Hv } from './hv.js';
+import { Hv, VE_LOCAL_FLUSHES, VE_PT_ENTRIES, VE_SHOOTDOWNS, VE_TARGETS_HI, VE_TARGETS_LO } from './hv.js';
 import { Recorder } from './record.js';
+import { S_VC_EVENTS, S_VC_PT, S_VC_TARGETS_HI, S_VC_TARGETS_LO, packVcEvents } from '../src/abi/vclock.js';
 import { type CallCtx, doMmuUpdate, doMmuextOp, doUpdateVaMapping } from './mm.js';
 import type {
   AuditReport,
@@ -211,7 +212,16 @@ export class Xen {
       const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
       hv.console.domid = domid;
       hv.console.vcpu = vcpu.id;
+      hv.vcEvents.fill(0);
+      const mmu0 = hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]!;
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
+      // What the call did, for the guest's virtual clock (src/abi/vclock.ts): counts only.
+      const e = hv.vcEvents;
+      const mmuEntries = hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]! - mmu0;
+      t[b + S_VC_EVENTS] = packVcEvents(mmuEntries, e[VE_LOCAL_FLUSHES]!, e[VE_SHOOTDOWNS]!);
+      t[b + S_VC_PT] = e[VE_PT_ENTRIES]!;
+      t[b + S_VC_TARGETS_LO] = e[VE_TARGETS_LO]!;
+      t[b + S_VC_TARGETS_HI] = e[VE_TARGETS_HI]!;
     }
     t[b + S_RESULT] = rc;
     Atomics.store(t, b + S_STATE, SLOT_DONE);

@@ -65,6 +65,8 @@ export const RUN_OPTIONS = {
   'xfsbufd-period': { type: 'string' },
   'purge-threshold': { type: 'string' },
   'shrink-every': { type: 'string' },
+  clock: { type: 'string' },
+  'cost-model': { type: 'string' },
 } as const;
 
 export type RunValues = {
@@ -99,6 +101,12 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
       throw new UsageError(`--record must name a .json file, got "${values.record}"`);
     o.record = values.record;
   }
+  if (values.clock !== undefined) {
+    if (values.clock !== 'wall' && values.clock !== 'virtual')
+      throw new UsageError(`--clock must be wall or virtual, got "${values.clock}"`);
+    o.clock = values.clock;
+  }
+  if (values['cost-model'] !== undefined) o.costModel = values['cost-model'];
   if (values['lock-page'] !== undefined) {
     if (workload !== 'truncate-race') throw new UsageError('--lock-page is an option of the truncate-race workload');
     o.workloadOptions = { ...o.workloadOptions, lockPage: onOff(values['lock-page'], 'lock-page', true) };
@@ -154,9 +162,6 @@ function xfsOptionsFrom(values: RunValues, workload: string, o: RunOptions): voi
 
 /** What a workload needs unless told otherwise (kmap-churn needs highmem to mean anything). */
 const WORKLOAD_DEFAULTS: Record<string, Partial<RunOptions>> = {
-  // David Chinner's test directory (seed thread, 2007-10-23 07:04): ~100,000 files in ~1,700
-  // 64 KiB blocks (59 entries of 1,104 bytes a block: 1,695 blocks, 106 MiB).
-  'xfs-dirscan': { files: 100_000, dirEntryBytes: 1104 },
   'kmap-churn': { highmemBytes: 64 * 2 ** 20, highpte: true, vcpus: 1, ops: 2000 },
   'fork-storm': { ops: 4000 },
   'truncate-race': { ops: 3000 },
@@ -206,7 +211,7 @@ Options (defaults in brackets):
   --highpte          pae: user page tables in highmem (CONFIG_HIGHPTE)
   --paging MODE      pae | x86_64 [pae]
   --dir-block SIZE   XFS directory block size: 4K..64K [64K]
-  --files N          entries in the scanned directory [xfs-dirscan: 100000, others: 20000]
+  --files N          entries in the scanned directory [20000]
   --ops N            workload steps, over all vCPUs [4000]
   --seed N           seed of everything random [1]
   --sched S          det (deterministic interleaving) | parallel (real threads) [det]
@@ -214,6 +219,10 @@ Options (defaults in brackets):
   --trace FILE       write a Chrome trace (open it in Perfetto)
   --unenforced       stray-write only: a hypervisor WITHOUT the writable-type rule
   --lock-page on|off truncate-race only: lock_page in the fault path, the 2007 fix [on]
+  --clock C          wall (this host's time) | virtual (the modelled machine's time, from a
+                     cost table; det scheduler, 1..64 vCPUs; --json adds virtualNs,
+                     virtualNsPerOpPerCpu and a breakdown by cost) [wall]
+  --cost-model M     --clock virtual: default-2008 | server-2023 | a JSON file [default-2008]
   --xen-log FILE     write every hypervisor log line of the run to FILE
   --guest-log FILE   write every guest printk line of the run to FILE ("cpuN: line")
   --record FILE.json write the run's hypercalls as a script: replay it with
@@ -224,19 +233,17 @@ Options (defaults in brackets):
                      [pipt; slub-dma: aliasing]
   --kunmap-base on|off  slub-dma only: kunmap_atomic(buffer - offset), the patch that
                      changed nothing [off]
-
   --aliases-before-pin on|off  unmap-aliases only: vm_unmap_aliases() before pinning
                      (Jeremy Fitzhardinge, 2008); off is Nick Piggin's 2.6.28 lazy layer
                      without it, where every vmap user leaves stray aliases [on]
-XFS workloads (${XFS_WORKLOADS.join(', ')}):
+Options of the XFS workloads (${XFS_WORKLOADS.join(', ')}):
   --dir-entry-bytes N  bytes each directory entry takes in its block: a multiple of 8
-                     from 32 up to the block's room [xfs-dirscan: 1104, others: 32]; Dave
-                     Chinner's test put 100,000 files in ~1,700 64 KiB blocks
+                     from 32 up to the block's room [32]; Dave Chinner's test put 100,000
+                     files in ~1,700 64 KiB blocks: --files 100000 --dir-entry-bytes 1104,
+                     a directory (106 MiB) that puts --memory 48M under pressure
   --name-len N       every file name N bytes long, from what "f-<index>-<hash>" needs
                      (17 up to 1M files) to what the entry holds (N-11, at most 255)
                      [as short as the index allows]
-                     (xfs-dirscan defaults to Dave Chinner's directory: --files 100000
-                     --dir-entry-bytes 1104, 1,695 blocks; the others to 32-byte entries)
   --xfsbufd-period CS  xfsbufd's wake-up (and a_list purge) period in centisecs,
                      50..3000, as fs.xfs.xfsbufd_centisecs [100]
   --purge-threshold N  a vmap purges the a_list first when it holds more than N
@@ -244,8 +251,8 @@ XFS workloads (${XFS_WORKLOADS.join(', ')}):
   --shrink-every N   run shrink_slab (the XFS shrinker wakes xfsbufd, which purges)
                      every N steps of the mount's vCPU, 0..1000000; 0: only under
                      memory pressure [0]
-Workload defaults that differ: xfs-dirscan scans Dave Chinner's directory (--files
-100000 --dir-entry-bytes 1104); alsa-mmap and slub-dma run 1 op (one playback, one
+
+Workload defaults that differ: alsa-mmap and slub-dma run 1 op (one playback, one
 transfer) on 1 vCPU; truncate-race runs 3000 ops; kmap-churn 2000 ops on 1 vCPU with
 --highmem 64M --highpte.
 
@@ -293,19 +300,7 @@ ${STRATEGY_HELP}`,
     const rows: RunSummary[] = [];
     for (const strategy of STRATEGIES) {
       if (process.stderr.isTTY) process.stderr.write(`\r\x1b[Krunning xfs-dirscan with --strategy ${strategy} ...`);
-      // The demo's directory: 20,000 files of 32-byte entries (10 blocks), which the cache
-      // keeps whole, so every free is a drop_caches or an eviction, never reclaim.
-      const opts = runOptionsFrom(
-        {
-          strategy,
-          vcpus: values.vcpus,
-          ops: values.ops,
-          seed: values.seed,
-          files: String(DEFAULT_RUN.files),
-          'dir-entry-bytes': '32',
-        },
-        'xfs-dirscan',
-      );
+      const opts = runOptionsFrom({ strategy, vcpus: values.vcpus, ops: values.ops, seed: values.seed }, 'xfs-dirscan');
       rows.push((await runOnce(opts)).summary);
     }
     if (process.stderr.isTTY) process.stderr.write('\r\x1b[K');
@@ -322,7 +317,11 @@ suite, with ratios measured side by side in the same run. Results, CSV and an HT
 with charts are written under bench/results/ (or --out DIR).
 
 Suites: vunmap (--cycles N, --vcpus N), vmalloc (lib/test_vmalloc.c's parameters: see
-node dist/bench/run.js --help), hypercall.`,
+node dist/bench/run.js --help), hypercall.
+
+--clock virtual runs the vunmap suite on the virtual clock instead: modelled ns per cycle
+for every strategy at 1..64 vCPUs beside Linux 2.6.28's figures, and xfs-dirscan, from a
+cost table (--cost-model default-2008 | server-2023 | FILE).`,
   async run(argv) {
     // bench/ sits above the host (it imports it), so the host starts it by path, in a
     // process of its own with this one's terminal: the suites parse their own options.

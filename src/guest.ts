@@ -43,6 +43,16 @@ export interface GuestCpuStats {
   reportCounts: Partial<Record<GuestReportKind, number>>;
 }
 
+/** What one vCPU's run returns (guest/workloads/driver.ts RunResult). */
+export interface GuestCpuRun {
+  steps: number;
+  loopNs: number;
+  /** --clock virtual: its virtual clock at the end, and ns by category (src/abi/vclock.ts). */
+  virtualNs?: number;
+  breakdown?: number[];
+  turnSwitches?: number;
+}
+
 export class Guest {
   readonly info: DomainInfo;
   readonly cfg: KernelConfig;
@@ -83,7 +93,12 @@ export class Guest {
     const boot = await machine.startVcpu(info, 0, 'kernel', { cfg });
     const shared = await boot.request<KernelShared>({ op: 'shared' });
     const vcpus = [boot];
-    for (let v = 1; v < info.vcpus; v++) vcpus.push(await machine.startVcpu(info, v, 'kernel', { cfg, shared }));
+    // The others attach to what vCPU 0 made, independently: start them together (64 one after
+    // another took ~20 s of worker start-up here).
+    const others = Array.from({ length: info.vcpus - 1 }, (_, i) =>
+      machine.startVcpu(info, i + 1, 'kernel', { cfg, shared }),
+    );
+    vcpus.push(...(await Promise.all(others)));
     const st = await boot.request<GuestCpuStats>({ op: 'stats' });
     return new Guest(info, cfg, vcpus, st.freePages, shared, {
       messages: st.messages.map((m) => `cpu0: ${m}`),
@@ -101,13 +116,12 @@ export class Guest {
     sched: 'parallel' | 'det',
     seed: number,
     options: Record<string, unknown> = {},
-  ): Promise<{ wallMs: number; perCpu: Array<{ steps: number; loopNs: number }> }> {
-    await this.#vcpus[0]!.request({ op: 'reset-sched' });
+    clock: 'wall' | 'virtual' = 'wall',
+  ): Promise<{ wallMs: number; perCpu: GuestCpuRun[] }> {
+    await this.#vcpus[0]!.request({ op: 'reset-sched', seed });
     const t0 = performance.now();
     const perCpu = await Promise.all(
-      this.#vcpus.map((h) =>
-        h.request<{ steps: number; loopNs: number }>({ op: 'run', workload, ops, sched, seed, options }),
-      ),
+      this.#vcpus.map((h) => h.request<GuestCpuRun>({ op: 'run', workload, ops, sched, seed, options, clock })),
     );
     return { wallMs: performance.now() - t0, perCpu };
   }

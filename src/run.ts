@@ -4,15 +4,18 @@
  * kernel on its vCPUs, runs the steps (showing progress on a TTY), shuts the workload
  * down, audits the frame table, checks that nothing leaked, and destroys the domain.
  */
-import { type PagingMode, PAGING_MODES, FRAME_WORDS, PAGE_SIZE } from './abi/xen.js';
+import { type PagingMode, PAGING_MODES, PAGE_SIZE } from './abi/xen.js';
 import { writeFile } from 'node:fs/promises';
-import { Guest, type GuestCpuStats } from './guest.js';
+import { Guest, type GuestCpuRun, type GuestCpuStats } from './guest.js';
 import { scriptText } from './script/text.js';
+import { loadCostModel } from './costmodel.js';
+import { MAX_VCPUS_PER_DOMAIN } from './abi/layout.js';
+import { VCLOCK_CATEGORIES } from './abi/vclock.js';
 import { Machine } from './machine.js';
 import { Progress } from './progress.js';
 import { TraceWriter, writeTrace } from './trace.js';
 import { NameTable, TraceBuffer } from './abi/trace.js';
-import type { RunSummary } from './summary.js';
+import type { RunSummary, VirtualSummary } from './summary.js';
 import type { XenLogRecord } from './abi/control.js';
 import {
   DCACHE_KINDS,
@@ -73,6 +76,10 @@ export interface RunOptions {
   purgeThreshold?: number;
   /** XFS: shrink_slab every N steps of the mount's vCPU, 0..1000000 (default 0: only under pressure). */
   shrinkEvery?: number;
+  /** wall (default) or virtual: the modelled machine's time (det scheduler only). */
+  clock?: 'wall' | 'virtual';
+  /** --clock virtual: the cost table, a builtin name or a JSON file [default-2008]. */
+  costModel?: string;
 }
 
 export const DEFAULT_RUN: RunOptions = {
@@ -102,8 +109,16 @@ export function validateRunOptions(o: RunOptions): void {
     throw new RangeError(`--strategy must be one of ${STRATEGIES.join(', ')}, got "${o.strategy}"`);
   if (!PAGING_MODES.includes(o.paging))
     throw new RangeError(`--paging must be one of ${PAGING_MODES.join(', ')}, got "${o.paging}"`);
-  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > 16)
-    throw new RangeError(`--vcpus must be an integer in 1..16, got ${o.vcpus}`);
+  const maxVcpus = o.clock === 'virtual' ? MAX_VCPUS_PER_DOMAIN : 16;
+  if (!Number.isInteger(o.vcpus) || o.vcpus < 1 || o.vcpus > maxVcpus)
+    throw new RangeError(
+      `--vcpus must be an integer in 1..${maxVcpus}${o.clock === 'virtual' ? '' : ' (1..64 with --clock virtual)'}, got ${o.vcpus}`,
+    );
+  if (o.clock !== undefined && o.clock !== 'wall' && o.clock !== 'virtual')
+    throw new RangeError(`--clock must be wall or virtual, got "${o.clock}"`);
+  if (o.clock === 'virtual' && o.sched !== 'det')
+    throw new RangeError('--clock virtual runs on the det scheduler: leave out --sched or give --sched det');
+  if (o.costModel !== undefined && o.clock !== 'virtual') throw new RangeError('--cost-model is for --clock virtual');
   if (
     !Number.isInteger(o.memoryBytes) ||
     o.memoryBytes < 32 * MiB ||
@@ -239,19 +254,20 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       ...(o.shrinkEvery !== undefined ? { shrinkEvery: o.shrinkEvery } : {}),
       ...o.workloadOptions,
     };
-    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one holding a secret.
+    // A workload that needs a victim domain (WORKLOAD_NEEDS) gets one, holding a secret.
     let victim = -1;
     const victimFrames = WORKLOAD_NEEDS[o.workload as WorkloadName]?.victimFrames;
     if (victimFrames !== undefined) {
       const v = await machine.createDomain({ name: 'victim', frames: victimFrames, vcpus: 1 });
       victim = v.domid;
-      const target = v.p2m[v.firstFreePfn]!;
-      const secret = 0x5ec2e7 ^ o.seed;
-      // The victim's data, put there as its own kernel would have written it.
-      new Uint32Array(machine.mem)[target * FRAME_WORDS] = secret >>> 0;
-      options.targetMfn = target;
+      // Its own kernel writes its data and says where; then it idles.
+      const h = await machine.startVcpu(v, 0, 'victim', {});
+      const { mfn, secret } = await h.request<{ mfn: number; secret: number }>({ op: 'plant', seed: o.seed });
+      await h.terminate();
+      options.targetMfn = mfn;
       options.secret = secret;
     }
+    const costModel = o.clock === 'virtual' ? loadCostModel(o.costModel) : null;
     const guest = await Guest.boot(machine, info, {
       strategy: o.strategy,
       kmapFlush: o.kmapFlush,
@@ -263,14 +279,15 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       ...(o.dcache !== undefined ? { dcache: o.dcache } : {}),
       ...(o.slubFix !== undefined ? { slubFix: o.slubFix } : {}),
       ...(o.aliasesBeforePin !== undefined ? { aliasesBeforePin: o.aliasesBeforePin } : {}),
+      ...(costModel === null ? {} : { costModel: costModel.costs }),
     });
     const progress = o.progress ? new Progress({ total: o.ops, label: `${o.workload} (${o.strategy})` }) : null;
     const timer = progress ? setInterval(() => progress.set(guest.stepsDone()), 100) : null;
     const drainTimer = o.xenLog !== undefined ? setInterval(() => void drainXen().catch(() => {}), 100) : null;
     let elapsedMs: number;
-    let perCpu: Array<{ steps: number; loopNs: number }>;
+    let perCpu: GuestCpuRun[];
     try {
-      ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options));
+      ({ wallMs: elapsedMs, perCpu } = await guest.run(o.workload, o.ops, o.sched, o.seed, options, o.clock));
     } finally {
       if (timer) clearInterval(timer);
       if (drainTimer) clearInterval(drainTimer);
@@ -334,8 +351,11 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       wl[key] = counters[key] ?? 0;
     }
     const hypercalls = Object.values(xen.hypercalls).reduce((a, b) => a + b, 0);
-    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, counts summed.
-    const reports: GuestReport[] = stats.flatMap((s) => s.reports ?? []).slice(0, REPORTS_KEEP);
+    // The kernel's reports, as data: every vCPU's kept ones in vCPU order, the bugs first
+    // (in their order), then what only informs; counts summed.
+    const all = stats.flatMap((s) => s.reports ?? []);
+    const isBug = (r: GuestReport) => GUEST_REPORT_KINDS[r.kind].bug;
+    const reports = [...all.filter(isBug), ...all.filter((r) => !isBug(r))].slice(0, REPORTS_KEEP);
     const reportCounts: Partial<Record<GuestReportKind, number>> = {};
     for (const s of stats)
       for (const k of GUEST_REPORT_KIND_NAMES) {
@@ -371,9 +391,31 @@ export async function runOnce(o: RunOptions): Promise<RunResult> {
       workloadStats: wl,
       pinsRefused: xen.pinsRefused,
       isolationViolations: audit.isolationViolations,
+      ...(costModel === null ? {} : virtualSummary(perCpu, o.ops, costModel.name)),
     };
     return { summary, xenLog: log.slice(0, LOG_KEEP), ...extra };
   } finally {
     await machine.shutdown();
   }
+}
+
+/**
+ * --clock virtual: the modelled elapsed time (the last vCPU to finish), per operation on
+ * one vCPU (virtualNs x vCPUs / ops) and by category (every vCPU's ns, summed, per op).
+ */
+export function virtualSummary(perCpu: readonly GuestCpuRun[], ops: number, costModel: string): VirtualSummary {
+  const virtualNs = Math.max(...perCpu.map((c) => c.virtualNs ?? 0));
+  const breakdown: Record<string, number> = {};
+  VCLOCK_CATEGORIES.forEach((cat, i) => {
+    breakdown[cat] = perCpu.reduce((n, c) => n + (c.breakdown?.[i] ?? 0), 0) / ops;
+  });
+  return {
+    clock: 'virtual',
+    costModel,
+    virtualNs,
+    virtualNsPerOpPerCpu: (virtualNs * perCpu.length) / ops,
+    opsPerModelledSecond: ops / (virtualNs / 1e9),
+    turnSwitches: Math.max(...perCpu.map((c) => c.turnSwitches ?? 0)),
+    breakdown,
+  };
 }

@@ -22,7 +22,8 @@ import {
  * older producers (or hand-made summaries in tests) may leave out is optional and gets its
  * --json default in summaryJson, which copies every other field as it is.
  */
-export interface RunSummary {
+/** One run. Under --clock virtual it also carries the VirtualSummary's fields (clock, virtualNs, ...). */
+export interface RunSummary extends Partial<VirtualSummary> {
   workload: string;
   /** lazy | eager | vmap-pages | unmap-aliases (others are shown as given). */
   strategy: string;
@@ -75,7 +76,23 @@ export interface RunSummary {
 }
 
 /** The --json form: the same summary with every optional field filled in. */
-export type SummaryJson = Required<RunSummary>;
+export type SummaryJson = Required<Omit<RunSummary, keyof VirtualSummary>> & Partial<VirtualSummary>;
+
+/** What the virtual clock measured (src/run.ts virtualSummary). */
+export interface VirtualSummary {
+  clock: 'virtual';
+  /** The cost table's name. */
+  costModel: string;
+  /** Modelled elapsed ns: the clock of the last vCPU to finish its steps. */
+  virtualNs: number;
+  /** virtualNs x vCPUs / ops: modelled ns per operation on one vCPU. */
+  virtualNsPerOpPerCpu: number;
+  opsPerModelledSecond: number;
+  /** Turn hand-offs between vCPU threads: what the model cost the host. */
+  turnSwitches: number;
+  /** Modelled ns per operation by category (src/abi/vclock.ts VCLOCK_CATEGORIES), all vCPUs summed. */
+  breakdown: Record<string, number>;
+}
 
 /** What each strategy is, in a few words (the names the guest uses). */
 export const STRATEGY_DESCRIPTIONS: Readonly<Record<string, string>> = {
@@ -298,6 +315,18 @@ export function formatSummary(s: RunSummary): string {
     'audit',
     s.auditOk ? 'ok (frame table agrees with the page tables)' : `FAILED (${plural(problems.length, 'problem')})`,
   ]);
+  if (s.clock === 'virtual') {
+    const v = s as RunSummary & VirtualSummary;
+    rows.push([
+      'virtual clock',
+      `${duration(v.virtualNs / 1e6)} modelled (${v.costModel}): ${group(Math.round(v.virtualNsPerOpPerCpu))} ns per op per vCPU, ` +
+        `${rate(v.opsPerModelledSecond)} ops per modelled second`,
+    ]);
+    const parts = Object.entries(v.breakdown)
+      .filter(([, ns]) => ns > 0)
+      .map(([k, ns]) => `${k} ${group(Math.round(ns))}`);
+    rows.push(['  ns per op by cost', parts.join(', ') || 'none']);
+  }
   const iso = s.isolationViolations ?? 0;
   if (iso > 0) rows.push(['isolation', `VIOLATED ${plural(iso, 'time')} (a domain reached a frame it does not own)`]);
   const w = Math.max(...rows.map(([k]) => k.length));

@@ -210,6 +210,10 @@ describe('truncate-race: the fault-vs-invalidate window (Nick Piggin, February 2
     const bugs = s.reports!.filter((r) => r.kind === 'bug');
     expect(bugs.length).toBeGreaterThan(0);
     for (const r of bugs) expect(r.lines).toEqual([`kernel BUG at mm/filemap.c:${FILEMAP_BUG_LINE}!`]);
+    // Bugs come first in the summary, then what only informs (the stale reads).
+    const kinds = s.reports!.map((r) => r.kind);
+    expect(kinds).toEqual([...kinds.filter((k) => k === 'bug'), ...kinds.filter((k) => k !== 'bug')]);
+    expect(kinds).toContain('data');
     expect(s.reportCounts!.bug).toBe(w.mappedAtRemoval);
     expect(s.dataErrors).toBeGreaterThan(0);
     expect(s.reportCounts!.data).toBe(s.dataErrors);

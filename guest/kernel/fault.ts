@@ -19,11 +19,11 @@
  * (x86's error code: bit 0 present, bit 1 write, bit 2 user), and the call chain
  * (dump_stack).
  */
-import { _PAGE_PRESENT } from '../../src/abi/xen.js';
+import { FRAME_WORDS, PAGE_SIZE, _PAGE_PRESENT } from '../../src/abi/xen.js';
+import { pteMfn } from '../../src/abi/pte.js';
 import { vaIndex } from '../../src/abi/layout.js';
 import { dumpStack, backtraceLines } from './dump_stack.js';
 import type { Kernel } from './kernel.js';
-import { pteMfn } from '../../src/abi/pte.js';
 
 const hex = (v: number, digits: number) => (v >>> 0).toString(16).padStart(digits, '0');
 
@@ -35,7 +35,7 @@ function showPte(k: Kernel, va: number): string {
   for (let level = k.layout.levels, n = 0; level >= 1; level--, n++) {
     const pfn = k.mfnToPfn(mfn);
     if (pfn < 0) break;
-    const w = mfn * 1024 + 2 * vaIndex(va, level);
+    const w = mfn * FRAME_WORDS + 2 * vaIndex(va, level);
     const lo = k.mem32[w]!;
     const hi = k.mem32[w + 1]!;
     parts.push(`*${names[n]}=${hex(hi, 8)}${hex(lo, 8)}`);
@@ -53,7 +53,7 @@ export function doKernelFault(k: Kernel): void {
   const errorCode = (f.reason === 'not_present' ? 0 : 1) | (f.write ? 2 : 0) | (f.user ? 4 : 0);
   const nr = (k.reportCounts.oops ?? 0) + 1;
   k.report('oops', [
-    `Unable to handle kernel ${va < 4096 ? 'NULL pointer dereference' : 'paging request'} at virtual address ${hex(va, 8)}`,
+    `Unable to handle kernel ${va < PAGE_SIZE ? 'NULL pointer dereference' : 'paging request'} at virtual address ${hex(va, 8)}`,
     `pgd = ${hex(k.lowmemVa(k.mfnToPfn(k.cpu.mmu.baseptr)), 8)}`,
     showPte(k, va),
     `Internal error: Oops: ${errorCode.toString(16)} [#${nr}]`,

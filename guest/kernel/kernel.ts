@@ -31,6 +31,7 @@ import {
   C_BAD_PAGES,
   C_BUGS,
   GUEST_REPORTS_KEPT,
+  GUEST_REPORT_KINDS,
   type GuestReport,
   type GuestReportKind,
   type KernelConfig,
@@ -41,6 +42,7 @@ import { VMALLOC_STRATEGY_FOR } from './config.js';
 import { KernState } from './state.js';
 import { LogBuf } from './printk.js';
 import { backtraceLines, dumpStack } from './dump_stack.js';
+import { vclockBytes } from './vclock.js';
 
 /** The buffers a booted kernel shares between its vCPUs. */
 const P = _PAGE_PRESENT,
@@ -73,6 +75,7 @@ export class Kernel {
   /** This vCPU's reports (the first GUEST_REPORTS_KEPT), and how many of each kind it made. */
   readonly reports: GuestReport[] = [];
   readonly reportCounts: Partial<Record<GuestReportKind, number>> = {};
+  #bugsKept = 0;
   /** The --trace recorder of this vCPU (hypercalls, flushes, vmaps, pins), or null. */
   readonly trace: TraceBuffer | null;
   readonly traceBuffer: SharedArrayBuffer | null;
@@ -198,6 +201,7 @@ export class Kernel {
       vmalloc,
       highmem,
       kern,
+      vclock: new SharedArrayBuffer(vclockBytes()),
       vmallocStart: kptFrames.vmallocStart,
       vmallocEnd: kptFrames.vmallocEnd,
     };
@@ -251,7 +255,13 @@ export class Kernel {
   report(kind: GuestReportKind, lines: string[]): void {
     for (const l of lines) this.printk(l);
     this.reportCounts[kind] = (this.reportCounts[kind] ?? 0) + 1;
-    if (this.reports.length < GUEST_REPORTS_KEPT) this.reports.push({ kind, cpu: this.id, lines });
+    // The first of each class are kept: bugs, and what only informs, so one cannot crowd out the other.
+    const bug = GUEST_REPORT_KINDS[kind].bug;
+    const kept = bug ? this.#bugsKept : this.reports.length - this.#bugsKept;
+    if (kept < GUEST_REPORTS_KEPT) {
+      this.reports.push({ kind, cpu: this.id, lines });
+      if (bug) this.#bugsKept++;
+    }
     if (kind === 'bad_page') this.state.count(C_BAD_PAGES);
     else if (kind === 'bug' || kind === 'oops') this.state.count(C_BUGS);
   }
@@ -288,13 +298,23 @@ export class Kernel {
     return pfn >= this.cpu.info.lowmemPages;
   }
 
+  /** Pages zeroed and 4 KiB copies in or out, for the virtual clock. */
+  pagesZeroed = 0;
+  pagesCopied = 0;
+
   /** clear_highpage: through the direct map, or a kmap_atomic slot for highmem. */
   clearPage(pfn: number): void {
-    this.writePage(pfn, ZERO_PAGE, 0);
+    this.pagesZeroed++;
+    this.#writePage(pfn, ZERO_PAGE, 0);
   }
 
   /** Copy 4 KiB into page `pfn` through the MMU (kmap_atomic for highmem). */
   writePage(pfn: number, src: Uint8Array, off: number): void {
+    this.pagesCopied++;
+    this.#writePage(pfn, src, off);
+  }
+
+  #writePage(pfn: number, src: Uint8Array, off: number): void {
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.writeBytes(this.lowmemVa(pfn), src, off, PAGE_SIZE) < 0)
         this.report('bug', [`BUG: fault writing lowmem page ${pfn}`]);
@@ -308,6 +328,7 @@ export class Kernel {
 
   /** Read 4 KiB of page `pfn` through the MMU. */
   readPage(pfn: number, dst: Uint8Array, off: number): void {
+    this.pagesCopied++;
     if (!this.isHighmem(pfn)) {
       if (this.cpu.mmu.readBytes(this.lowmemVa(pfn), dst, off, PAGE_SIZE) < 0)
         this.report('bug', [`BUG: fault reading lowmem page ${pfn}`]);

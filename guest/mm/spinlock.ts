@@ -38,6 +38,23 @@ export const SPIN_TRIES = 100;
 /** With an onSpin callback, sleep in slices of this many ms so the callback keeps running. */
 export const WAIT_SLICE_MS = 0.05;
 
+/**
+ * The virtual clock's lock hooks (guest/kernel/vclock.ts), or null under the wall clock:
+ * acquire returns once the word is free and this vCPU's turn has come in virtual time;
+ * tryAcquire says whether a trylock may succeed; release records the release time.
+ */
+export interface SpinClock {
+  acquire(word: Int32Array, index: number, cpu: number): void;
+  tryAcquire(word: Int32Array, index: number, cpu: number): boolean;
+  release(word: Int32Array, index: number, cpu: number): void;
+}
+let spinClock: SpinClock | null = null;
+
+/** Install (or, with null, remove) this thread's virtual-clock lock hooks. */
+export function setSpinClock(c: SpinClock | null): void {
+  spinClock = c;
+}
+
 function spinBug(msg: string, word: Int32Array, index: number, cpu: number): never {
   const v = Atomics.load(word, index);
   const owner = v & OWNER_MASK;
@@ -49,11 +66,13 @@ function spinBug(msg: string, word: Int32Array, index: number, cpu: number): nev
 
 /** spin_trylock: true when the lock was taken. */
 export function spinTrylock(word: Int32Array, index: number, cpu: number): boolean {
+  if (spinClock !== null && !spinClock.tryAcquire(word, index, cpu)) return false;
   return Atomics.compareExchange(word, index, 0, cpu + 1) === 0;
 }
 
 /** spin_lock. Throws "BUG: spinlock recursion" when `cpu` already holds it. */
 export function spinLock(word: Int32Array, index: number, cpu: number, onSpin?: () => void): void {
+  if (spinClock !== null) spinClock.acquire(word, index, cpu);
   const me = cpu + 1;
   let cur = Atomics.compareExchange(word, index, 0, me);
   if (cur === 0) return;
@@ -89,6 +108,7 @@ export function spinUnlock(word: Int32Array, index: number, cpu: number): void {
   if ((cur & OWNER_MASK) !== cpu + 1) spinBug('wrong CPU', word, index, cpu);
   const old = Atomics.exchange(word, index, 0);
   if ((old & SPIN_CONTENDED) !== 0) Atomics.notify(word, index, 1);
+  if (spinClock !== null) spinClock.release(word, index, cpu);
 }
 
 /** spin_is_locked. */

@@ -111,4 +111,5 @@ const PROGRAMS: Record<ProgramName, () => Promise<ProgramModule>> = {
   script: () => import('./script.js'),
   bench: () => import('./bench.js'),
   kernel: () => import('./kernel.js'),
+  victim: () => import('./victim.js'),
 };

@@ -10,7 +10,7 @@
 import type { Vcpu } from '../vcpu.js';
 import { Kernel } from '../kernel/kernel.js';
 import type { KernelShared, KernelConfig } from '../../src/abi/kernel.js';
-import { resetScheduler, runWorkload, type Sched, type Workload } from '../workloads/driver.js';
+import { type Clock, resetScheduler, runWorkload, type Sched, type Workload } from '../workloads/driver.js';
 import { makeWorkload } from '../workloads/index.js';
 import type { ProgramHandler } from './types.js';
 
@@ -32,12 +32,19 @@ export default function kernel(cpu: Vcpu, params: unknown): ProgramHandler {
       case 'trace':
         return k.traceBuffer === null ? null : { buffer: k.traceBuffer, names: k.trace!.names.toJSON() };
       case 'reset-sched':
-        resetScheduler(k);
+        resetScheduler(k, typeof req.seed === 'number' ? req.seed : k.cfg.seed);
         return {};
       case 'run': {
         const wl = makeWorkload(String(req.workload), (req.options ?? {}) as Record<string, unknown>);
         last = wl;
-        return runWorkload(k, wl, Number(req.ops), req.sched as Sched, Number(req.seed));
+        return runWorkload(
+          k,
+          wl,
+          Number(req.ops),
+          req.sched as Sched,
+          Number(req.seed),
+          req.clock as Clock | undefined,
+        );
       }
       case 'stats': {
         const messages = k.log.since(messagesSent);

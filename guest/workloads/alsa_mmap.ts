@@ -10,11 +10,11 @@
 import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { C_DATA_ERRORS } from '../../src/abi/kernel.js';
+import { FRAME_WORDS } from '../../src/abi/xen.js';
 import { doExit, runTask, switchToSwapper, taskCreate } from '../mm/memory.js';
 import { type DeviceVma, doMmap, doNoPage, sysMunmap, vmaAddress } from '../mm/mmap.js';
 import { sndFreePages, sndMallocPages, sndPcmMmapDataNopage } from '../sound/memalloc.js';
 import type { Workload } from './driver.js';
-import { FRAME_WORDS } from '../../src/abi/xen.js';
 
 /** The PCM buffer: 16 KiB, an order-2 block as in the seed. */
 export const ALSA_BUFFER_PAGES = 4;

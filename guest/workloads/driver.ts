@@ -15,6 +15,7 @@ import type { Kernel } from '../kernel/kernel.js';
 import { H_RNG, H_STOP, H_TURN } from '../kernel/state.js';
 import { C_OPS, COUNTERS_BASE } from '../../src/abi/kernel.js';
 import { jiffiesAt } from '../kernel/clock.js';
+import { resetVclock, VClock, vclockResult } from '../kernel/vclock.js';
 
 export type Sched = 'parallel' | 'det';
 
@@ -42,10 +43,26 @@ function xorshift(x: number): number {
 export interface RunResult {
   steps: number;
   loopNs: number;
+  /** --clock virtual: this vCPU's virtual clock at the end of its steps, and its breakdown (ns by category). */
+  virtualNs?: number;
+  breakdown?: number[];
+  /** --clock virtual: turn hand-offs between vCPUs in the whole run (the host's cost of the model). */
+  turnSwitches?: number;
 }
 
+/** Which clock a det run keeps: wall (the host's time only) or virtual (guest/kernel/vclock.ts). */
+export type Clock = 'wall' | 'virtual';
+
 /** Run `total` steps in all (summed over vCPUs) of `wl` on this vCPU. */
-export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched, seed: number): RunResult {
+export function runWorkload(
+  k: Kernel,
+  wl: Workload,
+  total: number,
+  sched: Sched,
+  seed: number,
+  clock: Clock = 'wall',
+): RunResult {
+  if (clock === 'virtual') return runVirtual(k, wl, total, seed);
   const rng = new Rng(seed).fork(k.id);
   const w = k.state.w;
   const cpu = k.cpu;
@@ -116,9 +133,53 @@ export function runWorkload(k: Kernel, wl: Workload, total: number, sched: Sched
 }
 
 /** Before a run: the first turn to vCPU 0, the step count to zero (done by one vCPU). */
-export function resetScheduler(k: Kernel): void {
+export function resetScheduler(k: Kernel, seed = k.cfg.seed): void {
   const w = k.state.w;
   Atomics.store(w, COUNTERS_BASE + C_OPS, 0);
   Atomics.store(w, H_STOP, 0);
   Atomics.store(w, H_TURN, 0);
+  resetVclock(k.shared.vclock, k.cfg.vcpus, seed);
+}
+
+/*
+ * The det scheduler on the virtual clock: each vCPU sets up in vCPU order (uncharged), then
+ * runs its share of the steps, passing the turn at every synchronising event to the
+ * runnable vCPU with the smallest clock (guest/kernel/vclock.ts). Guest time (`now`, in
+ * ticks) still counts steps over all vCPUs, as in det mode, so timers fire after the same
+ * amount of work whatever the cost table says.
+ */
+function runVirtual(k: Kernel, wl: Workload, total: number, seed: number): RunResult {
+  const costs = k.cfg.costModel;
+  if (costs === undefined) throw new TypeError('--clock virtual needs a cost model in the kernel config');
+  const rng = new Rng(seed).fork(k.id);
+  const w = k.state.w;
+  const nr = k.cfg.vcpus;
+  const vc = new VClock(k.shared.vclock, k.cpu, nr, costs, k);
+  const share = Math.floor(total / nr) + (k.id < total % nr ? 1 : 0);
+  const t0 = process.hrtime.bigint();
+  vc.begin(() => wl.init(k, rng));
+  let mine = 0;
+  try {
+    for (; mine < share; mine++) {
+      const done = Atomics.add(w, COUNTERS_BASE + C_OPS, 1);
+      wl.step(k, rng, jiffiesAt(done));
+      vc.stepEnd();
+    }
+  } finally {
+    vc.finish();
+  }
+  const loopNs = Number(process.hrtime.bigint() - t0);
+  // Tear down in vCPU order, uncharged, as det mode does.
+  for (;;) {
+    const v = Atomics.load(w, H_STOP);
+    if (v === k.id) break;
+    Atomics.wait(w, H_STOP, v, 50);
+  }
+  k.cpu.resume();
+  wl.fini(k);
+  k.cpu.block();
+  Atomics.store(w, H_STOP, k.id + 1);
+  Atomics.notify(w, H_STOP);
+  const r = vclockResult(k.shared.vclock, k.id);
+  return { steps: mine, loopNs, virtualNs: r.ns, breakdown: r.breakdown, turnSwitches: r.switches };
 }

@@ -14,6 +14,7 @@
 import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
 import { C_DATA_ERRORS } from '../../src/abi/kernel.js';
+import { FRAME_WORDS, PAGE_SIZE } from '../../src/abi/xen.js';
 import { flushDcachePage } from '../mm/cacheflush.js';
 import { KM_BIO_SRC_IRQ } from '../mm/highmem.js';
 import { GFP_KERNEL } from '../mm/page_alloc.js';
@@ -55,8 +56,8 @@ export class SlubDma implements Workload {
       return;
     }
     const sg: Scatterlist = {
-      page: (buf - k.layout.pageOffset) >>> 12,
-      offset: buf & 0xfff,
+      page: Math.floor((buf - k.layout.pageOffset) / PAGE_SIZE),
+      offset: (buf - k.layout.pageOffset) % PAGE_SIZE,
       length: SLUB_DMA_BYTES,
     };
     this.#dma(k, sg, n);
@@ -77,7 +78,7 @@ export class SlubDma implements Workload {
 
   /** The card writes machine memory directly: DMA does not go through the CPU's MMU. */
   #dma(k: Kernel, sg: Scatterlist, n: number): void {
-    const w = k.kpt.pfnToMfn(sg.page) * 1024 + (sg.offset >>> 2);
+    const w = k.kpt.pfnToMfn(sg.page) * FRAME_WORDS + (sg.offset >>> 2);
     for (let j = 0; j < sg.length / 4; j++) k.mem32[w + j] = swab32(cardWord(n, j));
   }
 

@@ -7,6 +7,8 @@
  * WORKLOAD_NAMES, so the two lists cannot drift apart.
  */
 
+import type { CostTable } from './vclock.js';
+
 /** How stray vmap aliases are dealt with (the subject of the benchmarks). */
 export type Strategy = 'lazy' | 'eager' | 'vmap-pages' | 'unmap-aliases';
 export const STRATEGIES: readonly Strategy[] = ['lazy', 'eager', 'vmap-pages', 'unmap-aliases'];
@@ -35,6 +37,8 @@ export interface KernelConfig {
   slubFix?: boolean;
   /** unmap-aliases: vm_unmap_aliases() before pinning (Jeremy's 2008 call; default true). */
   aliasesBeforePin?: boolean;
+  /** --clock virtual: ns per event, what the virtual clock charges (cost-models/*.json). */
+  costModel?: CostTable;
 }
 
 export type DcacheKind = 'pipt' | 'aliasing';
@@ -47,6 +51,8 @@ export interface KernelShared {
   vmalloc: SharedArrayBuffer;
   highmem: SharedArrayBuffer | null;
   kern: SharedArrayBuffer;
+  /** The virtual clocks (guest/kernel/vclock.ts). */
+  vclock: SharedArrayBuffer;
   /** First and last (exclusive) vmalloc address the kernel built page tables for. */
   vmallocStart: number;
   vmallocEnd: number;

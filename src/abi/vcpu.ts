@@ -7,7 +7,7 @@
 import type { DomainInfo } from './control.js';
 
 /** The guest programs a vCPU worker can run (guest/programs/). */
-export const PROGRAM_NAMES = ['bench', 'kernel', 'ping', 'script'] as const;
+export const PROGRAM_NAMES = ['bench', 'kernel', 'ping', 'script', 'victim'] as const;
 export type ProgramName = (typeof PROGRAM_NAMES)[number];
 
 /** What a vCPU is built from (the worker's workerData, minus the program). */
