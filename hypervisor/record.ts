@@ -28,7 +28,9 @@ import {
   __HYPERVISOR_update_va_mapping,
   MMU_MACHPHYS_UPDATE,
   MMU_PT_UPDATE_PRESERVE_AD,
+  FRAME_WORDS,
   MMUEXT_NAMES,
+  PAGE_SIZE,
   MMUEXT_NEW_BASEPTR,
   MMUEXT_NEW_USER_BASEPTR,
   MMUEXT_PIN_L1_TABLE,
@@ -44,7 +46,6 @@ import {
   _PAGE_PSE,
   levelOfType,
   rcName,
-  PAGE_SIZE,
 } from '../src/abi/xen.js';
 import {
   GUEST_HANDLE_NULL,
@@ -358,7 +359,7 @@ export class Recorder {
     const owner = hv.domains.get(ft.owner[mfn]!);
     const ref = this.#ref(mfn, owner?.domid ?? home);
     if (owner === undefined || ref === null) return;
-    const words = hv.mem32.subarray(mfn * 1024, mfn * 1024 + 1024);
+    const words = hv.mem32.subarray(mfn * FRAME_WORDS, (mfn + 1) * FRAME_WORDS);
     const last = this.#filled.get(mfn);
     if (last === undefined ? words.some((w) => w !== 0) : !sameWords(last, words)) {
       const entries: Record<string, unknown> = {};

@@ -22,6 +22,7 @@ import {
   EBUSY,
   levelOfType,
   SCHEDOP_yield,
+  FRAME_WORDS,
 } from '../src/abi/xen.js';
 import {
   MC_ARGS,
@@ -107,7 +108,7 @@ export class Xen {
   /**
    * The toolstack writes a frame's contents (a script's `fill`: what its guest wrote with
    * plain stores while the frame was an ordinary page). Never into a page table in use:
-   * -EBUSY, as only the hypervisor writes those. `words` are the frame's 1024 words.
+   * -EBUSY, as only the hypervisor writes those. `words` are the frame's FRAME_WORDS words.
    */
   fillFrame(domid: number, pfn: number, words: Uint32Array): number {
     const hv = this.#hv;
@@ -115,7 +116,7 @@ export class Xen {
     if (d === undefined || !Number.isInteger(pfn) || pfn < 0 || pfn >= d.nrPages) return -ESRCH;
     const mfn = d.p2m[pfn]!;
     if (levelOfType(hv.ft.typeHi[mfn]!) !== 0 && hv.ft.typeCount[mfn]! > 0) return -EBUSY;
-    hv.mem32.set(words.subarray(0, 1024), mfn * 1024);
+    hv.mem32.set(words.subarray(0, FRAME_WORDS), mfn * FRAME_WORDS);
     return 0;
   }
 

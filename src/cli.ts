@@ -30,7 +30,9 @@ the auditor. Prints a line per step (with the hypervisor's log lines under it), 
 Options:
   --json    one JSON object per step, then a summary object (JSON lines)
 
-The format is described in README.md ("Scripted guests"); examples: test/scripts/*.json.`,
+The format is described in README.md ("Scripted guests"); examples: test/scripts/*.json.
+A run recorded with \`pvmmu run ... --record FILE.json\` replays here with the run's own
+results and log lines as its expectations; \`pvmmu reduce FILE.json\` shrinks it.`,
     async run(argv) {
       const { values, positionals } = parseArgs({
         args: argv,

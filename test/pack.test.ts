@@ -5,7 +5,7 @@
  * "pack-test example" marker) type-checked against the shipped declarations and run.
  * vitest itself and @types/node are linked from this repository's node_modules.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -58,15 +58,13 @@ describe('the packed package', () => {
       }),
     );
     execFileSync(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', proj]);
-    const out = execFileSync(
+    const inner = spawnSync(
       process.execPath,
       [join(ROOT, 'node_modules', 'vitest', 'vitest.mjs'), 'run', '--root', proj, '--reporter', 'json'],
-      {
-        cwd: proj,
-        env: { ...process.env, SEEDS: '1' },
-        encoding: 'utf8',
-      },
+      { cwd: proj, env: { ...process.env, SEEDS: '1' }, encoding: 'utf8' },
     );
+    const out = inner.stdout;
+    if (inner.status !== 0) throw new Error(`the example failed (exit ${inner.status}):\n${out}\n${inner.stderr}`);
     const report = JSON.parse(out.slice(out.indexOf('{'))) as { numPassedTests: number; numFailedTests: number };
     expect(report).toMatchObject({ numPassedTests: 2, numFailedTests: 0 });
   }, 300_000);

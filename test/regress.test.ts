@@ -56,6 +56,18 @@ describe('pvmmu run --xen-log, --guest-log and --record (xfs-dirscan, lazy)', ()
   }, 120_000);
 });
 
+describe('--record of a parallel run', () => {
+  it('records the order the hypervisor served the vCPUs in, and replays it exactly', async () => {
+    const record = join(dir, 'parallel.json');
+    const res = await runOnce({ ...DEFAULT_RUN, strategy: 'lazy', sched: 'parallel', ops: 800, record });
+    const replay = await runScript(parseScript(readFileSync(record, 'utf8'), record));
+    expect(replay.steps.filter((s) => !s.pass).map((s) => `${s.at}: ${s.reason}`)).toEqual([]);
+    const refusals = replay.steps.flatMap((s) => (Array.isArray(s.got) ? s.got : [s.got])).filter((g) => g !== 'ok');
+    expect(refusals.length).toBe(res.summary.rejected.total);
+    expect(new Set(replay.steps.map((s) => s.vcpu))).toEqual(new Set([0, 1]));
+  }, 120_000);
+});
+
 describe('recording is chosen per configuration', () => {
   const make = (record: boolean) =>
     new Xen({

@@ -5,7 +5,7 @@
  * that cannot run as written (an unbound name, a full domain): the runner reports it as
  * the step's failure and goes on.
  */
-import { rcName } from '../abi/xen.js';
+import { FRAME_WORDS, rcName } from '../abi/xen.js';
 import { fromBigInt, hex64, toBigInt } from '../abi/pte.js';
 import type { AuditReport } from '../abi/control.js';
 import { encodeCall, encodeEntry, type Resolver } from './encode.js';
@@ -109,9 +109,9 @@ export const audit: Handler<'audit'> = async (_s, ctx, r) => {
       .join('; ');
 };
 
-/** The frame's 1024 words as a fill step gives them (entries not listed are zero). */
+/** The frame's FRAME_WORDS words as a fill step gives them (entries not listed are zero). */
 export function fillWords(s: Extract<Step, { op: 'fill' }>, res: Resolver): Uint32Array {
-  const words = new Uint32Array(1024);
+  const words = new Uint32Array(FRAME_WORDS);
   for (const [i, e] of s.entries) {
     const [lo, hi] = encodeEntry(e, res, `${s.at}.entries.${i}`);
     words[2 * i] = lo;

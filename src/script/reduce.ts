@@ -19,7 +19,7 @@
  * need a vCPU's MMU (write, load, store, audit) run each candidate with runScript.
  */
 import { Worker } from 'node:worker_threads';
-import { ERRNO_BY_NAME, rcName, PAGE_SIZE } from '../abi/xen.js';
+import { ERRNO_BY_NAME, PAGE_SIZE, rcName } from '../abi/xen.js';
 import type { DomainInfo, ReplayOp, ReplayReply, ReplayWorkerData } from '../abi/control.js';
 import { distEntry } from '../machine.js';
 import { encodeCall } from './encode.js';
