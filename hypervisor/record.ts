@@ -61,7 +61,7 @@ import {
   S_OP,
   slotBase,
 } from '../src/abi/layout.js';
-import { formatFlags, hex64, pteMfn, maddrMfn } from '../src/abi/pte.js';
+import { formatFlags, hex64, maddrMfn, pteMfn } from '../src/abi/pte.js';
 import type { DomainConfig, Recording } from '../src/abi/control.js';
 import type { Hv } from './hv.js';
 
