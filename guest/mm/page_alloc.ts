@@ -641,30 +641,30 @@ export class PageAllocator implements PageFreer {
   readonly reports: MmReport[] = [];
 
   /* Columns, held directly: the hot paths index them. */
-  private readonly flags: Uint32Array;
-  private readonly flagsI32: Int32Array;
-  private readonly count: Int32Array;
-  private readonly mapcount: Int32Array;
-  private readonly mapping: Int32Array;
-  private readonly priv: Int32Array;
-  private readonly next: Int32Array;
-  private readonly prev: Int32Array;
-  private readonly order: Int32Array;
-  private readonly firstPage: Int32Array;
+  readonly #flags: Uint32Array;
+  readonly #flagsI32: Int32Array;
+  readonly #count: Int32Array;
+  readonly #mapcount: Int32Array;
+  readonly #mapping: Int32Array;
+  readonly #priv: Int32Array;
+  readonly #next: Int32Array;
+  readonly #prev: Int32Array;
+  readonly #order: Int32Array;
+  readonly #firstPage: Int32Array;
   /** Header words. */
-  private readonly hdr: Int32Array;
+  readonly #hdr: Int32Array;
   /** Zones then per-CPU pages, Int32 words. */
-  private readonly z: Int32Array;
-  private readonly pcpBase0: number;
+  readonly #z: Int32Array;
+  readonly #pcpBase0: number;
   /** The pageblock bitmap: one migrate type per pageblock (zone->lock to change). */
-  private readonly pageblockTypes: Uint8Array;
+  readonly #pageblockTypes: Uint8Array;
   /** Debug: the migrate type each allocated page was asked for (ALLOC_MIGRATETYPE_NONE otherwise). */
-  private readonly allocTypes: Uint8Array;
+  readonly #allocTypes: Uint8Array;
   /** zonelists[gfp & 3]: zone numbers to try, best first. */
-  private readonly zonelists: Int32Array[];
-  private readonly hooks: PageAllocHooks;
+  readonly #zonelists: Int32Array[];
+  readonly #hooks: PageAllocHooks;
   readonly onSpin: (() => void) | undefined;
-  private readonly shrinkers: Shrinker[] = [];
+  readonly #shrinkers: Shrinker[] = [];
 
   /** Formats a new buffer for `cfg` and opens it. */
   static create(cfg: PageAllocConfig, hooks: PageAllocHooks): PageAllocator {
@@ -744,7 +744,7 @@ export class PageAllocator implements PageFreer {
       while (pfn < end) {
         let o = MAX_ORDER - 1;
         while (o > 0 && (pfn % (1 << o) !== 0 || pfn + (1 << o) > end)) o--;
-        pa.freeBootmemBlock(pfn, o);
+        pa.#freeBootmemBlock(pfn, o);
         pfn += 1 << o;
       }
       if (r.mobility) pa.setupZoneMigrateReserve(zone);
@@ -763,8 +763,8 @@ export class PageAllocator implements PageFreer {
       throw new Error('PageAllocator: this SAB has not been formatted (call PageAllocator.format first)');
     if (typeof hooks?.zeroPage !== 'function') throw new TypeError('PageAllocator: hooks.zeroPage(pfn) is required');
     this.sab = sab;
-    this.hdr = hdr;
-    this.hooks = hooks;
+    this.#hdr = hdr;
+    this.#hooks = hooks;
     this.onSpin = hooks.onSpin;
     this.nrPages = hdr[H_NR_PAGES]!;
     this.nrCpus = hdr[H_NR_CPUS]!;
@@ -781,23 +781,23 @@ export class PageAllocator implements PageFreer {
     });
     this.memMap.setFreer(this);
     const mm = this.memMap;
-    this.flags = mm.flags;
-    this.flagsI32 = mm.flagsI32;
-    this.count = mm.count;
-    this.mapcount = mm.mapcount;
-    this.mapping = mm.mapping;
-    this.priv = mm.private;
-    this.next = mm.lruNext;
-    this.prev = mm.lruPrev;
-    this.order = mm.order;
-    this.firstPage = mm.firstPage;
-    this.z = new Int32Array(sab, lay.stateOffset, MAX_NR_ZONES * ZONE_WORDS + MAX_NR_ZONES * this.nrCpus * PCP_WORDS);
-    this.pcpBase0 = MAX_NR_ZONES * ZONE_WORDS;
-    this.pageblockTypes = new Uint8Array(sab, lay.pageblockOffset, nrPageblocks(this.nrPages, this.pageblockOrder));
-    this.allocTypes = new Uint8Array(sab, lay.allocTypeOffset, this.nrPages);
+    this.#flags = mm.flags;
+    this.#flagsI32 = mm.flagsI32;
+    this.#count = mm.count;
+    this.#mapcount = mm.mapcount;
+    this.#mapping = mm.mapping;
+    this.#priv = mm.private;
+    this.#next = mm.lruNext;
+    this.#prev = mm.lruPrev;
+    this.#order = mm.order;
+    this.#firstPage = mm.firstPage;
+    this.#z = new Int32Array(sab, lay.stateOffset, MAX_NR_ZONES * ZONE_WORDS + MAX_NR_ZONES * this.nrCpus * PCP_WORDS);
+    this.#pcpBase0 = MAX_NR_ZONES * ZONE_WORDS;
+    this.#pageblockTypes = new Uint8Array(sab, lay.pageblockOffset, nrPageblocks(this.nrPages, this.pageblockOrder));
+    this.#allocTypes = new Uint8Array(sab, lay.allocTypeOffset, this.nrPages);
     const list = (zones: number[]): Int32Array =>
-      Int32Array.from(zones.filter((zn) => this.z[zn * ZONE_WORDS + Z_PRESENT]! > 0));
-    this.zonelists = [
+      Int32Array.from(zones.filter((zn) => this.#z[zn * ZONE_WORDS + Z_PRESENT]! > 0));
+    this.#zonelists = [
       list([ZONE_NORMAL, ZONE_DMA]),
       list([ZONE_DMA]),
       list([ZONE_HIGHMEM, ZONE_NORMAL, ZONE_DMA]),
@@ -807,16 +807,16 @@ export class PageAllocator implements PageFreer {
 
   /* ------------------------------------------------------------ helpers */
 
-  private pcpBase(zone: number, cpu: number): number {
-    return this.pcpBase0 + (zone * this.nrCpus + cpu) * PCP_WORDS;
+  #pcpBase(zone: number, cpu: number): number {
+    return this.#pcpBase0 + (zone * this.nrCpus + cpu) * PCP_WORDS;
   }
 
-  private lockZone(zb: number, cpu: number): void {
-    spinLock(this.z, zb + Z_LOCK, cpu, this.onSpin);
+  #lockZone(zb: number, cpu: number): void {
+    spinLock(this.#z, zb + Z_LOCK, cpu, this.onSpin);
   }
 
-  private unlockZone(zb: number, cpu: number): void {
-    spinUnlock(this.z, zb + Z_LOCK, cpu);
+  #unlockZone(zb: number, cpu: number): void {
+    spinUnlock(this.#z, zb + Z_LOCK, cpu);
   }
 
   /*
@@ -825,42 +825,42 @@ export class PageAllocator implements PageFreer {
    * kill the vCPU. RangeError is kept for the host's configuration (PageAllocConfig).
    */
 
-  private cpuError(cpu: number, fn: string): string | null {
+  #cpuError(cpu: number, fn: string): string | null {
     return Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus
       ? null
       : `${fn}: cpu ${cpu} is not a vCPU of this allocator (0..${this.nrCpus - 1})`;
   }
 
-  private orderError(order: number, fn: string): string | null {
+  #orderError(order: number, fn: string): string | null {
     return Number.isInteger(order) && order >= 0 && order < MAX_ORDER
       ? null
       : `${fn}: order ${order} is outside 0..${MAX_ORDER - 1}`;
   }
 
-  private pfnError(pfn: number, fn: string): string | null {
+  #pfnError(pfn: number, fn: string): string | null {
     return Number.isInteger(pfn) && pfn >= 0 && pfn < this.nrPages
       ? null
       : `${fn}: pfn ${pfn} is outside the mem_map (0..${this.nrPages - 1})`;
   }
 
-  private blockError(pfn: number, order: number, fn: string): string | null {
-    const bad = this.orderError(order, fn) ?? this.pfnError(pfn, fn);
+  #blockError(pfn: number, order: number, fn: string): string | null {
+    const bad = this.#orderError(order, fn) ?? this.#pfnError(pfn, fn);
     if (bad !== null) return bad;
     if (pfn % (1 << order) !== 0 || pfn + (1 << order) > this.nrPages)
       return `${fn}: pfn ${pfn} is not the start of an order-${order} block inside the mem_map`;
-    const zone = this.flags[pfn]! >>> ZONES_PGSHIFT;
-    if (this.flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone)
+    const zone = this.#flags[pfn]! >>> ZONES_PGSHIFT;
+    if (this.#flags[pfn + (1 << order) - 1]! >>> ZONES_PGSHIFT !== zone)
       return `${fn}: the order-${order} block at pfn ${pfn} crosses the end of zone ${ZONE_NAMES[zone]}`;
     return null;
   }
 
   /** printk + WARN_ON for a caller's mistake; true when there was one (the caller then bails out). */
-  private misuse(why: string | null, fn: string, cpu: number): boolean {
+  #misuse(why: string | null, fn: string, cpu: number): boolean {
     if (why === null) return false;
     const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
     this.report({
       kind: 'warning',
-      comm: this.comm(c),
+      comm: this.#comm(c),
       cpu: c,
       function: fn,
       lines: [`WARNING: at mm/page_alloc.c: ${why}`],
@@ -871,61 +871,61 @@ export class PageAllocator implements PageFreer {
   /* ------------------------------------------------------------ free lists */
 
   /** Word index of free_area[order].free_list[type] in `z`. */
-  private freeHead(zb: number, type: number, order: number): number {
+  #freeHead(zb: number, type: number, order: number): number {
     return zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + order;
   }
 
   /** list_add to free_area[order].free_list[type] (the head end). zone->lock held. */
-  private addToFreeArea(zb: number, order: number, pfn: number, type: number): void {
-    const z = this.z;
+  #addToFreeArea(zb: number, order: number, pfn: number, type: number): void {
+    const z = this.#z;
     const h = zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + order;
     const head = z[h]!;
-    this.next[pfn] = head;
-    this.prev[pfn] = -1;
-    if (head !== -1) this.prev[head] = pfn;
+    this.#next[pfn] = head;
+    this.#prev[pfn] = -1;
+    if (head !== -1) this.#prev[head] = pfn;
     z[h] = pfn;
     z[zb + Z_NR_FREE + order]!++;
-    this.order[pfn] = order;
+    this.#order[pfn] = order;
     // page_private of a free page: the list it is on (page->lru says as much in Linux).
-    this.priv[pfn] = type;
+    this.#priv[pfn] = type;
     // PG_buddy is published last, with a barrier, so an unlocked reader that sees it also
     // sees the order (the double-free check reads both without zone->lock).
-    Atomics.or(this.flagsI32, pfn, 1 << PG_buddy);
+    Atomics.or(this.#flagsI32, pfn, 1 << PG_buddy);
   }
 
   /** list_del from the free list the block is on. zone->lock held. */
-  private delFromFreeArea(zb: number, order: number, pfn: number): void {
-    const z = this.z;
-    Atomics.and(this.flagsI32, pfn, ~(1 << PG_buddy));
-    const n = this.next[pfn]!;
-    const p = this.prev[pfn]!;
-    if (p !== -1) this.next[p] = n;
-    else z[zb + Z_FREE_HEAD + this.priv[pfn]! * Z_TYPE_STRIDE + order] = n;
-    if (n !== -1) this.prev[n] = p;
+  #delFromFreeArea(zb: number, order: number, pfn: number): void {
+    const z = this.#z;
+    Atomics.and(this.#flagsI32, pfn, ~(1 << PG_buddy));
+    const n = this.#next[pfn]!;
+    const p = this.#prev[pfn]!;
+    if (p !== -1) this.#next[p] = n;
+    else z[zb + Z_FREE_HEAD + this.#priv[pfn]! * Z_TYPE_STRIDE + order] = n;
+    if (n !== -1) this.#prev[n] = p;
     z[zb + Z_NR_FREE + order]!--;
-    this.next[pfn] = -1;
-    this.prev[pfn] = -1;
-    this.priv[pfn] = 0;
+    this.#next[pfn] = -1;
+    this.#prev[pfn] = -1;
+    this.#priv[pfn] = 0;
   }
 
   /** expand: keep the low part of an order-`high` block at `pfn`, free the high halves to `type`. */
-  private expand(zb: number, pfn: number, order: number, high: number, type: number): void {
+  #expand(zb: number, pfn: number, order: number, high: number, type: number): void {
     while (high > order) {
       high--;
-      this.addToFreeArea(zb, high, pfn + (1 << high), type);
+      this.#addToFreeArea(zb, high, pfn + (1 << high), type);
     }
   }
 
   /** __rmqueue_smallest: the first block of the smallest order on `type`'s lists. zone->lock held. */
-  private __rmqueueSmallest(zb: number, order: number, type: number): number {
-    const z = this.z;
+  #__rmqueueSmallest(zb: number, order: number, type: number): number {
+    const z = this.#z;
     const base = zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE;
     for (let cur = order; cur < MAX_ORDER; cur++) {
       const pfn = z[base + cur]!;
       if (pfn === -1) continue;
-      this.delFromFreeArea(zb, cur, pfn);
+      this.#delFromFreeArea(zb, cur, pfn);
       z[zb + Z_FREE_PAGES]! -= 1 << order;
-      this.expand(zb, pfn, order, cur, type);
+      this.#expand(zb, pfn, order, cur, type);
       return pfn;
     }
     return -1;
@@ -942,8 +942,8 @@ export class PageAllocator implements PageFreer {
    * pageblocks larger than the min watermark that lets ordinary allocations eat the
    * reserve before reclaim ever runs.) zone->lock held.
    */
-  private __rmqueueFallback(zb: number, order: number, start: number, reserve: boolean): number {
-    const z = this.z;
+  #__rmqueueFallback(zb: number, order: number, start: number, reserve: boolean): number {
+    const z = this.#z;
     const pbo = this.pageblockOrder;
     const fb = FALLBACKS[start]!;
     for (let cur = MAX_ORDER - 1; cur >= order; cur--) {
@@ -952,27 +952,27 @@ export class PageAllocator implements PageFreer {
         if (type === MIGRATE_RESERVE) continue;
         const pfn = z[zb + Z_FREE_HEAD + type * Z_TYPE_STRIDE + cur]!;
         if (pfn === -1) continue;
-        Atomics.add(this.hdr, H_NR_FALLBACKS, 1);
+        Atomics.add(this.#hdr, H_NR_FALLBACKS, 1);
         if (cur >= pbo >> 1 || start === MIGRATE_RECLAIMABLE) {
-          const moved = this.moveFreepagesBlock(zb, pfn, start);
-          if (moved >= 1 << (pbo - 1)) this.setPageblockMigratetype(pfn, start, 1);
+          const moved = this.#moveFreepagesBlock(zb, pfn, start);
+          if (moved >= 1 << (pbo - 1)) this.#setPageblockMigratetype(pfn, start, 1);
           type = start;
         }
-        this.delFromFreeArea(zb, cur, pfn);
+        this.#delFromFreeArea(zb, cur, pfn);
         z[zb + Z_FREE_PAGES]! -= 1 << order;
-        if (cur >= pbo) this.setPageblockMigratetype(pfn, start, 1 << (cur - pbo));
-        this.expand(zb, pfn, order, cur, type);
+        if (cur >= pbo) this.#setPageblockMigratetype(pfn, start, 1 << (cur - pbo));
+        this.#expand(zb, pfn, order, cur, type);
         return pfn;
       }
     }
-    return reserve ? this.__rmqueueSmallest(zb, order, MIGRATE_RESERVE) : -1;
+    return reserve ? this.#__rmqueueSmallest(zb, order, MIGRATE_RESERVE) : -1;
   }
 
   /** __rmqueue: own type first, then the fallbacks (RESERVE for atomic callers). zone->lock held. */
-  private __rmqueue(zb: number, order: number, type: number, reserve: boolean): number {
-    const pfn = this.__rmqueueSmallest(zb, order, type);
+  #__rmqueue(zb: number, order: number, type: number, reserve: boolean): number {
+    const pfn = this.#__rmqueueSmallest(zb, order, type);
     if (pfn !== -1 || !this.mobility) return pfn;
-    return this.__rmqueueFallback(zb, order, type, reserve);
+    return this.#__rmqueueFallback(zb, order, type, reserve);
   }
 
   /**
@@ -980,21 +980,21 @@ export class PageAllocator implements PageFreer {
    * `type`'s lists; returns the pages moved. A pageblock that runs past the end of the
    * zone is left alone (0); one that starts before it is scanned from `pfn`. zone->lock held.
    */
-  private moveFreepagesBlock(zb: number, pfn: number, type: number): number {
+  #moveFreepagesBlock(zb: number, pfn: number, type: number): number {
     const pbn = 1 << this.pageblockOrder;
     let start = pfn & ~(pbn - 1);
     const end = start + pbn;
-    if (start < this.z[zb + Z_START]!) start = pfn;
-    if (end > this.z[zb + Z_END]!) return 0;
+    if (start < this.#z[zb + Z_START]!) start = pfn;
+    if (end > this.#z[zb + Z_END]!) return 0;
     let moved = 0;
     for (let p = start; p < end; ) {
-      if ((this.flags[p]! & (1 << PG_buddy)) === 0) {
+      if ((this.#flags[p]! & (1 << PG_buddy)) === 0) {
         p++;
         continue;
       }
-      const o = this.order[p]!;
-      this.delFromFreeArea(zb, o, p);
-      this.addToFreeArea(zb, o, p, type);
+      const o = this.#order[p]!;
+      this.#delFromFreeArea(zb, o, p);
+      this.#addToFreeArea(zb, o, p, type);
       p += 1 << o;
       moved += 1 << o;
     }
@@ -1002,11 +1002,11 @@ export class PageAllocator implements PageFreer {
   }
 
   /** set_pageblock_migratetype for `n` pageblocks from the one holding `pfn`. zone->lock held. */
-  private setPageblockMigratetype(pfn: number, type: number, n: number): void {
+  #setPageblockMigratetype(pfn: number, type: number, n: number): void {
     const b = pfn >>> this.pageblockOrder;
-    for (let i = b; i < b + n && i < this.pageblockTypes.length; i++) {
-      if (this.pageblockTypes[i] !== type) Atomics.add(this.hdr, H_NR_STEALS, 1);
-      this.pageblockTypes[i] = type;
+    for (let i = b; i < b + n && i < this.#pageblockTypes.length; i++) {
+      if (this.#pageblockTypes[i] !== type) Atomics.add(this.#hdr, H_NR_STEALS, 1);
+      this.#pageblockTypes[i] = type;
     }
   }
 
@@ -1016,27 +1016,27 @@ export class PageAllocator implements PageFreer {
    * Format time.
    */
   setupZoneMigrateReserve(zone: number): void {
-    const z = this.z;
+    const z = this.#z;
     const zb = zone * ZONE_WORDS;
     const pbo = this.pageblockOrder;
     const pbn = 1 << pbo;
     let reserve = (z[zb + Z_MIN]! + pbn - 1) >>> pbo;
     z[zb + Z_NR_RESERVE] = reserve;
     for (let pfn = z[zb + Z_START]!; pfn < z[zb + Z_END]!; pfn += pbn) {
-      const t = this.pageblockTypes[pfn >>> pbo]!;
+      const t = this.#pageblockTypes[pfn >>> pbo]!;
       if (reserve > 0 && t === MIGRATE_RESERVE) {
         reserve--;
         continue;
       }
       if (reserve > 0 && t === MIGRATE_MOVABLE) {
-        this.pageblockTypes[pfn >>> pbo] = MIGRATE_RESERVE;
-        this.moveFreepagesBlock(zb, pfn, MIGRATE_RESERVE);
+        this.#pageblockTypes[pfn >>> pbo] = MIGRATE_RESERVE;
+        this.#moveFreepagesBlock(zb, pfn, MIGRATE_RESERVE);
         reserve--;
         continue;
       }
       if (t === MIGRATE_RESERVE) {
-        this.pageblockTypes[pfn >>> pbo] = MIGRATE_MOVABLE;
-        this.moveFreepagesBlock(zb, pfn, MIGRATE_MOVABLE);
+        this.#pageblockTypes[pfn >>> pbo] = MIGRATE_MOVABLE;
+        this.#moveFreepagesBlock(zb, pfn, MIGRATE_MOVABLE);
       }
     }
   }
@@ -1045,46 +1045,46 @@ export class PageAllocator implements PageFreer {
    * __free_one_page: merge with free buddies as far as they go, onto the list of the
    * pageblock's type. zone->lock held.
    */
-  private __freeOnePage(zb: number, pfn: number, order: number): void {
-    const z = this.z;
+  #__freeOnePage(zb: number, pfn: number, order: number): void {
+    const z = this.#z;
     const start = z[zb + Z_START]!;
     const end = z[zb + Z_END]!;
-    const type = this.pageblockTypes[pfn >>> this.pageblockOrder]!;
+    const type = this.#pageblockTypes[pfn >>> this.pageblockOrder]!;
     z[zb + Z_FREE_PAGES]! += 1 << order;
     while (order < MAX_ORDER - 1) {
       const buddy = pfn ^ (1 << order);
       if (buddy < start || buddy >= end) break;
-      if ((this.flags[buddy]! & (1 << PG_buddy)) === 0 || this.order[buddy] !== order) break;
-      this.delFromFreeArea(zb, order, buddy);
+      if ((this.#flags[buddy]! & (1 << PG_buddy)) === 0 || this.#order[buddy] !== order) break;
+      this.#delFromFreeArea(zb, order, buddy);
       pfn &= buddy;
       order++;
     }
-    this.addToFreeArea(zb, order, pfn, type);
+    this.#addToFreeArea(zb, order, pfn, type);
   }
 
   /** Put `pfn` on the tail (cold end) of list `type` of the per-CPU pages at `pb`. */
-  private pcpAddTail(pb: number, type: number, pfn: number): void {
-    const z = this.z;
+  #pcpAddTail(pb: number, type: number, pfn: number): void {
+    const z = this.#z;
     const tail = z[pb + P_TAIL + 2 * type]!;
-    this.prev[pfn] = tail;
-    this.next[pfn] = -1;
+    this.#prev[pfn] = tail;
+    this.#next[pfn] = -1;
     if (tail === -1) z[pb + P_HEAD + 2 * type] = pfn;
-    else this.next[tail] = pfn;
+    else this.#next[tail] = pfn;
     z[pb + P_TAIL + 2 * type] = pfn;
   }
 
   /** rmqueue_bulk: `count` order-0 pages of `type` onto the tail of its per-CPU list. Returns how many. */
-  private rmqueueBulk(zb: number, pb: number, count: number, cpu: number, type: number, reserve: boolean): number {
-    const z = this.z;
+  #rmqueueBulk(zb: number, pb: number, count: number, cpu: number, type: number, reserve: boolean): number {
+    const z = this.#z;
     let i = 0;
-    this.lockZone(zb, cpu);
+    this.#lockZone(zb, cpu);
     for (; i < count; i++) {
-      const pfn = this.__rmqueue(zb, 0, type, reserve);
+      const pfn = this.#__rmqueue(zb, 0, type, reserve);
       if (pfn === -1) break;
-      this.flags[pfn] = (this.flags[pfn]! | (1 << PG_pcp)) >>> 0;
-      this.pcpAddTail(pb, type, pfn);
+      this.#flags[pfn] = (this.#flags[pfn]! | (1 << PG_pcp)) >>> 0;
+      this.#pcpAddTail(pb, type, pfn);
     }
-    this.unlockZone(zb, cpu);
+    this.#unlockZone(zb, cpu);
     z[pb + P_COUNT]! += i;
     return i;
   }
@@ -1093,11 +1093,11 @@ export class PageAllocator implements PageFreer {
    * free_pages_bulk: `count` pages from the cold ends of a CPU's lists back to the buddies,
    * one list after another (UNMOVABLE, RECLAIMABLE, MOVABLE, again), skipping empty ones.
    */
-  private freePagesBulk(zb: number, pb: number, count: number, cpu: number): void {
-    const z = this.z;
+  #freePagesBulk(zb: number, pb: number, count: number, cpu: number): void {
+    const z = this.#z;
     let i = 0;
     let type = 0;
-    this.lockZone(zb, cpu);
+    this.#lockZone(zb, cpu);
     for (; i < count; i++) {
       let pfn = -1;
       for (let tries = 0; tries < MIGRATE_PCPTYPES; tries++) {
@@ -1106,17 +1106,17 @@ export class PageAllocator implements PageFreer {
         type = type + 1 === MIGRATE_PCPTYPES ? 0 : type + 1;
       }
       if (pfn === -1) break;
-      const p = this.prev[pfn]!;
+      const p = this.#prev[pfn]!;
       z[pb + P_TAIL + 2 * type] = p;
       if (p === -1) z[pb + P_HEAD + 2 * type] = -1;
-      else this.next[p] = -1;
-      this.prev[pfn] = -1;
-      this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
-      this.priv[pfn] = 0;
-      this.__freeOnePage(zb, pfn, 0);
+      else this.#next[p] = -1;
+      this.#prev[pfn] = -1;
+      this.#flags[pfn] = (this.#flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
+      this.#priv[pfn] = 0;
+      this.#__freeOnePage(zb, pfn, 0);
       type = type + 1 === MIGRATE_PCPTYPES ? 0 : type + 1;
     }
-    this.unlockZone(zb, cpu);
+    this.#unlockZone(zb, cpu);
     z[pb + P_COUNT]! -= i;
   }
 
@@ -1127,8 +1127,8 @@ export class PageAllocator implements PageFreer {
    * ALLOC_HIGH / ALLOC_HARDER) after this allocation, with enough of them in blocks of at
    * least `order`? Reads free counts without the lock, as Linux does.
    */
-  private zoneWatermarkOk(zb: number, order: number, mark: number, allocFlags: number): boolean {
-    const z = this.z;
+  #zoneWatermarkOk(zb: number, order: number, mark: number, allocFlags: number): boolean {
+    const z = this.#z;
     let min = mark;
     let free = z[zb + Z_FREE_PAGES]! - (1 << order) + 1;
     if (allocFlags & ALLOC_HIGH) min -= min >> 1;
@@ -1143,7 +1143,7 @@ export class PageAllocator implements PageFreer {
   }
 
   /** get_page_from_freelist: the first zone of the list that passes its watermark and has pages. */
-  private getPageFromFreelist(
+  #getPageFromFreelist(
     gfp: number,
     order: number,
     cpu: number,
@@ -1157,13 +1157,13 @@ export class PageAllocator implements PageFreer {
       if ((allocFlags & ALLOC_NO_WATERMARKS) === 0) {
         const mark =
           allocFlags & ALLOC_WMARK_MIN
-            ? this.z[zb + Z_MIN]!
+            ? this.#z[zb + Z_MIN]!
             : allocFlags & ALLOC_WMARK_LOW
-              ? this.z[zb + Z_LOW]!
-              : this.z[zb + Z_HIGH]!;
-        if (!this.zoneWatermarkOk(zb, order, mark, allocFlags)) continue;
+              ? this.#z[zb + Z_LOW]!
+              : this.#z[zb + Z_HIGH]!;
+        if (!this.#zoneWatermarkOk(zb, order, mark, allocFlags)) continue;
       }
-      const pfn = this.bufferedRmqueue(zone, order, gfp, cpu, type);
+      const pfn = this.#bufferedRmqueue(zone, order, gfp, cpu, type);
       if (pfn !== -1) return pfn;
     }
     return -1;
@@ -1174,55 +1174,55 @@ export class PageAllocator implements PageFreer {
    * (refilled by `batch` from the buddies when empty), hot end unless __GFP_COLD; higher
    * orders from the buddies under zone->lock.
    */
-  private bufferedRmqueue(zone: number, order: number, gfp: number, cpu: number, type: number): number {
-    const z = this.z;
+  #bufferedRmqueue(zone: number, order: number, gfp: number, cpu: number, type: number): number {
+    const z = this.#z;
     const zb = zone * ZONE_WORDS;
     for (;;) {
       let pfn: number;
       if (order === 0) {
-        const pb = this.pcpBase(zone, cpu);
+        const pb = this.#pcpBase(zone, cpu);
         const h = pb + P_HEAD + 2 * type;
         const tl = pb + P_TAIL + 2 * type;
-        if (z[h] === -1 && this.rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & RESERVE_DENY) === 0) === 0)
+        if (z[h] === -1 && this.#rmqueueBulk(zb, pb, z[pb + P_BATCH]!, cpu, type, (gfp & RESERVE_DENY) === 0) === 0)
           return -1;
         if ((gfp & __GFP_COLD) === 0) {
           pfn = z[h]!;
-          const n = this.next[pfn]!;
+          const n = this.#next[pfn]!;
           z[h] = n;
           if (n === -1) z[tl] = -1;
-          else this.prev[n] = -1;
+          else this.#prev[n] = -1;
         } else {
           pfn = z[tl]!;
-          const p = this.prev[pfn]!;
+          const p = this.#prev[pfn]!;
           z[tl] = p;
           if (p === -1) z[h] = -1;
-          else this.next[p] = -1;
+          else this.#next[p] = -1;
         }
-        this.next[pfn] = -1;
-        this.prev[pfn] = -1;
+        this.#next[pfn] = -1;
+        this.#prev[pfn] = -1;
         z[pb + P_COUNT]!--;
-        this.flags[pfn] = (this.flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
+        this.#flags[pfn] = (this.#flags[pfn]! & ~(1 << PG_pcp)) >>> 0;
       } else {
-        this.lockZone(zb, cpu);
-        pfn = this.__rmqueue(zb, order, type, (gfp & RESERVE_DENY) === 0);
-        this.unlockZone(zb, cpu);
+        this.#lockZone(zb, cpu);
+        pfn = this.#__rmqueue(zb, order, type, (gfp & RESERVE_DENY) === 0);
+        this.#unlockZone(zb, cpu);
         if (pfn === -1) return -1;
       }
-      if (this.prepNewPage(pfn, order, gfp, cpu)) return pfn;
+      if (this.#prepNewPage(pfn, order, gfp, cpu)) return pfn;
       // A bad page: reported and dropped (leaked, as Linux did); try another.
     }
   }
 
   /** prep_new_page: check every page of the block, then make it an allocated block. */
-  private prepNewPage(pfn: number, order: number, gfp: number, cpu: number): boolean {
+  #prepNewPage(pfn: number, order: number, gfp: number, cpu: number): boolean {
     const n = 1 << order;
     let ok = true;
     for (let p = pfn; p < pfn + n; p++) {
       if (
-        this.mapcount[p] !== -1 ||
-        this.mapping[p] !== 0 ||
-        this.count[p] !== 0 ||
-        (this.flags[p]! & PAGE_FLAGS_CHECK_AT_PREP) !== 0
+        this.#mapcount[p] !== -1 ||
+        this.#mapping[p] !== 0 ||
+        this.#count[p] !== 0 ||
+        (this.#flags[p]! & PAGE_FLAGS_CHECK_AT_PREP) !== 0
       ) {
         this.badPage(p, 'prep_new_page', 'bad_state', cpu);
         ok = false;
@@ -1232,26 +1232,26 @@ export class PageAllocator implements PageFreer {
     // The debug record of what was asked for: the GFP's own type, whether grouping is on or not.
     const asked = ((gfp & __GFP_MOVABLE) !== 0 ? 2 : 0) | ((gfp & __GFP_RECLAIMABLE) !== 0 ? 1 : 0);
     for (let p = pfn; p < pfn + n; p++) {
-      this.flags[p] = (this.flags[p]! & ~PAGE_FLAGS_CLEAR_AT_PREP) >>> 0;
-      this.priv[p] = 0;
-      this.allocTypes[p] = asked;
+      this.#flags[p] = (this.#flags[p]! & ~PAGE_FLAGS_CLEAR_AT_PREP) >>> 0;
+      this.#priv[p] = 0;
+      this.#allocTypes[p] = asked;
     }
-    this.count[pfn] = 1;
-    if (order > 0 && (gfp & __GFP_COMP) !== 0) this.prepCompoundPage(pfn, order);
+    this.#count[pfn] = 1;
+    if (order > 0 && (gfp & __GFP_COMP) !== 0) this.#prepCompoundPage(pfn, order);
     if ((gfp & __GFP_ZERO) !== 0) {
-      const zero = this.hooks.zeroPage;
+      const zero = this.#hooks.zeroPage;
       for (let p = pfn; p < pfn + n; p++) zero(p);
     }
     return true;
   }
 
   /** prep_compound_page: head with its order, tails pointing at it. */
-  private prepCompoundPage(pfn: number, order: number): void {
-    this.order[pfn] = order;
-    this.flags[pfn] = (this.flags[pfn]! | (1 << PG_head)) >>> 0;
+  #prepCompoundPage(pfn: number, order: number): void {
+    this.#order[pfn] = order;
+    this.#flags[pfn] = (this.#flags[pfn]! | (1 << PG_head)) >>> 0;
     for (let p = pfn + 1; p < pfn + (1 << order); p++) {
-      this.flags[p] = (this.flags[p]! | (1 << PG_tail)) >>> 0;
-      this.firstPage[p] = pfn;
+      this.#flags[p] = (this.#flags[p]! | (1 << PG_tail)) >>> 0;
+      this.#firstPage[p] = pfn;
     }
   }
 
@@ -1269,30 +1269,30 @@ export class PageAllocator implements PageFreer {
   allocPages(gfp: number, order: number, cpu: number): number {
     if (
       ((gfp | 0) !== gfp || (gfp & ~GFP_VALID_MASK) !== 0 || (gfp & 3) === 3) &&
-      this.misuse(gfpError(gfp, 'alloc_pages'), 'alloc_pages', cpu)
+      this.#misuse(gfpError(gfp, 'alloc_pages'), 'alloc_pages', cpu)
     )
       return -1;
     if (
       (order !== (order & 15) || order >= MAX_ORDER) &&
-      this.misuse(this.orderError(order, 'alloc_pages'), 'alloc_pages', cpu)
+      this.#misuse(this.#orderError(order, 'alloc_pages'), 'alloc_pages', cpu)
     )
       return -1;
     if (
       (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
-      this.misuse(this.cpuError(cpu, 'alloc_pages'), 'alloc_pages', cpu)
+      this.#misuse(this.#cpuError(cpu, 'alloc_pages'), 'alloc_pages', cpu)
     )
       return -1;
-    if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) return this.warnMovableMask(gfp, cpu);
-    const zl = this.zonelists[gfp & 3]!;
+    if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) return this.#warnMovableMask(gfp, cpu);
+    const zl = this.#zonelists[gfp & 3]!;
     const type = this.mobility ? gfpflagsToMigratetype(gfp, true) : MIGRATE_UNMOVABLE;
-    const pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
+    const pfn = this.#getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
     if (pfn !== -1) return pfn;
-    return this.allocPagesSlowpath(gfp, order, cpu, zl, type);
+    return this.#allocPagesSlowpath(gfp, order, cpu, zl, type);
   }
 
   /** WARN_ON((gfp & GFP_MOVABLE_MASK) == GFP_MOVABLE_MASK): a caller's mistake; NULL. */
-  private warnMovableMask(gfp: number, cpu: number): number {
-    const comm = this.comm(cpu);
+  #warnMovableMask(gfp: number, cpu: number): number {
+    const comm = this.#comm(cpu);
     this.report({
       kind: 'warning',
       comm,
@@ -1315,33 +1315,33 @@ export class PageAllocator implements PageFreer {
     return this.allocPages(gfp, 0, cpu);
   }
 
-  private allocPagesSlowpath(gfp: number, order: number, cpu: number, zl: Int32Array, type: number): number {
+  #allocPagesSlowpath(gfp: number, order: number, cpu: number, zl: Int32Array, type: number): number {
     const wait = (gfp & __GFP_WAIT) !== 0;
     let pfn: number;
     if (zl.length > 0) {
-      if (this.hooks.wakeupKswapd !== undefined) {
-        for (let i = 0; i < zl.length; i++) this.hooks.wakeupKswapd(zl[i]!, order, cpu);
-      } else if (wait && this.reclaimRound(gfp, order, cpu, zl)) {
-        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
+      if (this.#hooks.wakeupKswapd !== undefined) {
+        for (let i = 0; i < zl.length; i++) this.#hooks.wakeupKswapd(zl[i]!, order, cpu);
+      } else if (wait && this.#reclaimRound(gfp, order, cpu, zl)) {
+        pfn = this.#getPageFromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
         if (pfn !== -1) return pfn;
       }
     }
     let allocFlags = ALLOC_WMARK_MIN;
     if (!wait) allocFlags |= ALLOC_HARDER;
     if (gfp & __GFP_HIGH) allocFlags |= ALLOC_HIGH;
-    pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
+    pfn = this.#getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
     if (pfn !== -1) return pfn;
     if (wait) {
       const rounds = gfp & __GFP_NORETRY ? 1 : MAX_RECLAIM_ROUNDS;
       for (let r = 0; r < rounds; r++) {
-        if (!this.reclaimRound(gfp, order, cpu, zl)) break;
-        pfn = this.getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
+        if (!this.#reclaimRound(gfp, order, cpu, zl)) break;
+        pfn = this.#getPageFromFreelist(gfp, order, cpu, zl, allocFlags, type);
         if (pfn !== -1) return pfn;
       }
     }
-    Atomics.add(this.hdr, H_NR_ALLOC_FAILURES, 1);
+    Atomics.add(this.#hdr, H_NR_ALLOC_FAILURES, 1);
     if ((gfp & __GFP_NOWARN) === 0) {
-      const comm = this.comm(cpu);
+      const comm = this.#comm(cpu);
       this.report({
         kind: 'page_allocation_failure',
         comm,
@@ -1360,23 +1360,23 @@ export class PageAllocator implements PageFreer {
    * (with lumpy reclaim's block-mates for order > 0), then drain this CPU's lists into the
    * buddies. True when the zonelist's buddy free pages grew.
    */
-  private reclaimRound(gfp: number, order: number, cpu: number, zl: Int32Array): boolean {
-    const before = this.zonelistFree(zl);
+  #reclaimRound(gfp: number, order: number, cpu: number, zl: Int32Array): boolean {
+    const before = this.#zonelistFree(zl);
     this.shrinkSlab(gfp, cpu);
     for (let i = 0; i < zl.length; i++) this.shrinkInactiveList(zl[i]!, order, cpu);
     this.drainLocalPages(cpu);
-    return this.zonelistFree(zl) > before;
+    return this.#zonelistFree(zl) > before;
   }
 
-  private zonelistFree(zl: Int32Array): number {
+  #zonelistFree(zl: Int32Array): number {
     let n = 0;
-    for (let i = 0; i < zl.length; i++) n += this.z[zl[i]! * ZONE_WORDS + Z_FREE_PAGES]!;
+    for (let i = 0; i < zl.length; i++) n += this.#z[zl[i]! * ZONE_WORDS + Z_FREE_PAGES]!;
     return n;
   }
 
   /** shrink_slab: each registered shrinker, in registration order. */
   shrinkSlab(gfp: number, cpu: number): void {
-    for (const s of this.shrinkers.slice()) {
+    for (const s of this.#shrinkers.slice()) {
       const n = s.shrink(0, gfp, cpu);
       if (n > 0) s.shrink(Math.min(n, SHRINK_BATCH), gfp, cpu);
     }
@@ -1386,14 +1386,14 @@ export class PageAllocator implements PageFreer {
   registerShrinker(s: Shrinker): void {
     if (typeof s?.shrink !== 'function')
       throw new TypeError('registerShrinker: a shrinker needs a shrink(nrToScan, gfpMask, cpu) function');
-    if (this.shrinkers.includes(s)) throw new Error(`registerShrinker: '${s.name}' is already registered`);
-    this.shrinkers.push(s);
+    if (this.#shrinkers.includes(s)) throw new Error(`registerShrinker: '${s.name}' is already registered`);
+    this.#shrinkers.push(s);
   }
 
   unregisterShrinker(s: Shrinker): void {
-    const i = this.shrinkers.indexOf(s);
+    const i = this.#shrinkers.indexOf(s);
     if (i < 0) throw new Error(`unregisterShrinker: '${s?.name}' is not registered`);
-    this.shrinkers.splice(i, 1);
+    this.#shrinkers.splice(i, 1);
   }
 
   /* ------------------------------------------ the page-cache LRU and reclaim */
@@ -1411,49 +1411,49 @@ export class PageAllocator implements PageFreer {
    */
   lruCacheAdd(pfn: number, cpu: number): number {
     const fn = 'add_to_page_cache_lru';
-    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return -22;
-    const f = this.flags[pfn]!;
-    if ((f & ((1 << PG_lru) | (1 << PG_buddy) | (1 << PG_pcp) | (1 << PG_slab))) !== 0 || this.count[pfn]! < 1) {
+    if (this.#misuse(this.#pfnError(pfn, fn) ?? this.#cpuError(cpu, fn), fn, cpu)) return -22;
+    const f = this.#flags[pfn]!;
+    if ((f & ((1 << PG_lru) | (1 << PG_buddy) | (1 << PG_pcp) | (1 << PG_slab))) !== 0 || this.#count[pfn]! < 1) {
       this.report({
         kind: 'warning',
-        comm: this.comm(cpu),
+        comm: this.#comm(cpu),
         cpu,
         function: 'add_to_page_cache_lru',
         pfn,
         lines: [
-          `WARNING: at mm/filemap.c: add_to_page_cache_lru: pfn ${pfn} (flags:0x${formatPageFlags(f >>> 0, this.paging)} count:${this.count[pfn]}) cannot go on the LRU`,
+          `WARNING: at mm/filemap.c: add_to_page_cache_lru: pfn ${pfn} (flags:0x${formatPageFlags(f >>> 0, this.paging)} count:${this.#count[pfn]}) cannot go on the LRU`,
         ],
       });
       return -22;
     }
     const zb = (f >>> ZONES_PGSHIFT) * ZONE_WORDS;
-    const z = this.z;
+    const z = this.#z;
     spinLock(z, zb + Z_LRU_LOCK, cpu, this.onSpin);
     const head = z[zb + Z_LRU_HEAD]!;
-    this.next[pfn] = head;
-    this.prev[pfn] = -1;
+    this.#next[pfn] = head;
+    this.#prev[pfn] = -1;
     if (head === -1) z[zb + Z_LRU_TAIL] = pfn;
-    else this.prev[head] = pfn;
+    else this.#prev[head] = pfn;
     z[zb + Z_LRU_HEAD] = pfn;
     z[zb + Z_NR_LRU]!++;
-    Atomics.or(this.flagsI32, pfn, 1 << PG_lru);
+    Atomics.or(this.#flagsI32, pfn, 1 << PG_lru);
     spinUnlock(z, zb + Z_LRU_LOCK, cpu);
     return 0;
   }
 
   /** Unlink from the LRU and clear PG_lru. lru_lock held. */
-  private lruDel(zb: number, pfn: number): void {
-    const z = this.z;
-    const n = this.next[pfn]!;
-    const p = this.prev[pfn]!;
+  #lruDel(zb: number, pfn: number): void {
+    const z = this.#z;
+    const n = this.#next[pfn]!;
+    const p = this.#prev[pfn]!;
     if (p === -1) z[zb + Z_LRU_HEAD] = n;
-    else this.next[p] = n;
+    else this.#next[p] = n;
     if (n === -1) z[zb + Z_LRU_TAIL] = p;
-    else this.prev[n] = p;
-    this.next[pfn] = -1;
-    this.prev[pfn] = -1;
+    else this.#prev[n] = p;
+    this.#next[pfn] = -1;
+    this.#prev[pfn] = -1;
     z[zb + Z_NR_LRU]!--;
-    Atomics.and(this.flagsI32, pfn, ~(1 << PG_lru));
+    Atomics.and(this.#flagsI32, pfn, ~(1 << PG_lru));
   }
 
   /**
@@ -1464,24 +1464,25 @@ export class PageAllocator implements PageFreer {
    */
   removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
     const fn = 'remove_from_page_cache';
-    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return false;
-    const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
-    spinLock(this.z, zb + Z_LRU_LOCK, cpu, this.onSpin);
-    const mine = (this.flags[pfn]! & (1 << PG_lru)) !== 0 && this.mapping[pfn] === mapping;
-    if (mine) this.lruDel(zb, pfn);
-    spinUnlock(this.z, zb + Z_LRU_LOCK, cpu);
+    if (this.#misuse(this.#pfnError(pfn, fn) ?? this.#cpuError(cpu, fn), fn, cpu)) return false;
+    const zb = (this.#flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
+    spinLock(this.#z, zb + Z_LRU_LOCK, cpu, this.onSpin);
+    const mine = (this.#flags[pfn]! & (1 << PG_lru)) !== 0 && this.#mapping[pfn] === mapping;
+    if (mine) this.#lruDel(zb, pfn);
+    spinUnlock(this.#z, zb + Z_LRU_LOCK, cpu);
     if (!mine) return false;
-    this.mapping[pfn] = 0;
+    this.#mapping[pfn] = 0;
     this.memMap.putPage(pfn, cpu);
     return true;
   }
 
   /** Could reclaim drop this LRU page now: clean, unlocked, unmapped, referenced only by the cache. */
-  private pageReclaimable(pfn: number): boolean {
+  #pageReclaimable(pfn: number): boolean {
     return (
-      (this.flags[pfn]! & ((1 << PG_lru) | (1 << PG_dirty) | (1 << PG_locked) | (1 << PG_writeback))) === 1 << PG_lru &&
-      this.mapcount[pfn] === -1 &&
-      this.count[pfn] === 1
+      (this.#flags[pfn]! & ((1 << PG_lru) | (1 << PG_dirty) | (1 << PG_locked) | (1 << PG_writeback))) ===
+        1 << PG_lru &&
+      this.#mapcount[pfn] === -1 &&
+      this.#count[pfn] === 1
     );
   }
 
@@ -1492,20 +1493,20 @@ export class PageAllocator implements PageFreer {
    * so that the block can come free as a whole. Returns the pages dropped.
    */
   shrinkInactiveList(zone: number, order: number, cpu: number): number {
-    const z = this.z;
+    const z = this.#z;
     const zb = zone * ZONE_WORDS;
     if (z[zb + Z_NR_LRU] === 0) return 0;
     const taken: number[] = [];
     /** Anonymous block-mates to move (start, end of their block, pfn), when there is a migratePage hook. */
     const movers: number[] = [];
-    const migrate = this.hooks.migratePage;
+    const migrate = this.#hooks.migratePage;
     let lumpy = 0;
     spinLock(z, zb + Z_LRU_LOCK, cpu, this.onSpin);
     let p = z[zb + Z_LRU_TAIL]!;
     for (let scanned = 0; p !== -1 && scanned < SWAP_CLUSTER_MAX; scanned++) {
-      let older = this.prev[p]!;
-      if (this.pageReclaimable(p)) {
-        this.lruDel(zb, p);
+      let older = this.#prev[p]!;
+      if (this.#pageReclaimable(p)) {
+        this.#lruDel(zb, p);
         taken.push(p);
       }
       if (order > 0) {
@@ -1513,10 +1514,10 @@ export class PageAllocator implements PageFreer {
         const zs = z[zb + Z_START]!;
         const ze = z[zb + Z_END]!;
         for (let q = Math.max(start, zs); q < start + (1 << order) && q < ze; q++) {
-          if (migrate !== undefined && q !== p && this.pageMigratable(q)) movers.push(start, start + (1 << order), q);
-          if (q === p || !this.pageReclaimable(q)) continue;
-          if (q === older) older = this.prev[q]!;
-          this.lruDel(zb, q);
+          if (migrate !== undefined && q !== p && this.#pageMigratable(q)) movers.push(start, start + (1 << order), q);
+          if (q === p || !this.#pageReclaimable(q)) continue;
+          if (q === older) older = this.#prev[q]!;
+          this.#lruDel(zb, q);
           taken.push(q);
           lumpy++;
         }
@@ -1525,27 +1526,27 @@ export class PageAllocator implements PageFreer {
     }
     spinUnlock(z, zb + Z_LRU_LOCK, cpu);
     for (const q of taken) {
-      this.mapping[q] = 0;
+      this.#mapping[q] = 0;
       this.memMap.putPage(q, cpu);
     }
-    Atomics.add(this.hdr, H_NR_RECLAIMED, taken.length);
-    Atomics.add(this.hdr, H_NR_LUMPY, lumpy);
+    Atomics.add(this.#hdr, H_NR_RECLAIMED, taken.length);
+    Atomics.add(this.#hdr, H_NR_LUMPY, lumpy);
     let moved = 0;
     for (let i = 0; i < movers.length; i += 3) {
       const q = movers[i + 2]!;
-      if (this.pageMigratable(q) && migrate!(q, movers[i]!, movers[i + 1]!, cpu)) moved++;
+      if (this.#pageMigratable(q) && migrate!(q, movers[i]!, movers[i + 1]!, cpu)) moved++;
     }
-    Atomics.add(this.hdr, H_NR_MIGRATED, moved);
+    Atomics.add(this.#hdr, H_NR_MIGRATED, moved);
     return taken.length + moved;
   }
 
   /** An anonymous page mapped once, unlocked, referenced only by its pte: migrate_pages could move it. */
-  private pageMigratable(pfn: number): boolean {
+  #pageMigratable(pfn: number): boolean {
     return (
-      (this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0 &&
-      this.count[pfn] === 1 &&
-      this.mapcount[pfn] === -1 &&
-      (this.flags[pfn]! &
+      (this.#mapping[pfn]! & PAGE_MAPPING_ANON) !== 0 &&
+      this.#count[pfn] === 1 &&
+      this.#mapcount[pfn] === -1 &&
+      (this.#flags[pfn]! &
         ((1 << PG_lru) |
           (1 << PG_locked) |
           (1 << PG_pinned) |
@@ -1559,7 +1560,7 @@ export class PageAllocator implements PageFreer {
   /** Pages on `zone`'s LRU, oldest first (call when no CPU is changing it). */
   lruList(zone: number): number[] {
     const out: number[] = [];
-    for (let p = this.z[zone * ZONE_WORDS + Z_LRU_TAIL]!; p !== -1 && out.length <= this.nrPages; p = this.prev[p]!)
+    for (let p = this.#z[zone * ZONE_WORDS + Z_LRU_TAIL]!; p !== -1 && out.length <= this.nrPages; p = this.#prev[p]!)
       out.push(p);
     return out;
   }
@@ -1569,13 +1570,13 @@ export class PageAllocator implements PageFreer {
   /** get_pageblock_migratetype of the block holding `pfn`. */
   pageblockMigratetype(pfn: number): number {
     this.memMap.checkPfn(pfn, 'get_pageblock_migratetype');
-    return this.pageblockTypes[pfn >>> this.pageblockOrder]!;
+    return this.#pageblockTypes[pfn >>> this.pageblockOrder]!;
   }
 
   /** The migrate type the GFP flags of `pfn`'s allocation asked for, or ALLOC_MIGRATETYPE_NONE. */
   allocMigratetype(pfn: number): number {
     this.memMap.checkPfn(pfn, 'alloc_migratetype');
-    return this.allocTypes[pfn]!;
+    return this.#allocTypes[pfn]!;
   }
 
   /**
@@ -1586,14 +1587,14 @@ export class PageAllocator implements PageFreer {
   checkUnmovable(pfn: number, what: string, cpu: number): boolean {
     if (!this.mobility) return true;
     if (
-      this.allocTypes[pfn] !== MIGRATE_MOVABLE ||
-      this.pageblockTypes[pfn >>> this.pageblockOrder] !== MIGRATE_MOVABLE
+      this.#allocTypes[pfn] !== MIGRATE_MOVABLE ||
+      this.#pageblockTypes[pfn >>> this.pageblockOrder] !== MIGRATE_MOVABLE
     )
       return true;
-    Atomics.add(this.hdr, H_NR_MOBILITY_VIOLATIONS, 1);
+    Atomics.add(this.#hdr, H_NR_MOBILITY_VIOLATIONS, 1);
     this.report({
       kind: 'warning',
-      comm: this.comm(cpu),
+      comm: this.#comm(cpu),
       cpu,
       function: 'check_unmovable',
       pfn,
@@ -1606,7 +1607,7 @@ export class PageAllocator implements PageFreer {
 
   /** Violations checkUnmovable found, by every opener. */
   nrMobilityViolations(): number {
-    return Atomics.load(this.hdr, H_NR_MOBILITY_VIOLATIONS);
+    return Atomics.load(this.#hdr, H_NR_MOBILITY_VIOLATIONS);
   }
 
   /** What grouping did: fallbacks, pageblocks relabelled, page-cache pages reclaimed (lumpy: block-mates). */
@@ -1619,12 +1620,12 @@ export class PageAllocator implements PageFreer {
     migrated: number;
   } {
     return {
-      migrated: Atomics.load(this.hdr, H_NR_MIGRATED),
-      fallbacks: Atomics.load(this.hdr, H_NR_FALLBACKS),
-      steals: Atomics.load(this.hdr, H_NR_STEALS),
-      reclaimed: Atomics.load(this.hdr, H_NR_RECLAIMED),
-      lumpy: Atomics.load(this.hdr, H_NR_LUMPY),
-      violations: Atomics.load(this.hdr, H_NR_MOBILITY_VIOLATIONS),
+      migrated: Atomics.load(this.#hdr, H_NR_MIGRATED),
+      fallbacks: Atomics.load(this.#hdr, H_NR_FALLBACKS),
+      steals: Atomics.load(this.#hdr, H_NR_STEALS),
+      reclaimed: Atomics.load(this.#hdr, H_NR_RECLAIMED),
+      lumpy: Atomics.load(this.#hdr, H_NR_LUMPY),
+      violations: Atomics.load(this.#hdr, H_NR_MOBILITY_VIOLATIONS),
     };
   }
 
@@ -1637,21 +1638,21 @@ export class PageAllocator implements PageFreer {
     const pbo = this.pageblockOrder;
     for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
       const zb = zone * ZONE_WORDS;
-      const start = this.z[zb + Z_START]!;
-      const end = this.z[zb + Z_END]!;
+      const start = this.#z[zb + Z_START]!;
+      const end = this.#z[zb + Z_END]!;
       if (end <= start) continue;
       const free: number[][] = [];
       for (let t = 0; t < MIGRATE_TYPES; t++) {
         const row: number[] = [];
         for (let o = 0; o < MAX_ORDER; o++) {
           let n = 0;
-          for (let p = this.z[this.freeHead(zb, t, o)]!; p !== -1 && n <= this.nrPages; p = this.next[p]!) n++;
+          for (let p = this.#z[this.#freeHead(zb, t, o)]!; p !== -1 && n <= this.nrPages; p = this.#next[p]!) n++;
           row.push(n);
         }
         free.push(row);
       }
       const blocks = [0, 0, 0, 0];
-      for (let b = start >>> pbo; b << pbo < end; b++) blocks[this.pageblockTypes[b]!]!++;
+      for (let b = start >>> pbo; b << pbo < end; b++) blocks[this.#pageblockTypes[b]!]!++;
       out.push({ zone: ZONE_NAMES[zone]!, free, blocks });
     }
     return out;
@@ -1672,13 +1673,13 @@ export class PageAllocator implements PageFreer {
       [0, 0, 0],
     ];
     let mixed = 0;
-    for (let b = 0; b < this.pageblockTypes.length; b++) {
-      const bt = this.pageblockTypes[b]!;
+    for (let b = 0; b < this.#pageblockTypes.length; b++) {
+      const bt = this.#pageblockTypes[b]!;
       byType[bt]!++;
       let seen = 0;
       const end = Math.min(this.nrPages, (b + 1) << pbo);
       for (let p = b << pbo; p < end; p++) {
-        const t = this.allocTypes[p]!;
+        const t = this.#allocTypes[p]!;
         if (t === ALLOC_MIGRATETYPE_NONE) continue;
         seen |= 1 << t;
         pagesByBlockType[bt]![t]!++;
@@ -1694,17 +1695,17 @@ export class PageAllocator implements PageFreer {
   freePages(pfn: number, order: number, cpu: number): void {
     if (
       (order !== 0 || (pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) &&
-      this.misuse(this.blockError(pfn, order, '__free_pages'), '__free_pages', cpu)
+      this.#misuse(this.#blockError(pfn, order, '__free_pages'), '__free_pages', cpu)
     )
       return;
     if (
       (cpu !== (cpu & 63) || cpu >= this.nrCpus) &&
-      this.misuse(this.cpuError(cpu, '__free_pages'), '__free_pages', cpu)
+      this.#misuse(this.#cpuError(cpu, '__free_pages'), '__free_pages', cpu)
     )
       return;
     if (this.memMap.putPageTestzero(pfn, '__free_pages', cpu)) {
-      if (order === 0) this.__freeHotColdPage(pfn, false, cpu, false);
-      else this.freePagesOk(pfn, order, cpu, false);
+      if (order === 0) this.#__freeHotColdPage(pfn, false, cpu, false);
+      else this.#freePagesOk(pfn, order, cpu, false);
     }
   }
 
@@ -1733,7 +1734,7 @@ export class PageAllocator implements PageFreer {
    * The caller has dropped the count to 0 itself.
    */
   freeHotColdPage(pfn: number, cold: boolean, cpu: number): void {
-    this.__freeHotColdPage(pfn, cold, cpu, true);
+    this.#__freeHotColdPage(pfn, cold, cpu, true);
   }
 
   /**
@@ -1742,39 +1743,39 @@ export class PageAllocator implements PageFreer {
    * the page was in use. That saves ~25 ns of a ~100 ns alloc+free pair (measured
    * locally); a page freed twice is still caught by its PG_pcp/PG_buddy mark or its count.
    */
-  private __freeHotColdPage(pfn: number, cold: boolean, cpu: number, lookInBlocks: boolean): void {
+  #__freeHotColdPage(pfn: number, cold: boolean, cpu: number, lookInBlocks: boolean): void {
     const fn = 'free_hot_cold_page';
-    if (((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) && this.misuse(this.pfnError(pfn, fn), fn, cpu)) return;
-    if ((cpu !== (cpu & 63) || cpu >= this.nrCpus) && this.misuse(this.cpuError(cpu, fn), fn, cpu)) return;
-    if ((this.mapping[pfn]! & PAGE_MAPPING_ANON) !== 0) this.mapping[pfn] = 0;
-    if (this.freePagesCheck(pfn, 'free_hot_cold_page', cpu, lookInBlocks)) return;
-    const z = this.z;
-    const zone = this.flags[pfn]! >>> ZONES_PGSHIFT;
-    this.allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
-    const type = this.pageblockTypes[pfn >>> this.pageblockOrder]!;
+    if (((pfn | 0) !== pfn || pfn < 0 || pfn >= this.nrPages) && this.#misuse(this.#pfnError(pfn, fn), fn, cpu)) return;
+    if ((cpu !== (cpu & 63) || cpu >= this.nrCpus) && this.#misuse(this.#cpuError(cpu, fn), fn, cpu)) return;
+    if ((this.#mapping[pfn]! & PAGE_MAPPING_ANON) !== 0) this.#mapping[pfn] = 0;
+    if (this.#freePagesCheck(pfn, 'free_hot_cold_page', cpu, lookInBlocks)) return;
+    const z = this.#z;
+    const zone = this.#flags[pfn]! >>> ZONES_PGSHIFT;
+    this.#allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
+    const type = this.#pageblockTypes[pfn >>> this.pageblockOrder]!;
     if (type === MIGRATE_RESERVE) {
       // A reserve block's page goes straight back to its buddies, so the block stays whole.
       const zb = zone * ZONE_WORDS;
-      this.lockZone(zb, cpu);
-      this.__freeOnePage(zb, pfn, 0);
-      this.unlockZone(zb, cpu);
+      this.#lockZone(zb, cpu);
+      this.#__freeOnePage(zb, pfn, 0);
+      this.#unlockZone(zb, cpu);
       return;
     }
-    const pb = this.pcpBase(zone, cpu);
-    this.flags[pfn] = (this.flags[pfn]! | (1 << PG_pcp)) >>> 0;
+    const pb = this.#pcpBase(zone, cpu);
+    this.#flags[pfn] = (this.#flags[pfn]! | (1 << PG_pcp)) >>> 0;
     if (!cold) {
       const h = pb + P_HEAD + 2 * type;
       const head = z[h]!;
-      this.next[pfn] = head;
-      this.prev[pfn] = -1;
+      this.#next[pfn] = head;
+      this.#prev[pfn] = -1;
       if (head === -1) z[pb + P_TAIL + 2 * type] = pfn;
-      else this.prev[head] = pfn;
+      else this.#prev[head] = pfn;
       z[h] = pfn;
     } else {
-      this.pcpAddTail(pb, type, pfn);
+      this.#pcpAddTail(pb, type, pfn);
     }
     if (++z[pb + P_COUNT]! >= z[pb + P_HIGH]!) {
-      this.freePagesBulk(zone * ZONE_WORDS, pb, z[pb + P_BATCH]!, cpu);
+      this.#freePagesBulk(zone * ZONE_WORDS, pb, z[pb + P_BATCH]!, cpu);
     }
   }
 
@@ -1790,47 +1791,48 @@ export class PageAllocator implements PageFreer {
 
   /** PageFreer: put_page took an order-0 page's count from 1 to 0 (__page_cache_release). */
   __putSinglePage(pfn: number, cpu: number): void {
-    this.__freeHotColdPage(pfn, false, cpu, false);
+    this.#__freeHotColdPage(pfn, false, cpu, false);
   }
 
   /** free_compound_page: the compound destructor, run when the head's count reaches 0. */
   freeCompoundPage(pfn: number, order: number, cpu: number): void {
-    this.freePagesOk(pfn, order, cpu, false);
+    this.#freePagesOk(pfn, order, cpu, false);
   }
 
   /** __free_pages_ok: a block of order > 0 (or a compound page) whose count the caller dropped to 0. */
   __freePagesOk(pfn: number, order: number, cpu: number): void {
-    this.freePagesOk(pfn, order, cpu, true);
+    this.#freePagesOk(pfn, order, cpu, true);
   }
 
   /** `lookInBlocks` as for __freeHotColdPage: false after a 1 -> 0 put of the head. */
-  private freePagesOk(pfn: number, order: number, cpu: number, lookInBlocks: boolean): void {
+  #freePagesOk(pfn: number, order: number, cpu: number, lookInBlocks: boolean): void {
     const fn = '__free_pages_ok';
-    if (this.misuse(this.blockError(pfn, order, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
-    if ((this.flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0) this.destroyCompoundPage(pfn, order, cpu);
+    if (this.#misuse(this.#blockError(pfn, order, fn) ?? this.#cpuError(cpu, fn), fn, cpu)) return;
+    if ((this.#flags[pfn]! & ((1 << PG_head) | (1 << PG_tail))) !== 0) this.#destroyCompoundPage(pfn, order, cpu);
     let keep = 0;
-    for (let p = pfn; p < pfn + (1 << order); p++) keep += this.freePagesCheck(p, '__free_pages_ok', cpu, lookInBlocks);
+    for (let p = pfn; p < pfn + (1 << order); p++)
+      keep += this.#freePagesCheck(p, '__free_pages_ok', cpu, lookInBlocks);
     if (keep !== 0) return;
-    this.allocTypes.fill(ALLOC_MIGRATETYPE_NONE, pfn, pfn + (1 << order));
-    const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
-    this.lockZone(zb, cpu);
-    this.__freeOnePage(zb, pfn, order);
-    this.unlockZone(zb, cpu);
+    this.#allocTypes.fill(ALLOC_MIGRATETYPE_NONE, pfn, pfn + (1 << order));
+    const zb = (this.#flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
+    this.#lockZone(zb, cpu);
+    this.#__freeOnePage(zb, pfn, order);
+    this.#unlockZone(zb, cpu);
   }
 
   /** destroy_compound_page: check and clear the compound marks of a block being freed. */
-  private destroyCompoundPage(pfn: number, order: number, cpu: number): void {
-    if ((this.flags[pfn]! & (1 << PG_head)) === 0 || this.order[pfn] !== order) {
+  #destroyCompoundPage(pfn: number, order: number, cpu: number): void {
+    if ((this.#flags[pfn]! & (1 << PG_head)) === 0 || this.#order[pfn] !== order) {
       this.badPage(pfn, 'destroy_compound_page', 'compound', cpu);
     }
-    this.flags[pfn] = (this.flags[pfn]! & ~((1 << PG_head) | (1 << PG_tail))) >>> 0;
-    this.order[pfn] = 0;
+    this.#flags[pfn] = (this.#flags[pfn]! & ~((1 << PG_head) | (1 << PG_tail))) >>> 0;
+    this.#order[pfn] = 0;
     for (let p = pfn + 1; p < pfn + (1 << order); p++) {
-      if ((this.flags[p]! & (1 << PG_tail)) === 0 || this.firstPage[p] !== pfn) {
+      if ((this.#flags[p]! & (1 << PG_tail)) === 0 || this.#firstPage[p] !== pfn) {
         this.badPage(p, 'destroy_compound_page', 'compound', cpu);
       }
-      this.flags[p] = (this.flags[p]! & ~((1 << PG_head) | (1 << PG_tail))) >>> 0;
-      this.firstPage[p] = -1;
+      this.#flags[p] = (this.#flags[p]! & ~((1 << PG_head) | (1 << PG_tail))) >>> 0;
+      this.#firstPage[p] = -1;
     }
   }
 
@@ -1839,23 +1841,23 @@ export class PageAllocator implements PageFreer {
    * already free is reported as a double free and left alone; any other bad state is
    * reported and fixed up; PG_reserved (and a compound mark) keeps the page out.
    */
-  private freePagesCheck(pfn: number, fn: string, cpu: number, lookInBlocks: boolean): number {
+  #freePagesCheck(pfn: number, fn: string, cpu: number, lookInBlocks: boolean): number {
     // Plain read: the page is the caller's. (Atomics.load is a ~13 ns runtime call here.)
-    let f = this.flags[pfn]! | 0;
-    if ((f & ((1 << PG_buddy) | (1 << PG_pcp))) !== 0 || (lookInBlocks && this.insideFreeBlock(pfn))) {
+    let f = this.#flags[pfn]! | 0;
+    if ((f & ((1 << PG_buddy) | (1 << PG_pcp))) !== 0 || (lookInBlocks && this.#insideFreeBlock(pfn))) {
       this.badPage(pfn, fn, 'double_free', cpu);
       return 1;
     }
     if (
-      this.mapcount[pfn] !== -1 ||
-      this.mapping[pfn] !== 0 ||
-      this.count[pfn] !== 0 ||
+      this.#mapcount[pfn] !== -1 ||
+      this.#mapping[pfn] !== 0 ||
+      this.#count[pfn] !== 0 ||
       (f & PAGE_FLAGS_CHECK_AT_FREE) !== 0
     ) {
       this.badPage(pfn, fn, 'bad_state', cpu);
-      f = this.flags[pfn]! | 0;
+      f = this.#flags[pfn]! | 0;
     }
-    if ((f & (1 << PG_dirty)) !== 0) this.flags[pfn] = (f & ~(1 << PG_dirty)) >>> 0;
+    if ((f & (1 << PG_dirty)) !== 0) this.#flags[pfn] = (f & ~(1 << PG_dirty)) >>> 0;
     return (f & PAGE_FLAGS_KEEP_AT_FREE) !== 0 ? 1 : 0;
   }
 
@@ -1865,10 +1867,10 @@ export class PageAllocator implements PageFreer {
    * every page freed: 10 Atomics.load cost ~80 ns, plain reads ~5 ns, measured locally); a
    * hit is confirmed with Atomics.load, and PG_buddy is published after the order it guards.
    */
-  private insideFreeBlock(pfn: number): boolean {
-    const flags = this.flags;
-    const order = this.order;
-    const start = this.z[(flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS + Z_START]!;
+  #insideFreeBlock(pfn: number): boolean {
+    const flags = this.#flags;
+    const order = this.#order;
+    const start = this.#z[(flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS + Z_START]!;
     for (let o = 1; o < MAX_ORDER; o++) {
       const head = pfn & ~((1 << o) - 1);
       if (head < start) return false;
@@ -1876,7 +1878,7 @@ export class PageAllocator implements PageFreer {
         (flags[head]! & (1 << PG_buddy)) !== 0 &&
         head !== pfn &&
         order[head]! >= o &&
-        (Atomics.load(this.flagsI32, head) & (1 << PG_buddy)) !== 0 &&
+        (Atomics.load(this.#flagsI32, head) & (1 << PG_buddy)) !== 0 &&
         order[head]! >= o
       ) {
         return true;
@@ -1890,13 +1892,13 @@ export class PageAllocator implements PageFreer {
    * page that is already free, which belongs to the allocator and is left as it is.
    */
   badPage(pfn: number, fn: string, reason: BadPageReport['reason'], cpu: number): void {
-    const comm = this.comm(cpu);
-    const flags = this.flags[pfn]! >>> 0;
-    const mapping = this.mapping[pfn]!;
-    const mapcount = this.mapcount[pfn]! + 1;
-    const count = this.count[pfn]!;
+    const comm = this.#comm(cpu);
+    const flags = this.#flags[pfn]! >>> 0;
+    const mapping = this.#mapping[pfn]!;
+    const mapcount = this.#mapcount[pfn]! + 1;
+    const count = this.#count[pfn]!;
     const page = pagePointer(pfn, this.paging);
-    Atomics.add(this.hdr, H_NR_BAD_PAGES, 1);
+    Atomics.add(this.#hdr, H_NR_BAD_PAGES, 1);
     this.report({
       kind: 'bad_page',
       reason,
@@ -1916,10 +1918,10 @@ export class PageAllocator implements PageFreer {
       ],
     });
     if (reason === 'double_free') return;
-    Atomics.and(this.flagsI32, pfn, ~PAGE_FLAGS_FIXUP);
-    this.count[pfn] = 0;
-    this.mapcount[pfn] = -1;
-    this.mapping[pfn] = 0;
+    Atomics.and(this.#flagsI32, pfn, ~PAGE_FLAGS_FIXUP);
+    this.#count[pfn] = 0;
+    this.#mapcount[pfn] = -1;
+    this.#mapping[pfn] = 0;
   }
 
   /** PageFreer: put_page found a count already at 0. */
@@ -1931,23 +1933,23 @@ export class PageAllocator implements PageFreer {
   report(r: MmReport): void {
     if (this.reports.length >= MAX_KEPT_REPORTS) this.reports.shift();
     this.reports.push(r);
-    this.hooks.onReport?.(r);
+    this.#hooks.onReport?.(r);
   }
 
-  private comm(cpu: number): string {
-    return this.hooks.comm?.(cpu) ?? 'swapper';
+  #comm(cpu: number): string {
+    return this.#hooks.comm?.(cpu) ?? 'swapper';
   }
 
   /* ------------------------------------------------------------- boot, drain */
 
   /** Give a reserved boot block to the buddies (free_all_bootmem). Format time only. */
-  private freeBootmemBlock(pfn: number, order: number): void {
+  #freeBootmemBlock(pfn: number, order: number): void {
     for (let p = pfn; p < pfn + (1 << order); p++) {
-      this.flags[p] = (this.flags[p]! & ~(1 << PG_reserved)) >>> 0;
-      this.count[p] = 0;
+      this.#flags[p] = (this.#flags[p]! & ~(1 << PG_reserved)) >>> 0;
+      this.#count[p] = 0;
     }
-    const zb = (this.flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
-    this.__freeOnePage(zb, pfn, order);
+    const zb = (this.#flags[pfn]! >>> ZONES_PGSHIFT) * ZONE_WORDS;
+    this.#__freeOnePage(zb, pfn, order);
   }
 
   /**
@@ -1956,23 +1958,23 @@ export class PageAllocator implements PageFreer {
    */
   freeBootmemPage(pfn: number, cpu: number): void {
     const fn = 'free_bootmem';
-    if (this.misuse(this.pfnError(pfn, fn) ?? this.cpuError(cpu, fn), fn, cpu)) return;
+    if (this.#misuse(this.#pfnError(pfn, fn) ?? this.#cpuError(cpu, fn), fn, cpu)) return;
     if (!this.memMap.PageReserved(pfn)) {
-      this.misuse(`free_bootmem: pfn ${pfn} is not a reserved boot page`, fn, cpu);
+      this.#misuse(`free_bootmem: pfn ${pfn} is not a reserved boot page`, fn, cpu);
       return;
     }
     this.memMap.ClearPageReserved(pfn);
-    this.count[pfn] = 1;
+    this.#count[pfn] = 1;
     this.freePages(pfn, 0, cpu);
   }
 
   /** drain_local_pages: this CPU's lists, all zones, back to the buddies. */
   drainLocalPages(cpu: number): void {
-    if (this.misuse(this.cpuError(cpu, 'drain_local_pages'), 'drain_local_pages', cpu)) return;
+    if (this.#misuse(this.#cpuError(cpu, 'drain_local_pages'), 'drain_local_pages', cpu)) return;
     for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
-      const pb = this.pcpBase(zone, cpu);
-      const n = this.z[pb + P_COUNT]!;
-      if (n > 0) this.freePagesBulk(zone * ZONE_WORDS, pb, n, cpu);
+      const pb = this.#pcpBase(zone, cpu);
+      const n = this.#z[pb + P_COUNT]!;
+      if (n > 0) this.#freePagesBulk(zone * ZONE_WORDS, pb, n, cpu);
     }
   }
 
@@ -1980,12 +1982,12 @@ export class PageAllocator implements PageFreer {
 
   /** zone->free_pages: pages in the buddy lists of `zone`. */
   zoneFreePages(zone: number): number {
-    return Atomics.load(this.z, zone * ZONE_WORDS + Z_FREE_PAGES);
+    return Atomics.load(this.#z, zone * ZONE_WORDS + Z_FREE_PAGES);
   }
 
   /** pcp->count of (zone, cpu). */
   pcpCount(zone: number, cpu: number): number {
-    return Atomics.load(this.z, this.pcpBase(zone, cpu) + P_COUNT);
+    return Atomics.load(this.#z, this.#pcpBase(zone, cpu) + P_COUNT);
   }
 
   /** All free pages: buddies plus every CPU's lists (other CPUs' counts read racily). */
@@ -2000,18 +2002,18 @@ export class PageAllocator implements PageFreer {
 
   /** bad_page reports made by every opener of this buffer. */
   nrBadPages(): number {
-    return Atomics.load(this.hdr, H_NR_BAD_PAGES);
+    return Atomics.load(this.#hdr, H_NR_BAD_PAGES);
   }
 
   /** Failed allocations by every opener. */
   nrAllocFailures(): number {
-    return Atomics.load(this.hdr, H_NR_ALLOC_FAILURES);
+    return Atomics.load(this.#hdr, H_NR_ALLOC_FAILURES);
   }
 
   /** The zone a pfn belongs to. */
   pageZone(pfn: number): number {
     this.memMap.checkPfn(pfn, 'page_zone');
-    return this.flags[pfn]! >>> ZONES_PGSHIFT;
+    return this.#flags[pfn]! >>> ZONES_PGSHIFT;
   }
 
   /** /proc/zoneinfo, roughly. */
@@ -2027,13 +2029,13 @@ export class PageAllocator implements PageFreer {
     nrFree: number[];
     pcp: { count: number; high: number; batch: number }[];
   } {
-    const z = this.z;
+    const z = this.#z;
     const zb = zone * ZONE_WORDS;
     const nrFree: number[] = [];
     for (let o = 0; o < MAX_ORDER; o++) nrFree.push(z[zb + Z_NR_FREE + o]!);
     const pcp = [];
     for (let cpu = 0; cpu < this.nrCpus; cpu++) {
-      const pb = this.pcpBase(zone, cpu);
+      const pb = this.#pcpBase(zone, cpu);
       pcp.push({ count: z[pb + P_COUNT]!, high: z[pb + P_HIGH]!, batch: z[pb + P_BATCH]! });
     }
     return {
@@ -2055,9 +2057,9 @@ export class PageAllocator implements PageFreer {
     const out: number[] = [];
     for (let t = type ?? 0; t < (type === undefined ? MIGRATE_PCPTYPES : type + 1); t++) {
       for (
-        let p = this.z[this.pcpBase(zone, cpu) + P_HEAD + 2 * t]!;
+        let p = this.#z[this.#pcpBase(zone, cpu) + P_HEAD + 2 * t]!;
         p !== -1 && out.length <= this.nrPages;
-        p = this.next[p]!
+        p = this.#next[p]!
       )
         out.push(p);
     }
@@ -2069,9 +2071,9 @@ export class PageAllocator implements PageFreer {
     const out: number[] = [];
     for (let t = type ?? 0; t < (type === undefined ? MIGRATE_TYPES : type + 1); t++) {
       for (
-        let p = this.z[this.freeHead(zone * ZONE_WORDS, t, order)]!;
+        let p = this.#z[this.#freeHead(zone * ZONE_WORDS, t, order)]!;
         p !== -1 && out.length <= this.nrPages;
-        p = this.next[p]!
+        p = this.#next[p]!
       )
         out.push(p);
     }
@@ -2086,7 +2088,7 @@ export class PageAllocator implements PageFreer {
   checkFreeLists(): string[] {
     const problems: string[] = [];
     const owner = new Int32Array(this.nrPages).fill(-1); // -1 none, else an id of the list
-    const z = this.z;
+    const z = this.#z;
     let listId = 0;
     for (let zone = 0; zone < MAX_NR_ZONES; zone++) {
       const zb = zone * ZONE_WORDS;
@@ -2097,19 +2099,19 @@ export class PageAllocator implements PageFreer {
         let n = 0;
         for (let t = 0; t < MIGRATE_TYPES; t++, listId++) {
           let prev = -1;
-          for (let p = z[this.freeHead(zb, t, o)]!; p !== -1; p = this.next[p]!) {
+          for (let p = z[this.#freeHead(zb, t, o)]!; p !== -1; p = this.#next[p]!) {
             if (p < start || p + (1 << o) > end) {
               problems.push(`${ZONE_NAMES[zone]} order ${o}: block ${p} outside the zone`);
               break;
             }
-            if (this.prev[p] !== prev)
-              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-            if ((this.flags[p]! & (1 << PG_buddy)) === 0)
+            if (this.#prev[p] !== prev)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} prev link ${this.#prev[p]} != ${prev}`);
+            if ((this.#flags[p]! & (1 << PG_buddy)) === 0)
               problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} lacks PG_buddy`);
-            if (this.order[p] !== o)
-              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} has order ${this.order[p]}`);
-            if (this.priv[p] !== t)
-              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} on list ${t} says ${this.priv[p]}`);
+            if (this.#order[p] !== o)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} has order ${this.#order[p]}`);
+            if (this.#priv[p] !== t)
+              problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} on list ${t} says ${this.#priv[p]}`);
             if (p % (1 << o) !== 0) problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} misaligned`);
             if (!this.mobility && t !== MIGRATE_UNMOVABLE)
               problems.push(`${ZONE_NAMES[zone]} order ${o}: pfn ${p} on list ${t} with grouping off`);
@@ -2119,7 +2121,7 @@ export class PageAllocator implements PageFreer {
                 break;
               }
               owner[q] = listId;
-              if (this.count[q] !== 0) problems.push(`free pfn ${q} has count ${this.count[q]}`);
+              if (this.#count[q] !== 0) problems.push(`free pfn ${q} has count ${this.#count[q]}`);
             }
             prev = p;
             if (++n > this.nrPages) {
@@ -2135,19 +2137,19 @@ export class PageAllocator implements PageFreer {
       if (free !== z[zb + Z_FREE_PAGES])
         problems.push(`${ZONE_NAMES[zone]}: free_pages ${z[zb + Z_FREE_PAGES]} but ${free} in free_area`);
       for (let cpu = 0; cpu < this.nrCpus; cpu++) {
-        const pb = this.pcpBase(zone, cpu);
+        const pb = this.#pcpBase(zone, cpu);
         let n = 0;
         for (let t = 0; t < MIGRATE_PCPTYPES; t++, listId++) {
           let prev = -1;
           let len = 0;
-          for (let p = z[pb + P_HEAD + 2 * t]!; p !== -1; p = this.next[p]!) {
+          for (let p = z[pb + P_HEAD + 2 * t]!; p !== -1; p = this.#next[p]!) {
             if (p < start || p >= end) {
               problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} outside the zone`);
               break;
             }
-            if (this.prev[p] !== prev)
-              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.prev[p]} != ${prev}`);
-            if ((this.flags[p]! & (1 << PG_pcp)) === 0)
+            if (this.#prev[p] !== prev)
+              problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} prev link ${this.#prev[p]} != ${prev}`);
+            if ((this.#flags[p]! & (1 << PG_pcp)) === 0)
               problems.push(`pcp ${ZONE_NAMES[zone]}/cpu${cpu}: pfn ${p} lacks PG_pcp`);
             if (owner[p] !== -1) problems.push(`pfn ${p} is on two free lists`);
             owner[p] = listId;
@@ -2168,7 +2170,7 @@ export class PageAllocator implements PageFreer {
       }
     }
     for (let p = 0; p < this.nrPages; p++) {
-      const f = this.flags[p]!;
+      const f = this.#flags[p]!;
       if ((f & ((1 << PG_buddy) | (1 << PG_pcp))) !== 0 && owner[p] === -1) {
         problems.push(`pfn ${p} is marked ${f & (1 << PG_buddy) ? 'PG_buddy' : 'PG_pcp'} but on no list`);
       }

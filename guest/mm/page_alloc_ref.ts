@@ -135,12 +135,12 @@ export class PageAllocatorRef {
   lumpy = 0;
   violations = 0;
 
-  private readonly hooks: PageAllocHooks;
-  private readonly shrinkers: Shrinker[] = [];
+  readonly #hooks: PageAllocHooks;
+  readonly #shrinkers: Shrinker[] = [];
 
   constructor(cfg: PageAllocConfig, hooks: PageAllocHooks) {
     const r = resolvePageAllocConfig(cfg);
-    this.hooks = hooks;
+    this.#hooks = hooks;
     this.nrPages = r.nrPages;
     this.nrCpus = r.nrCpus;
     this.paging = r.paging;
@@ -188,15 +188,15 @@ export class PageAllocatorRef {
           this.clearFlag(p, PG_reserved);
           this.count[p] = 0;
         }
-        this.freeOneBlock(z, pfn, o);
+        this.#freeOneBlock(z, pfn, o);
         pfn += 2 ** o;
       }
-      if (r.mobility) this.setupReserve(z);
+      if (r.mobility) this.#setupReserve(z);
     }
   }
 
   /** The first min-watermark's worth of the zone's pageblocks, rounded up, become RESERVE. */
-  private setupReserve(z: number): void {
+  #setupReserve(z: number): void {
     const zone = this.zones[z]!;
     const size = 2 ** this.pageblockOrder;
     let reserve = Math.ceil(zone.min / size);
@@ -207,11 +207,11 @@ export class PageAllocatorRef {
         reserve--;
       } else if (reserve > 0 && t === MIGRATE_MOVABLE) {
         this.pageblocks[b] = MIGRATE_RESERVE;
-        this.moveFreeBlocks(z, pfn, MIGRATE_RESERVE);
+        this.#moveFreeBlocks(z, pfn, MIGRATE_RESERVE);
         reserve--;
       } else if (t === MIGRATE_RESERVE) {
         this.pageblocks[b] = MIGRATE_MOVABLE;
-        this.moveFreeBlocks(z, pfn, MIGRATE_MOVABLE);
+        this.#moveFreeBlocks(z, pfn, MIGRATE_MOVABLE);
       }
     }
   }
@@ -230,28 +230,28 @@ export class PageAllocatorRef {
   clearFlag(pfn: number, b: number): void {
     this.flags[pfn] = (this.flags[pfn]! & ~(1 << b)) >>> 0;
   }
-  private comm(cpu: number): string {
-    return this.hooks.comm?.(cpu) ?? 'swapper';
+  #comm(cpu: number): string {
+    return this.#hooks.comm?.(cpu) ?? 'swapper';
   }
-  private zonelist(gfp: number): number[] {
+  #zonelist(gfp: number): number[] {
     const kinds = [[ZONE_NORMAL, ZONE_DMA], [ZONE_DMA], [ZONE_HIGHMEM, ZONE_NORMAL, ZONE_DMA]][gfp & 3]!;
     return kinds.filter((z) => this.zones[z]!.end > this.zones[z]!.start);
   }
 
   /* ---------------------------------------------------------------- buddies */
 
-  private blockType(pfn: number): number {
+  #blockType(pfn: number): number {
     return this.pageblocks[Math.floor(pfn / 2 ** this.pageblockOrder)]!;
   }
 
-  private listAdd(z: number, type: number, order: number, pfn: number): void {
+  #listAdd(z: number, type: number, order: number, pfn: number): void {
     this.zones[z]!.freeArea[type]![order]!.unshift(pfn);
     this.buddyOrder.set(pfn, order);
     this.buddyType.set(pfn, type);
     this.setFlag(pfn, PG_buddy);
   }
 
-  private listDel(z: number, order: number, pfn: number): void {
+  #listDel(z: number, order: number, pfn: number): void {
     const list = this.zones[z]!.freeArea[this.buddyType.get(pfn)!]![order]!;
     list.splice(list.indexOf(pfn), 1);
     this.buddyOrder.delete(pfn);
@@ -260,43 +260,43 @@ export class PageAllocatorRef {
   }
 
   /** Add a free block, merging with its free buddy while possible; to its pageblock's list. */
-  private freeOneBlock(z: number, pfn: number, order: number): void {
+  #freeOneBlock(z: number, pfn: number, order: number): void {
     const zone = this.zones[z]!;
-    const type = this.blockType(pfn);
+    const type = this.#blockType(pfn);
     zone.free += 2 ** order;
     while (order < MAX_ORDER - 1) {
       const buddy = pfn ^ (2 ** order);
       if (buddy < zone.start || buddy >= zone.end) break;
       if (this.buddyOrder.get(buddy) !== order) break;
-      this.listDel(z, order, buddy);
+      this.#listDel(z, order, buddy);
       pfn = Math.min(pfn, buddy);
       order++;
     }
-    this.listAdd(z, type, order, pfn);
+    this.#listAdd(z, type, order, pfn);
   }
 
   /** Split an order-`cur` block taken at `pfn` down to `order`, the high halves to `type`. */
-  private splitDown(z: number, pfn: number, order: number, cur: number, type: number): void {
-    for (let high = cur - 1; high >= order; high--) this.listAdd(z, type, high, pfn + 2 ** high);
+  #splitDown(z: number, pfn: number, order: number, cur: number, type: number): void {
+    for (let high = cur - 1; high >= order; high--) this.#listAdd(z, type, high, pfn + 2 ** high);
   }
 
   /** The first block of the smallest fitting order of `type`. */
-  private takeSmallest(z: number, order: number, type: number): number {
+  #takeSmallest(z: number, order: number, type: number): number {
     const zone = this.zones[z]!;
     for (let cur = order; cur < MAX_ORDER; cur++) {
       const list = zone.freeArea[type]![cur]!;
       if (list.length === 0) continue;
       const pfn = list[0]!;
-      this.listDel(z, cur, pfn);
+      this.#listDel(z, cur, pfn);
       zone.free -= 2 ** order;
-      this.splitDown(z, pfn, order, cur, type);
+      this.#splitDown(z, pfn, order, cur, type);
       return pfn;
     }
     return -1;
   }
 
   /** Every free block of the pageblock holding `pfn` onto `type`'s lists; pages moved. */
-  private moveFreeBlocks(z: number, pfn: number, type: number): number {
+  #moveFreeBlocks(z: number, pfn: number, type: number): number {
     const zone = this.zones[z]!;
     const size = 2 ** this.pageblockOrder;
     let start = Math.floor(pfn / size) * size;
@@ -310,15 +310,15 @@ export class PageAllocatorRef {
         p++;
         continue;
       }
-      this.listDel(z, o, p);
-      this.listAdd(z, type, o, p);
+      this.#listDel(z, o, p);
+      this.#listAdd(z, type, o, p);
       p += 2 ** o;
       moved += 2 ** o;
     }
     return moved;
   }
 
-  private relabel(pfn: number, type: number, n: number): void {
+  #relabel(pfn: number, type: number, n: number): void {
     const b = Math.floor(pfn / 2 ** this.pageblockOrder);
     for (let i = b; i < b + n && i < this.pageblocks.length; i++) {
       if (this.pageblocks[i] !== type) this.steals++;
@@ -327,8 +327,8 @@ export class PageAllocatorRef {
   }
 
   /** A block for an allocation of `type`: own lists, then the fallbacks, RESERVE last (atomic callers only). */
-  private takeBlock(z: number, order: number, type: number, atomic: boolean): number {
-    const own = this.takeSmallest(z, order, type);
+  #takeBlock(z: number, order: number, type: number, atomic: boolean): number {
+    const own = this.#takeSmallest(z, order, type);
     if (own !== -1 || !this.mobility) return own;
     const zone = this.zones[z]!;
     const pbo = this.pageblockOrder;
@@ -341,20 +341,20 @@ export class PageAllocatorRef {
         this.fallbacks++;
         let to = from;
         if (cur >= Math.floor(pbo / 2) || type === MIGRATE_RECLAIMABLE) {
-          if (this.moveFreeBlocks(z, pfn, type) >= 2 ** (pbo - 1)) this.relabel(pfn, type, 1);
+          if (this.#moveFreeBlocks(z, pfn, type) >= 2 ** (pbo - 1)) this.#relabel(pfn, type, 1);
           to = type;
         }
-        this.listDel(z, cur, pfn);
+        this.#listDel(z, cur, pfn);
         zone.free -= 2 ** order;
-        if (cur >= pbo) this.relabel(pfn, type, 2 ** (cur - pbo));
-        this.splitDown(z, pfn, order, cur, to);
+        if (cur >= pbo) this.#relabel(pfn, type, 2 ** (cur - pbo));
+        this.#splitDown(z, pfn, order, cur, to);
         return pfn;
       }
     }
-    return atomic ? this.takeSmallest(z, order, MIGRATE_RESERVE) : -1;
+    return atomic ? this.#takeSmallest(z, order, MIGRATE_RESERVE) : -1;
   }
 
-  private isFree(pfn: number): boolean {
+  #isFree(pfn: number): boolean {
     if (this.onPcp.has(pfn)) return true;
     for (const [head, order] of this.buddyOrder) {
       if (pfn >= head && pfn < head + 2 ** order) return true;
@@ -375,9 +375,9 @@ export class PageAllocatorRef {
           : null);
     if (why !== null) {
       const c = Number.isInteger(cpu) && cpu >= 0 && cpu < this.nrCpus ? cpu : 0;
-      this.report({
+      this.#report({
         kind: 'warning',
-        comm: this.comm(c),
+        comm: this.#comm(c),
         cpu: c,
         function: 'alloc_pages',
         lines: [`WARNING: at mm/page_alloc.c: ${why}`],
@@ -385,8 +385,8 @@ export class PageAllocatorRef {
       return -1;
     }
     if ((gfp & GFP_MOVABLE_MASK) === GFP_MOVABLE_MASK) {
-      const comm = this.comm(cpu);
-      this.report({
+      const comm = this.#comm(cpu);
+      this.#report({
         kind: 'warning',
         comm,
         cpu,
@@ -398,35 +398,35 @@ export class PageAllocatorRef {
       return -1;
     }
     const type = gfpflagsToMigratetype(gfp, this.mobility);
-    const zl = this.zonelist(gfp);
-    let pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
+    const zl = this.#zonelist(gfp);
+    let pfn = this.#fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
     if (pfn !== -1) return pfn;
     const wait = (gfp & __GFP_WAIT) !== 0;
     if (zl.length > 0) {
-      if (this.hooks.wakeupKswapd) {
-        for (const z of zl) this.hooks.wakeupKswapd(z, order, cpu);
-      } else if (wait && this.reclaim(gfp, order, cpu, zl)) {
-        pfn = this.fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
+      if (this.#hooks.wakeupKswapd) {
+        for (const z of zl) this.#hooks.wakeupKswapd(z, order, cpu);
+      } else if (wait && this.#reclaim(gfp, order, cpu, zl)) {
+        pfn = this.#fromFreelist(gfp, order, cpu, zl, ALLOC_WMARK_LOW, type);
         if (pfn !== -1) return pfn;
       }
     }
     let allocFlags = ALLOC_WMARK_MIN;
     if (!wait) allocFlags |= ALLOC_HARDER;
     if (gfp & __GFP_HIGH) allocFlags |= ALLOC_HIGH;
-    pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags, type);
+    pfn = this.#fromFreelist(gfp, order, cpu, zl, allocFlags, type);
     if (pfn !== -1) return pfn;
     if (wait) {
       const rounds = gfp & __GFP_NORETRY ? 1 : MAX_RECLAIM_ROUNDS;
       for (let i = 0; i < rounds; i++) {
-        if (!this.reclaim(gfp, order, cpu, zl)) break;
-        pfn = this.fromFreelist(gfp, order, cpu, zl, allocFlags, type);
+        if (!this.#reclaim(gfp, order, cpu, zl)) break;
+        pfn = this.#fromFreelist(gfp, order, cpu, zl, allocFlags, type);
         if (pfn !== -1) return pfn;
       }
     }
     this.allocFailures++;
     if (!(gfp & __GFP_NOWARN)) {
-      const comm = this.comm(cpu);
-      this.report({
+      const comm = this.#comm(cpu);
+      this.#report({
         kind: 'page_allocation_failure',
         comm,
         cpu,
@@ -438,7 +438,7 @@ export class PageAllocatorRef {
     return -1;
   }
 
-  private watermarkOk(zone: RefZone, order: number, mark: number, allocFlags: number): boolean {
+  #watermarkOk(zone: RefZone, order: number, mark: number, allocFlags: number): boolean {
     let min = mark;
     if (allocFlags & ALLOC_HIGH) min -= Math.floor(min / 2);
     if (allocFlags & ALLOC_HARDER) min -= Math.floor(min / 4);
@@ -452,27 +452,20 @@ export class PageAllocatorRef {
     return true;
   }
 
-  private fromFreelist(
-    gfp: number,
-    order: number,
-    cpu: number,
-    zl: number[],
-    allocFlags: number,
-    type: number,
-  ): number {
+  #fromFreelist(gfp: number, order: number, cpu: number, zl: number[], allocFlags: number, type: number): number {
     for (const z of zl) {
       const zone = this.zones[z]!;
       if (!(allocFlags & ALLOC_NO_WATERMARKS)) {
         const mark = allocFlags & ALLOC_WMARK_MIN ? zone.min : allocFlags & ALLOC_WMARK_LOW ? zone.low : zone.high;
-        if (!this.watermarkOk(zone, order, mark, allocFlags)) continue;
+        if (!this.#watermarkOk(zone, order, mark, allocFlags)) continue;
       }
-      const pfn = this.takeFromZone(z, order, gfp, cpu, type);
+      const pfn = this.#takeFromZone(z, order, gfp, cpu, type);
       if (pfn !== -1) return pfn;
     }
     return -1;
   }
 
-  private takeFromZone(z: number, order: number, gfp: number, cpu: number, type: number): number {
+  #takeFromZone(z: number, order: number, gfp: number, cpu: number, type: number): number {
     const zone = this.zones[z]!;
     for (;;) {
       let pfn: number;
@@ -480,7 +473,7 @@ export class PageAllocatorRef {
         const list = zone.pcp[cpu]![type]!;
         if (list.length === 0) {
           for (let i = 0; i < zone.pcpBatch; i++) {
-            const p = this.takeBlock(z, 0, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
+            const p = this.#takeBlock(z, 0, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
             if (p === -1) break;
             list.push(p);
             this.onPcp.add(p);
@@ -492,14 +485,14 @@ export class PageAllocatorRef {
         this.onPcp.delete(pfn);
         this.clearFlag(pfn, PG_pcp);
       } else {
-        pfn = this.takeBlock(z, order, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
+        pfn = this.#takeBlock(z, order, type, (gfp & (__GFP_WAIT | __GFP_NOMEMALLOC)) === 0);
         if (pfn === -1) return -1;
       }
-      if (this.prepNew(pfn, order, gfp, cpu)) return pfn;
+      if (this.#prepNew(pfn, order, gfp, cpu)) return pfn;
     }
   }
 
-  private prepNew(pfn: number, order: number, gfp: number, cpu: number): boolean {
+  #prepNew(pfn: number, order: number, gfp: number, cpu: number): boolean {
     let ok = true;
     for (let p = pfn; p < pfn + 2 ** order; p++) {
       if (
@@ -527,14 +520,14 @@ export class PageAllocatorRef {
         this.firstPage[p] = pfn;
       }
     }
-    if (gfp & __GFP_ZERO) for (let p = pfn; p < pfn + 2 ** order; p++) this.hooks.zeroPage(p);
+    if (gfp & __GFP_ZERO) for (let p = pfn; p < pfn + 2 ** order; p++) this.#hooks.zeroPage(p);
     return true;
   }
 
-  private reclaim(gfp: number, order: number, cpu: number, zl: number[]): boolean {
+  #reclaim(gfp: number, order: number, cpu: number, zl: number[]): boolean {
     const free = (): number => zl.reduce((n, z) => n + this.zones[z]!.free, 0);
     const before = free();
-    for (const s of this.shrinkers.slice()) {
+    for (const s of this.#shrinkers.slice()) {
       const n = s.shrink(0, gfp, cpu);
       if (n > 0) s.shrink(Math.min(n, SHRINK_BATCH), gfp, cpu);
     }
@@ -553,9 +546,9 @@ export class PageAllocatorRef {
       this.hasFlag(pfn, PG_slab) ||
       this.count[pfn]! < 1
     ) {
-      this.report({
+      this.#report({
         kind: 'warning',
-        comm: this.comm(cpu),
+        comm: this.#comm(cpu),
         cpu,
         function: 'add_to_page_cache_lru',
         pfn,
@@ -570,7 +563,7 @@ export class PageAllocatorRef {
     return 0;
   }
 
-  private lruDel(pfn: number): void {
+  #lruDel(pfn: number): void {
     const lru = this.zones[this.zoneOf(pfn)]!.lru;
     lru.splice(lru.indexOf(pfn), 1);
     this.clearFlag(pfn, PG_lru);
@@ -578,13 +571,13 @@ export class PageAllocatorRef {
 
   removeFromPageCache(pfn: number, mapping: number, cpu: number): boolean {
     if (!this.hasFlag(pfn, PG_lru) || this.mapping[pfn] !== mapping) return false;
-    this.lruDel(pfn);
+    this.#lruDel(pfn);
     this.mapping[pfn] = 0;
     this.putPage(pfn, cpu);
     return true;
   }
 
-  private reclaimable(pfn: number): boolean {
+  #reclaimable(pfn: number): boolean {
     return (
       this.hasFlag(pfn, PG_lru) &&
       !this.hasFlag(pfn, PG_dirty) &&
@@ -607,14 +600,14 @@ export class PageAllocatorRef {
       const p = zone.lru[cursor]!;
       cursor--;
       looked++;
-      if (this.reclaimable(p)) {
+      if (this.#reclaimable(p)) {
         taken.push(p);
         gone.add(p);
       }
       if (order > 0) {
         const start = Math.floor(p / 2 ** order) * 2 ** order;
         for (let q = Math.max(start, zone.start); q < start + 2 ** order && q < zone.end; q++) {
-          if (q === p || gone.has(q) || !this.reclaimable(q)) continue;
+          if (q === p || gone.has(q) || !this.#reclaimable(q)) continue;
           taken.push(q);
           gone.add(q);
           this.lumpy++;
@@ -623,7 +616,7 @@ export class PageAllocatorRef {
       // Skip older pages already taken as block-mates.
       while (cursor >= 0 && gone.has(zone.lru[cursor]!)) cursor--;
     }
-    for (const q of taken) this.lruDel(q);
+    for (const q of taken) this.#lruDel(q);
     for (const q of taken) {
       this.mapping[q] = 0;
       this.putPage(q, cpu);
@@ -637,11 +630,11 @@ export class PageAllocatorRef {
   }
 
   registerShrinker(s: Shrinker): void {
-    this.shrinkers.push(s);
+    this.#shrinkers.push(s);
   }
 
   unregisterShrinker(s: Shrinker): void {
-    this.shrinkers.splice(this.shrinkers.indexOf(s), 1);
+    this.#shrinkers.splice(this.#shrinkers.indexOf(s), 1);
   }
 
   /* ---------------------------------------------------------------------- free */
@@ -658,8 +651,8 @@ export class PageAllocatorRef {
 
   freePages(pfn: number, order: number, cpu: number): void {
     if (this.putPageTestzero(pfn, '__free_pages', cpu)) {
-      if (order === 0) this.freeHot(pfn, false, cpu, false);
-      else this.freeOk(pfn, order, cpu, false);
+      if (order === 0) this.#freeHot(pfn, false, cpu, false);
+      else this.#freeOk(pfn, order, cpu, false);
     }
   }
 
@@ -675,27 +668,27 @@ export class PageAllocatorRef {
     if (this.hasFlag(pfn, PG_head) || this.hasFlag(pfn, PG_tail)) {
       const head = this.compoundHead(pfn);
       if (this.putPageTestzero(head, 'put_page', cpu)) {
-        this.freeOk(head, this.hasFlag(head, PG_head) ? this.compoundOrder.get(head)! : 0, cpu, false);
+        this.#freeOk(head, this.hasFlag(head, PG_head) ? this.compoundOrder.get(head)! : 0, cpu, false);
       }
       return;
     }
-    if (this.putPageTestzero(pfn, 'put_page', cpu)) this.freeHot(pfn, false, cpu, false);
+    if (this.putPageTestzero(pfn, 'put_page', cpu)) this.#freeHot(pfn, false, cpu, false);
   }
 
   freeHotColdPage(pfn: number, cold: boolean, cpu: number): void {
-    this.freeHot(pfn, cold, cpu, true);
+    this.#freeHot(pfn, cold, cpu, true);
   }
 
   /** `inBlocks`: look for the page inside free blocks too (not after a 1 -> 0 put). */
-  private freeHot(pfn: number, cold: boolean, cpu: number, inBlocks: boolean): void {
+  #freeHot(pfn: number, cold: boolean, cpu: number, inBlocks: boolean): void {
     if (this.mapping[pfn]! & PAGE_MAPPING_ANON) this.mapping[pfn] = 0;
-    if (this.freeCheck(pfn, 'free_hot_cold_page', cpu, inBlocks)) return;
+    if (this.#freeCheck(pfn, 'free_hot_cold_page', cpu, inBlocks)) return;
     const z = this.zoneOf(pfn);
     const zone = this.zones[z]!;
     this.allocTypes[pfn] = ALLOC_MIGRATETYPE_NONE;
-    const type = this.blockType(pfn);
+    const type = this.#blockType(pfn);
     if (type === MIGRATE_RESERVE) {
-      this.freeOneBlock(z, pfn, 0);
+      this.#freeOneBlock(z, pfn, 0);
       return;
     }
     const list = zone.pcp[cpu]![type]!;
@@ -703,7 +696,7 @@ export class PageAllocatorRef {
     this.setFlag(pfn, PG_pcp);
     if (cold) list.push(pfn);
     else list.unshift(pfn);
-    if (this.pcpCount(z, cpu) >= zone.pcpHigh) this.drainPcp(z, cpu, zone.pcpBatch);
+    if (this.pcpCount(z, cpu) >= zone.pcpHigh) this.#drainPcp(z, cpu, zone.pcpBatch);
   }
 
   freeHotPage(pfn: number, cpu: number): void {
@@ -715,7 +708,7 @@ export class PageAllocatorRef {
   }
 
   /** `n` pages from the cold ends, taking the lists in turn (0, 1, 2, 0, ...) and skipping empty ones. */
-  private drainPcp(z: number, cpu: number, n: number): void {
+  #drainPcp(z: number, cpu: number, n: number): void {
     const lists = this.zones[z]!.pcp[cpu]!;
     let type = 0;
     for (let i = 0; i < n && this.pcpCount(z, cpu) > 0; i++) {
@@ -723,20 +716,20 @@ export class PageAllocatorRef {
       const pfn = lists[type]!.pop()!;
       this.onPcp.delete(pfn);
       this.clearFlag(pfn, PG_pcp);
-      this.freeOneBlock(z, pfn, 0);
+      this.#freeOneBlock(z, pfn, 0);
       type = (type + 1) % MIGRATE_PCPTYPES;
     }
   }
 
   drainLocalPages(cpu: number): void {
-    for (let z = 0; z < MAX_NR_ZONES; z++) this.drainPcp(z, cpu, this.pcpCount(z, cpu));
+    for (let z = 0; z < MAX_NR_ZONES; z++) this.#drainPcp(z, cpu, this.pcpCount(z, cpu));
   }
 
   __freePagesOk(pfn: number, order: number, cpu: number): void {
-    this.freeOk(pfn, order, cpu, true);
+    this.#freeOk(pfn, order, cpu, true);
   }
 
-  private freeOk(pfn: number, order: number, cpu: number, inBlocks: boolean): void {
+  #freeOk(pfn: number, order: number, cpu: number, inBlocks: boolean): void {
     if (this.hasFlag(pfn, PG_head) || this.hasFlag(pfn, PG_tail)) {
       if (!this.hasFlag(pfn, PG_head) || this.compoundOrder.get(pfn) !== order) {
         this.badPage(pfn, 'destroy_compound_page', 'compound', cpu);
@@ -753,18 +746,18 @@ export class PageAllocatorRef {
       }
     }
     let keep = 0;
-    for (let p = pfn; p < pfn + 2 ** order; p++) keep += this.freeCheck(p, '__free_pages_ok', cpu, inBlocks);
+    for (let p = pfn; p < pfn + 2 ** order; p++) keep += this.#freeCheck(p, '__free_pages_ok', cpu, inBlocks);
     if (keep) return;
     for (let p = pfn; p < pfn + 2 ** order; p++) this.allocTypes[p] = ALLOC_MIGRATETYPE_NONE;
-    this.freeOneBlock(this.zoneOf(pfn), pfn, order);
+    this.#freeOneBlock(this.zoneOf(pfn), pfn, order);
   }
 
   freeCompoundPage(pfn: number, order: number, cpu: number): void {
-    this.freeOk(pfn, order, cpu, false);
+    this.#freeOk(pfn, order, cpu, false);
   }
 
-  private freeCheck(pfn: number, fn: string, cpu: number, inBlocks: boolean): number {
-    if (this.onPcp.has(pfn) || this.buddyOrder.has(pfn) || (inBlocks && this.isFree(pfn))) {
+  #freeCheck(pfn: number, fn: string, cpu: number, inBlocks: boolean): number {
+    if (this.onPcp.has(pfn) || this.buddyOrder.has(pfn) || (inBlocks && this.#isFree(pfn))) {
       this.badPage(pfn, fn, 'double_free', cpu);
       return 1;
     }
@@ -789,14 +782,14 @@ export class PageAllocatorRef {
   /* ----------------------------------------------------------------- reports */
 
   badPage(pfn: number, fn: string, reason: BadPageReport['reason'], cpu: number): void {
-    const comm = this.comm(cpu);
+    const comm = this.#comm(cpu);
     const flags = this.flags[pfn]!;
     const mapping = this.mapping[pfn]!;
     const mapcount = this.mapcount[pfn]! + 1;
     const count = this.count[pfn]!;
     const page = pagePointer(pfn, this.paging);
     this.badPages++;
-    this.report({
+    this.#report({
       kind: 'bad_page',
       reason,
       function: fn,
@@ -821,9 +814,9 @@ export class PageAllocatorRef {
     this.mapping[pfn] = 0;
   }
 
-  private report(r: MmReport): void {
+  #report(r: MmReport): void {
     this.reports.push(r);
-    this.hooks.onReport?.(r);
+    this.#hooks.onReport?.(r);
   }
 
   /* -------------------------------------------------------------- statistics */
@@ -857,18 +850,18 @@ export class PageAllocatorRef {
     return type === undefined ? lists.flatMap((l) => l[order]!) : [...lists[type]![order]!];
   }
   pageblockMigratetype(pfn: number): number {
-    return this.blockType(pfn);
+    return this.#blockType(pfn);
   }
   allocMigratetype(pfn: number): number {
     return this.allocTypes[pfn]!;
   }
   checkUnmovable(pfn: number, what: string, cpu: number): boolean {
-    if (!this.mobility || this.allocTypes[pfn] !== MIGRATE_MOVABLE || this.blockType(pfn) !== MIGRATE_MOVABLE)
+    if (!this.mobility || this.allocTypes[pfn] !== MIGRATE_MOVABLE || this.#blockType(pfn) !== MIGRATE_MOVABLE)
       return true;
     this.violations++;
-    this.report({
+    this.#report({
       kind: 'warning',
-      comm: this.comm(cpu),
+      comm: this.#comm(cpu),
       cpu,
       function: 'check_unmovable',
       pfn,
