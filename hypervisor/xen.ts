@@ -232,17 +232,35 @@ export class Xen {
       const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
       hv.console.domid = domid;
       hv.console.vcpu = vcpu.id;
-      hv.vcEvents.fill(0);
-      const mmu0 = hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]!;
+      const mmu0 = this.#beginEvents();
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
-      // What the call did, for the guest's virtual clock (src/abi/vclock.ts): counts only.
-      const e = hv.vcEvents;
-      const mmuEntries = hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]! - mmu0;
-      t[b + S_VC_EVENTS] = packVcEvents(mmuEntries, e[VE_LOCAL_FLUSHES]!, e[VE_SHOOTDOWNS]!);
-      t[b + S_VC_PT] = e[VE_PT_ENTRIES]!;
-      t[b + S_VC_TARGETS_LO] = e[VE_TARGETS_LO]!;
-      t[b + S_VC_TARGETS_HI] = e[VE_TARGETS_HI]!;
+      this.#publishEvents(b, mmu0);
     }
+    this.#complete(b, rc);
+  }
+
+  /** Before a call: zero its virtual-clock events; returns the update count to measure from. */
+  #beginEvents(): number {
+    const hv = this.#hv;
+    hv.vcEvents.fill(0);
+    return hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]!;
+  }
+
+  /** After a call: what it did, for the guest's virtual clock (src/abi/vclock.ts): counts only. */
+  #publishEvents(b: number, mmu0: number): void {
+    const hv = this.#hv;
+    const t = hv.transport;
+    const e = hv.vcEvents;
+    const mmuEntries = hv.counters.mmuUpdates + this.#perOp[__HYPERVISOR_update_va_mapping]! - mmu0;
+    t[b + S_VC_EVENTS] = packVcEvents(mmuEntries, e[VE_LOCAL_FLUSHES]!, e[VE_SHOOTDOWNS]!);
+    t[b + S_VC_PT] = e[VE_PT_ENTRIES]!;
+    t[b + S_VC_TARGETS_LO] = e[VE_TARGETS_LO]!;
+    t[b + S_VC_TARGETS_HI] = e[VE_TARGETS_HI]!;
+  }
+
+  /** Answer the slot: its result, SLOT_DONE, and a wake-up for a vCPU that sleeps. */
+  #complete(b: number, rc: number): void {
+    const t = this.#hv.transport;
     t[b + S_RESULT] = rc;
     Atomics.store(t, b + S_STATE, SLOT_DONE);
     // Notify only a vCPU that said it sleeps (src/abi/wait.ts): a notify costs ~60-90 ns
@@ -271,12 +289,12 @@ export class Xen {
       hv.console.domid = domid;
       hv.console.vcpu = vcpu.id;
       const pending = rec.before(slot, domid, d.name);
+      const mmu0 = this.#beginEvents();
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
       if (pending !== null) rec.after(pending, rc);
+      this.#publishEvents(b, mmu0);
     }
-    t[b + S_RESULT] = rc;
-    Atomics.store(t, b + S_STATE, SLOT_DONE);
-    Atomics.notify(t, b + S_STATE);
+    this.#complete(b, rc);
   }
 
   #dispatch(op: number, args: number, c: CallCtx, inMulticall: boolean): number {

@@ -4,7 +4,9 @@
  * while it holds the smallest clock, so no turn is ever waited for), determinism of whole
  * runs, the fixes under the virtual clock, and the shipped cost table, pinned.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
   lockKey,
@@ -378,6 +380,16 @@ describe('whole runs on the virtual clock', () => {
     expect(b.virtualNs).toBe(a.virtualNs);
     expect(b.breakdown).toEqual(a.breakdown);
     expect(c.virtualNs).not.toBe(a.virtualNs);
+  }, 120_000);
+
+  it('recording a run (--record) changes none of its modelled time: the recording hypervisor reports the same events', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pvmmu-vclock-record-'));
+    const o = vopts({ vcpus: 2, ops: 200 });
+    const plain = (await runOnce(o)).summary;
+    const recorded = (await runOnce({ ...o, record: join(dir, 'run.json') })).summary;
+    expect(plain.virtualNs).toBeGreaterThan(0);
+    expect(recorded.virtualNs).toBe(plain.virtualNs);
+    expect(recorded.breakdown).toEqual(plain.breakdown);
   }, 120_000);
 
   it('--json carries clock, virtualNs, virtualNsPerOpPerCpu and the breakdown by category', async () => {
