@@ -15,6 +15,7 @@ import { PatAlias } from './pat_alias.js';
 import { AlsaMmap } from './alsa_mmap.js';
 import { SlubDma } from './slub_dma.js';
 import { type Strategy, WORKLOAD_NAMES, type WorkloadName } from '../../src/abi/kernel.js';
+import type { XfsWorkloadMount } from '../fs/xfs/mount.js';
 
 /** How each workload of src/abi/kernel.ts's WORKLOAD_NAMES is made from its options. */
 const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Workload }> = {
@@ -74,17 +75,7 @@ const WORKLOADS: Record<WorkloadName, { make(opts: Record<string, unknown>): Wor
   },
 };
 
-function xfsOpts(o: Record<string, unknown>): {
-  strategy: Strategy;
-  seed: number;
-  files: number;
-  dirBlockBytes: number;
-  entryBytes?: number;
-  nameLen?: number;
-  purgeThreshold?: number;
-  xfsbufdPeriod?: number;
-  shrinkEvery?: number;
-} {
+function xfsOpts(o: Record<string, unknown>): XfsWorkloadMount {
   const num = (v: unknown): number | undefined => (typeof v === 'number' ? v : undefined);
   const extra: Record<string, number> = {};
   for (const [from, to] of [

@@ -11,27 +11,17 @@
  */
 import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import { C_MEMTYPE_CONFLICTS, type Strategy } from '../../src/abi/kernel.js';
+import { C_MEMTYPE_CONFLICTS } from '../../src/abi/kernel.js';
 import { PAGE_SIZE } from '../../src/abi/xen.js';
 import { MemtypeTracker, type MemtypeReport } from '../arch/x86/pat.js';
 import type { DirectoryImage } from '../fs/xfs/backing.js';
-import { scanBlocks, xfsMount } from '../fs/xfs/mount.js';
+import { mountOptionsOf, scanBlocks, type XfsWorkloadMount, xfsMount } from '../fs/xfs/mount.js';
 import type { XfsBufCache } from '../fs/xfs/xfs_buf.js';
 import { GFP_KERNEL } from '../mm/page_alloc.js';
 import type { Workload } from './driver.js';
 
-export interface PatAliasOptions {
-  strategy: Strategy;
-  seed: number;
-  files: number;
-  dirBlockBytes: number;
-  entryBytes?: number;
-  nameLen?: number;
-  purgeThreshold?: number;
-  xfsbufdPeriod?: number;
-  /** Every N of vCPU 0's steps, shrink_slab as kswapd would run it (0: never). */
-  shrinkEvery?: number;
-}
+/** pat-alias mounts XFS as the other XFS workloads do, from the same options. */
+export type PatAliasOptions = XfsWorkloadMount;
 
 /** Pages the driver keeps uncached at most (an AGP aperture's worth, scaled down). */
 export const PAT_ALIAS_POOL = 16;
@@ -60,16 +50,7 @@ export class PatAlias implements Workload {
   init(k: Kernel): void {
     if (k.id !== 0) return;
     const o = this.o;
-    const { cache, image } = xfsMount(k, {
-      strategy: o.strategy,
-      seed: o.seed,
-      files: o.files,
-      dirBlockBytes: o.dirBlockBytes,
-      ...(o.entryBytes !== undefined ? { entryBytes: o.entryBytes } : {}),
-      ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
-      ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
-      ...(o.xfsbufdPeriod !== undefined ? { xfsbufdIntervalTicks: o.xfsbufdPeriod } : {}),
-    });
+    const { cache, image } = xfsMount(k, mountOptionsOf(o));
     this.#cache = cache;
     this.#image = image;
     const pageOffset = k.layout.pageOffset;

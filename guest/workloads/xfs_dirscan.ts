@@ -7,9 +7,8 @@
  */
 import type { Rng } from '../lib/random.js';
 import type { Kernel } from '../kernel/kernel.js';
-import type { Strategy } from '../../src/abi/kernel.js';
 import type { DirectoryImage } from '../fs/xfs/backing.js';
-import { scanBlocks, xfsMount } from '../fs/xfs/mount.js';
+import { mountOptionsOf, scanBlocks, type XfsWorkloadMount, xfsMount } from '../fs/xfs/mount.js';
 import type { XfsBufCache } from '../fs/xfs/xfs_buf.js';
 import { Xlog } from '../fs/xfs/xfs_log.js';
 import type { Workload } from './driver.js';
@@ -18,24 +17,11 @@ import { readAndDropPages } from '../mm/filemap.js';
 import { GFP_KERNEL } from '../mm/page_alloc.js';
 import { PAGE_SIZE } from '../../src/abi/xen.js';
 
-export interface XfsWorkloadOptions {
-  strategy: Strategy;
-  seed: number;
-  files: number;
-  dirBlockBytes: number;
+export interface XfsWorkloadOptions extends XfsWorkloadMount {
   /** Blocks read per scan step. */
   blocksPerStep?: number;
   /** What vCPU 0 mixes in: 'scan' (xfs-dirscan), 'log' (log-recovery), 'mixed'. */
   mode: 'scan' | 'log' | 'mixed';
-  /** Directory geometry: bytes per entry, fixed name length (DirectoryImageOptions). */
-  entryBytes?: number;
-  nameLen?: number;
-  /** a_list length above which a vmap purges first (2.6.23: 64). */
-  purgeThreshold?: number;
-  /** xfsbufd period, centisecs = ticks (fs.xfs.xfsbufd_centisecs). */
-  xfsbufdPeriod?: number;
-  /** Every N of vCPU 0's steps, shrink_slab as kswapd would run it (0: never). */
-  shrinkEvery?: number;
 }
 
 /**
@@ -71,17 +57,7 @@ export class XfsWorkload implements Workload {
   init(k: Kernel): void {
     if (k.id !== 0) return;
     const o = this.o;
-    const { cache, image } = xfsMount(k, {
-      strategy: o.strategy,
-      seed: o.seed,
-      files: o.files,
-      dirBlockBytes: o.dirBlockBytes,
-      maxBuffers: XFS_WORKLOAD_MAX_BUFFERS,
-      ...(o.entryBytes !== undefined ? { entryBytes: o.entryBytes } : {}),
-      ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
-      ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
-      ...(o.xfsbufdPeriod !== undefined ? { xfsbufdIntervalTicks: o.xfsbufdPeriod } : {}),
-    });
+    const { cache, image } = xfsMount(k, mountOptionsOf(o, XFS_WORKLOAD_MAX_BUFFERS));
     this.#cache = cache;
     this.#image = image;
     if (this.o.mode !== 'scan') {

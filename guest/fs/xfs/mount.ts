@@ -1,3 +1,4 @@
+import type { Strategy } from '../../../src/abi/kernel.js';
 import type { Kernel } from '../../kernel/kernel.js';
 import { jiffies } from '../../kernel/clock.js';
 import { DirectoryImage } from './backing.js';
@@ -18,6 +19,41 @@ export interface XfsMountOptions {
   purgeThreshold?: number;
   /** xfsbufd period in ticks = centisecs (fs.xfs.xfsbufd_centisecs, 50..3000, default 100). */
   xfsbufdIntervalTicks?: number;
+}
+
+/**
+ * The mount as the XFS workloads take it from the command line (xfs-dirscan, log-recovery,
+ * mixed, pat-alias): the CLI's names, before mountOptionsOf turns them into XfsMountOptions.
+ */
+export interface XfsWorkloadMount {
+  strategy: Strategy;
+  seed: number;
+  files: number;
+  dirBlockBytes: number;
+  /** Directory geometry: bytes per entry, fixed name length (DirectoryImageOptions). */
+  entryBytes?: number;
+  nameLen?: number;
+  /** a_list length above which a vmap purges first (2.6.23: 64). */
+  purgeThreshold?: number;
+  /** xfsbufd period, centisecs = ticks (fs.xfs.xfsbufd_centisecs). */
+  xfsbufdPeriod?: number;
+  /** Every N of vCPU 0's steps, shrink_slab as kswapd would run it (0: never). */
+  shrinkEvery?: number;
+}
+
+/** The XfsMountOptions of a workload's mount options (only the options that were given). */
+export function mountOptionsOf(o: XfsWorkloadMount, maxBuffers?: number): XfsMountOptions {
+  return {
+    strategy: o.strategy,
+    seed: o.seed,
+    files: o.files,
+    dirBlockBytes: o.dirBlockBytes,
+    ...(maxBuffers !== undefined ? { maxBuffers } : {}),
+    ...(o.entryBytes !== undefined ? { entryBytes: o.entryBytes } : {}),
+    ...(o.nameLen !== undefined ? { nameLen: o.nameLen } : {}),
+    ...(o.purgeThreshold !== undefined ? { purgeThreshold: o.purgeThreshold } : {}),
+    ...(o.xfsbufdPeriod !== undefined ? { xfsbufdIntervalTicks: o.xfsbufdPeriod } : {}),
+  };
 }
 
 export function xfsDeps(k: Kernel): XfsDeps {
