@@ -222,21 +222,31 @@ export class Xen {
       this.#faultSlot = -1;
       throw new Error(`injected fault: serveSlot(${slot}) threw (op ${t[b + S_OP]})`);
     }
-    const domid = hv.slotDomain[slot]!;
-    const d = domid >= 0 ? hv.domains.get(domid) : undefined;
+    const ctx = this.#callCtx(slot, b);
     let rc: number;
-    if (d === undefined || d.dying) {
+    if (ctx === null) {
       rc = -ESRCH;
     } else {
-      const vcpu = d.vcpus[hv.slotVcpu[slot]!]!;
-      const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
-      hv.console.domid = domid;
-      hv.console.vcpu = vcpu.id;
       const mmu0 = this.#beginEvents();
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
       this.#publishEvents(b, mmu0);
     }
     this.#complete(b, rc);
+  }
+
+  /**
+   * The context of the call in `slot` (slot base `b`), with the console set to its domain
+   * and vCPU; null when the slot's domain is gone or dying (the call gets -ESRCH).
+   */
+  #callCtx(slot: number, b: number): CallCtx | null {
+    const hv = this.#hv;
+    const domid = hv.slotDomain[slot]!;
+    const d = domid >= 0 ? hv.domains.get(domid) : undefined;
+    if (d === undefined || d.dying) return null;
+    const vcpu = d.vcpus[hv.slotVcpu[slot]!]!;
+    hv.console.domid = domid;
+    hv.console.vcpu = vcpu.id;
+    return { d, slot, vcpu, data: b + S_HEADER_WORDS };
   }
 
   /** Before a call: zero its virtual-clock events; returns the update count to measure from. */
@@ -278,17 +288,12 @@ export class Xen {
     const t = hv.transport;
     const b = slotBase(slot);
     if (slot < 0 || slot >= hv.maxSlots || Atomics.load(t, b + S_STATE) !== SLOT_REQUEST) return;
-    const domid = hv.slotDomain[slot]!;
-    const d = domid >= 0 ? hv.domains.get(domid) : undefined;
+    const ctx = this.#callCtx(slot, b);
     let rc: number;
-    if (d === undefined || d.dying) {
+    if (ctx === null) {
       rc = -ESRCH;
     } else {
-      const vcpu = d.vcpus[hv.slotVcpu[slot]!]!;
-      const ctx: CallCtx = { d, slot, vcpu, data: b + S_HEADER_WORDS };
-      hv.console.domid = domid;
-      hv.console.vcpu = vcpu.id;
-      const pending = rec.before(slot, domid, d.name);
+      const pending = rec.before(slot, ctx.d.domid, ctx.d.name);
       const mmu0 = this.#beginEvents();
       rc = this.#dispatch(t[b + S_OP]! >>> 0, b + S_ARGS, ctx, false);
       if (pending !== null) rec.after(pending, rc);
