@@ -21,6 +21,7 @@
 import type { DomainInfo } from '../src/abi/control.js';
 import type { VcpuInit } from '../src/abi/vcpu.js';
 import {
+  RS_FLUSH_ANY,
   RS_FLUSH_PENDING,
   RS_RUNNING,
   S_ARGS,
@@ -30,6 +31,7 @@ import {
   S_STATE,
   S_WAITING,
   T_HV_SLEEPING,
+  T_HV_SERVING,
   T_HV_THREADS,
   S_FLUSHES,
   S_IPIS,
@@ -94,6 +96,8 @@ export class Vcpu {
   readonly #state: number;
   readonly #rs: number;
   readonly #waiting: number;
+  /** What T_HV_SERVING holds while the hypervisor serves this slot. */
+  readonly #servingMark: number;
   /** This vCPU's adaptive spin (src/abi/wait.ts). */
   readonly spin = new SpinBudget({
     cores: availableParallelism(),
@@ -113,6 +117,7 @@ export class Vcpu {
     this.#state = base + S_STATE;
     this.#rs = base + S_RUNSTATE;
     this.#waiting = base + S_WAITING;
+    this.#servingMark = init.slot + 1;
     this.mmu = new Mmu(init.mem, init.info.paging, {
       mailbox: this.t,
       slot: init.slot,
@@ -163,6 +168,7 @@ export class Vcpu {
     let n = 0;
     let start = 0;
     let limit = 0;
+    let serving = 0;
     let slept = false;
     while (Atomics.load(t, st) !== SLOT_DONE) {
       // A vCPU inside a hypercall is still running (in Xen, on its pCPU): it takes flush
@@ -173,10 +179,14 @@ export class Vcpu {
       const now = performance.now();
       if (start === 0) {
         start = now;
-        limit = this.spin.limitMs(Atomics.load(t, T_HV_THREADS));
+        const threads = Atomics.load(t, T_HV_THREADS);
+        limit = this.spin.limitMs(threads);
+        serving = this.spin.servingLimitMs(threads);
         continue;
       }
       if (now - start < limit) continue;
+      // Past the budget, but the hypervisor is on a core serving this very call (src/abi/wait.ts).
+      if (t[T_HV_SERVING] === this.#servingMark && now - start < serving) continue;
       // Sleep: say so, then look once more (the hypervisor stores SLOT_DONE, then looks at
       // S_WAITING). The poster of a flush notifies S_STATE as well, and may do so between
       // our look at the runstate and our wait: the timeout bounds that lost wake-up.
@@ -191,7 +201,7 @@ export class Vcpu {
     this.hypercalls++;
     if (this.trace !== null) this.trace.complete(HYPERCALL_TRACE_NAME[op] ?? TN.hypercalls, t0, traceNowUs() - t0, rc);
     // Flushes the call itself asked for (ours is never waited for): before the next access.
-    if ((Atomics.load(t, rs) & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush(false);
+    if ((Atomics.load(t, rs) & RS_FLUSH_ANY) !== 0) this.mmu.handleFlush(false);
     return rc;
   }
 
@@ -207,7 +217,7 @@ export class Vcpu {
     if ((old & RS_FLUSH_PENDING) !== 0) {
       // Posted while we ran: the poster saw RUNNING and is waiting for this ack.
       this.mmu.handleFlush((old & RS_RUNNING) !== 0);
-    } else if ((Atomics.load(this.t, this.#rs) & RS_FLUSH_PENDING) !== 0) {
+    } else if ((Atomics.load(this.t, this.#rs) & RS_FLUSH_ANY) !== 0) {
       this.mmu.handleFlush(false);
     }
     return (old & RS_RUNNING) !== 0;
@@ -216,7 +226,7 @@ export class Vcpu {
   /** Run guest code again: set RUNNING, then service a flush posted while we were away. */
   resume(): void {
     const old = Atomics.or(this.t, this.#rs, RS_RUNNING);
-    if ((old & RS_FLUSH_PENDING) !== 0) this.mmu.handleFlush(false);
+    if ((old & RS_FLUSH_ANY) !== 0) this.mmu.handleFlush(false);
   }
 
   /** For guest spin loops: take a flush IPI if one is pending. */

@@ -14,7 +14,15 @@
  * waiting for its own hypercall stays RUNNING (it is on its pCPU in Xen) and polls its
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
-import { RS_FLUSH_PENDING, RS_RUNNING, S_RUNSTATE, S_SHOOTDOWNS, S_STATE, slotBase } from '../src/abi/layout.js';
+import {
+  RS_FLUSH_LOCAL,
+  RS_FLUSH_PENDING,
+  RS_RUNNING,
+  S_RUNSTATE,
+  S_SHOOTDOWNS,
+  S_STATE,
+  slotBase,
+} from '../src/abi/layout.js';
 import { type Domain, type Hv, VE_LOCAL_FLUSHES, VE_SHOOTDOWNS, VE_TARGETS_HI, VE_TARGETS_LO } from './hv.js';
 
 /** An IPI that is not acknowledged within this time is abandoned (the worker died). */
@@ -25,10 +33,14 @@ const ACK_SPINS = 4000;
 /** Post one flush; returns true when the vCPU was running (an IPI we must wait for). */
 function postFlush(hv: Hv, slot: number, initiator: number): boolean {
   const idx = slotBase(slot) + S_RUNSTATE;
-  const old = Atomics.or(hv.transport, idx, RS_FLUSH_PENDING);
   hv.slotFlushStamp[slot] = hv.tlbClock;
-  // The caller flushes as its hypercall returns: nobody waits for it.
-  if (slot === initiator || (old & RS_RUNNING) === 0) return false;
+  // The caller flushes as its hypercall returns: nobody waits for it, and it is no IPI.
+  if (slot === initiator) {
+    Atomics.or(hv.transport, idx, RS_FLUSH_LOCAL);
+    return false;
+  }
+  const old = Atomics.or(hv.transport, idx, RS_FLUSH_PENDING);
+  if ((old & RS_RUNNING) === 0) return false;
   // A running vCPU may be asleep in its own hypercall wait, on S_STATE: wake it.
   Atomics.notify(hv.transport, slotBase(slot) + S_STATE);
   return true;

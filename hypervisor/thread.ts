@@ -20,13 +20,16 @@ import {
   HV_RUNNING,
   HV_STOPPED,
   HV_STOPPING,
+  RS_RUNNING,
   S_RESULT,
+  S_RUNSTATE,
   S_STATE,
   SLOT_DONE,
   SLOT_REQUEST,
   T_CONTROL,
   T_DOORBELL,
   T_HV_SLEEPING,
+  T_HV_SERVING,
   T_HV_STATE,
   T_HV_THREADS,
   slotBase,
@@ -73,16 +76,26 @@ function control(xen: Xen, req: XenControlRequest): unknown {
   }
 }
 
-/** Serve every slot holding a request. */
-function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort): void {
+/**
+ * Serve every slot holding a request. Returns how many vCPUs' runstates said RUNNING: the
+ * runnable threads of the wait policy (an idle vCPU worker, blocked between requests,
+ * takes no core). Its runstate shares the line of S_STATE, which was just loaded.
+ */
+function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort): number {
   // Only slots ever given to a vCPU can hold a request (one load each, ~5 ns).
   const n = Math.min(maxSlots, xen.slotsInUse());
+  let running = 0;
   for (let slot = 0; slot < n; slot++) {
     const base = slotBase(slot);
-    if (Atomics.load(t, base + S_STATE) !== SLOT_REQUEST) continue;
+    const busy = Atomics.load(t, base + S_STATE) === SLOT_REQUEST;
+    if ((Atomics.load(t, base + S_RUNSTATE) & RS_RUNNING) !== 0) running++;
+    if (!busy) continue;
     try {
+      t[T_HV_SERVING] = slot + 1; // the waiting vCPU's hint (src/abi/wait.ts): a plain store
       xen.serveSlot(slot);
+      t[T_HV_SERVING] = 0;
     } catch (e) {
+      t[T_HV_SERVING] = 0;
       // Fail the call rather than leave the vCPU waiting forever.
       if (Atomics.load(t, base + S_STATE) === SLOT_REQUEST) {
         t[base + S_RESULT] = -EFAULT;
@@ -93,6 +106,7 @@ function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort
       port.postMessage({ event: 'bug', slot, message } satisfies XenThreadEvent);
     }
   }
+  return running;
 }
 
 /** Answer every queued control request; false once shutdown was asked. */
@@ -125,9 +139,8 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
   let control = -1;
   let threads = 0;
   for (;;) {
-    serveSlots(xen, t, maxSlots, port);
-    // The transport's threads, for the vCPUs' spin (one compare when unchanged).
-    const th = Math.min(maxSlots, xen.slotsInUse()) + 1;
+    // The transport's runnable threads, for every side's spin (one compare when unchanged).
+    const th = serveSlots(xen, t, maxSlots, port) + 1;
     if (th !== threads) {
       threads = th;
       Atomics.store(t, T_HV_THREADS, th);

@@ -68,6 +68,7 @@ export const RUN_OPTIONS = {
   'xfsbufd-period': { type: 'string' },
   'purge-threshold': { type: 'string' },
   'shrink-every': { type: 'string' },
+  warmup: { type: 'string' },
   clock: { type: 'string' },
   'cost-model': { type: 'string' },
 } as const;
@@ -133,6 +134,12 @@ export function runOptionsFrom(values: RunValues, workload: string): RunOptions 
   if (values['kunmap-base'] !== undefined) {
     only('kunmap-base', 'slub-dma');
     o.workloadOptions = { ...o.workloadOptions, kunmapBase: onOff(values['kunmap-base'], 'kunmap-base', false) };
+  }
+  if (values.warmup !== undefined) {
+    only('warmup', 'vmap-cycle');
+    o.workloadOptions = { ...o.workloadOptions, warmup: intOpt(values.warmup, 'warmup', 0) };
+    if ((o.workloadOptions.warmup as number) > 10_000_000)
+      throw new UsageError(`--warmup must be at most 10000000, got "${values.warmup}"`);
   }
   if (values['slub-fix'] !== undefined) o.slubFix = onOff(values['slub-fix'], 'slub-fix', true);
   if (values.dcache !== undefined) {
@@ -249,6 +256,9 @@ Options (defaults in brackets):
                      [pipt; slub-dma: aliasing]
   --kunmap-base on|off  slub-dma only: kunmap_atomic(buffer - offset), the patch that
                      changed nothing [off]
+  --warmup N         vmap-cycle only: N untimed cycles on each vCPU before the timed loop
+                     (JIT, first touches, the vmalloc area's first pass); nsPerStepPerCpu
+                     then measures the steady state [0]
   --aliases-before-pin on|off  unmap-aliases only: vm_unmap_aliases() before pinning
                      (Jeremy Fitzhardinge, 2008); off is Nick Piggin's 2.6.28 lazy layer
                      without it, where every vmap user leaves stray aliases [on]

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { MessageChannel, Worker, type MessagePort } from 'node:worker_threads';
 import { PAGE_SIZE, PAGING_MODES, type PagingMode } from './abi/xen.js';
 import {
-  RS_FLUSH_PENDING,
+  RS_FLUSH_ANY,
   RS_RUNNING,
   S_RUNSTATE,
   T_CONTROL,
@@ -489,7 +489,7 @@ export class Machine {
   async #onVcpuExit(h: VcpuThread, exit: VcpuExit): Promise<void> {
     this.#vcpus.delete(h);
     const rs = slotBase(h.slot) + S_RUNSTATE;
-    Atomics.and(this.#t, rs, ~(RS_RUNNING | RS_FLUSH_PENDING));
+    Atomics.and(this.#t, rs, ~(RS_RUNNING | RS_FLUSH_ANY));
     Atomics.notify(this.#t, rs);
     if (exit.expected || this.#shutdown !== undefined || !this.#domains.has(h.domid)) return;
     await this.destroyDomain(h.domid);

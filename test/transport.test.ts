@@ -26,6 +26,7 @@ import {
   MC_ARGS,
   MC_ENTRY_WORDS,
   MC_OP,
+  RS_FLUSH_ANY,
   RS_FLUSH_PENDING,
   RS_RUNNING,
   S_ARGS,
@@ -282,6 +283,26 @@ describe('Machine', () => {
         `${idle.nsPerCall.toFixed(0)} ns with it idle (deferred)`,
     );
     expect((await machine.stats()).flushesDeferred - xs.flushesDeferred).toBe(N);
+  });
+
+  it("the caller's own flush is serviced as its call returns, and is no IPI (RS_FLUSH_LOCAL)", async () => {
+    const N = 100;
+    const rs1 = slotBase(h1.slot) + S_RUNSTATE;
+    const before = await h0.request<{ flushes: number; ipis: number; tlbFlushes: number }>({ op: 'stats' });
+    const xs0 = await machine.stats();
+    // vCPU 1 runs, so each call waits for its acknowledgement; meanwhile vCPU 0, waiting
+    // in the same call, sees its own flush posted. Before RS_FLUSH_LOCAL it took that as
+    // an IPI too: N of them, on the caller, for flushes nobody waited for.
+    const spin = h1.request<{ flushes: number; ipis: number }>({ op: 'spin', ms: 5000, untilFlushes: N });
+    waitFor(() => (Atomics.load(t, rs1) & RS_RUNNING) !== 0, 'vCPU 1 to run');
+    await h0.request({ op: 'tlb-flush-all', n: N });
+    await spin;
+    const after = await h0.request<{ flushes: number; ipis: number; tlbFlushes: number }>({ op: 'stats' });
+    expect(after.flushes - before.flushes).toBe(N);
+    expect(after.tlbFlushes - before.tlbFlushes).toBe(N);
+    expect(after.ipis).toBe(before.ipis);
+    expect((await machine.stats()).ipis - xs0.ipis).toBe(N); // vCPU 1's, every one
+    expect(Atomics.load(t, slotBase(h0.slot) + S_RUNSTATE) & RS_FLUSH_ANY).toBe(0);
   });
 
   it("the vCPU's MMU sees the builder's tables: page-table frames are mapped read-only", async () => {

@@ -18,13 +18,18 @@ export const T_MAX_SLOTS = 2;
 /** Bumped by the controller with each control message, so the loop looks at its port only then. */
 export const T_CONTROL = 3;
 /*
- * The wait policy (src/abi/wait.ts; bench's words 8-9): the hypervisor stores 1 in
- * T_HV_SLEEPING before it sleeps on the doorbell, so a vCPU notifies only then; and it
- * publishes in T_HV_THREADS the transport's threads (vCPU slots in use + itself), which the
- * vCPUs set against the cores.
+ * The wait policy (src/abi/wait.ts; bench's words 8-9 and 16): the hypervisor stores 1 in
+ * T_HV_SLEEPING before it sleeps on the doorbell, so a vCPU notifies only then; it
+ * publishes in T_HV_THREADS the transport's runnable threads (vCPUs whose runstate says
+ * RUNNING, plus itself), which the vCPUs set against the cores; and T_HV_SERVING holds
+ * 1 + the slot it is serving at this moment (0 between calls), so that a vCPU whose long
+ * call is being served keeps spinning rather than sleep. T_HV_SERVING is a hint written
+ * with plain stores on every call: it sits in its own 64-byte line (word 16), away from
+ * the doorbell every vCPU bumps, so writing it costs the hypervisor no line transfer.
  */
 export const T_HV_SLEEPING = 8;
 export const T_HV_THREADS = 9;
+export const T_HV_SERVING = 16;
 export const T_HEADER_WORDS = 64;
 
 export const HV_STARTING = 0;
@@ -75,6 +80,15 @@ export const SLOT_DONE = 2;
  */
 export const RS_RUNNING = 1;
 export const RS_FLUSH_PENDING = 2;
+/**
+ * A flush the vCPU's own hypercall asked for (MMUEXT_TLB_FLUSH_LOCAL, a type change that
+ * flushes the caller): posted with this bit instead, and serviced as the call returns.
+ * It is not an IPI -- nobody waits for it -- so the vCPU's wait loop, which takes
+ * RS_FLUSH_PENDING as an IPI, leaves it alone, and S_IPIS counts only real ones.
+ */
+export const RS_FLUSH_LOCAL = 4;
+/** Either kind of pending flush: what a vCPU services before its next access. */
+export const RS_FLUSH_ANY = RS_FLUSH_PENDING | RS_FLUSH_LOCAL;
 
 /** Words per multicall entry: op, result, pad, pad, args[6] as (lo, hi), pad to 16. */
 export const MC_ENTRY_WORDS = 16;

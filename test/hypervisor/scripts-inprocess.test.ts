@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { Mmu } from '../../guest/arch/x86/mmu.js';
 import type { DomainInfo } from '../../src/abi/control.js';
 import {
-  RS_FLUSH_PENDING,
+  RS_FLUSH_ANY,
   S_ARGS,
   S_HEADER_WORDS,
   S_OP,
@@ -99,7 +99,7 @@ function runInProcess(script: Script): { failures: string[]; auditOk: boolean } 
       d.mmus.set(s.vcpu, m);
     }
     // A flush posted while "not running" is serviced before the next access.
-    if ((Atomics.load(box.t, slotBase(d.info.slots[s.vcpu]!) + S_RUNSTATE) & RS_FLUSH_PENDING) !== 0) {
+    if ((Atomics.load(box.t, slotBase(d.info.slots[s.vcpu]!) + S_RUNSTATE) & RS_FLUSH_ANY) !== 0) {
       m.handleFlush(false);
     }
     return m;

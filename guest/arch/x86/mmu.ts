@@ -39,6 +39,7 @@ import {
   _PAGE_USER,
 } from '../../../src/abi/xen.js';
 import {
+  RS_FLUSH_ANY,
   RS_FLUSH_PENDING,
   S_FLUSHES,
   S_HEADER_WORDS,
@@ -310,7 +311,7 @@ export class Mmu {
   handleFlush(ipi: boolean): void {
     this.flushAll();
     const mb = this.#mailbox;
-    Atomics.and(mb, this.#rs, ~RS_FLUSH_PENDING);
+    Atomics.and(mb, this.#rs, ~RS_FLUSH_ANY);
     Atomics.notify(mb, this.#rs);
     Atomics.add(mb, this.#flushesIdx, 1);
     if (ipi) Atomics.add(mb, this.#ipisIdx, 1);
