@@ -15,6 +15,7 @@ import type { Workload } from './driver.js';
 import { ForkStorm } from './fork_storm.js';
 import { readAndDropPages } from '../mm/filemap.js';
 import { GFP_KERNEL } from '../mm/page_alloc.js';
+import { MAX_NR_ZONES, ZONE_HIGHMEM } from '../mm/page.js';
 import { PAGE_SIZE } from '../../src/abi/xen.js';
 
 export interface XfsWorkloadOptions extends XfsWorkloadMount {
@@ -49,6 +50,14 @@ export class XfsWorkload implements Workload {
   #pagesRead = 0;
   #steps = 0;
   #shrinkSlabs = 0;
+  /**
+   * Why the shrinker did or did not run: the fewest free pages the lowmem zones' buddy
+   * lists held after any of vCPU 0's steps, beside the sum of their pages_low (what
+   * zone_watermark_ok compares a GFP_NOFS allocation against: below it, reclaim runs
+   * shrink_slab). Read-only; nothing in the run depends on them.
+   */
+  #freePagesMin = Number.MAX_SAFE_INTEGER;
+  #pagesLow = 0;
 
   constructor(o: XfsWorkloadOptions) {
     this.o = o;
@@ -60,6 +69,7 @@ export class XfsWorkload implements Workload {
     const { cache, image } = xfsMount(k, mountOptionsOf(o, XFS_WORKLOAD_MAX_BUFFERS));
     this.#cache = cache;
     this.#image = image;
+    for (let z = 0; z < MAX_NR_ZONES; z++) if (z !== ZONE_HIGHMEM) this.#pagesLow += k.pa.zoneInfo(z).low;
     if (this.o.mode !== 'scan') {
       this.#log = new Xlog(cache, { seed: this.o.seed });
       this.#mount();
@@ -108,6 +118,14 @@ export class XfsWorkload implements Workload {
     } else {
       this.#tasks.step(k, rng);
     }
+    this.#sampleFreePages(k);
+  }
+
+  /** The lowmem zones' free pages now (zone->free_pages: the buddy lists, as the watermark check reads them). */
+  #sampleFreePages(k: Kernel): void {
+    let free = 0;
+    for (let z = 0; z < MAX_NR_ZONES; z++) if (z !== ZONE_HIGHMEM) free += k.pa.zoneFreePages(z);
+    if (free < this.#freePagesMin) this.#freePagesMin = free;
   }
 
   fini(k: Kernel): void {
@@ -146,6 +164,8 @@ export class XfsWorkload implements Workload {
       shrinkSlabs: this.#shrinkSlabs,
       xfsbufdWakeups: s.xfsbufdWakeups,
       bufferEvictions: s.evictions,
+      freePagesMin: this.#freePagesMin === Number.MAX_SAFE_INTEGER ? 0 : this.#freePagesMin,
+      pagesLow: this.#pagesLow,
       dirBlocks: this.#image?.nblocks ?? 0,
       ...(this.#log ? this.#logStats() : {}),
     };
