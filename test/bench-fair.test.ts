@@ -11,7 +11,8 @@ import { describe, expect, it } from 'vitest';
 import { headlineRatios, isOversubscribed, repeatedRow, spread, type Row } from '../bench/report.js';
 import { formatTable, parseBenchArgs } from '../bench/run.js';
 import { DEFAULT_RUN, runOnce } from '../src/run.js';
-import { MAX_SPIN_US, MIN_SPIN_US, OVERSUBSCRIBED_SPIN_US, SpinBudget } from '../src/abi/wait.js';
+import { runOptionsFrom } from '../src/commands.js';
+import { MAX_SPIN_US, MIN_SPIN_US, OVERSUBSCRIBED_SPIN_US, SERVING_SPIN_US, SpinBudget } from '../src/abi/wait.js';
 
 const ROOT = path.resolve(import.meta.dirname, '..');
 
@@ -76,6 +77,18 @@ describe('the adaptive spin (src/abi/wait.ts)', () => {
     fixed.record(10, true);
     expect(fixed.limitMs(9)).toBe(0.007);
   });
+
+  it('spins on while the hypervisor serves this very call, unless threads outnumber cores', () => {
+    const b = new SpinBudget({ cores: 2 });
+    for (let i = 0; i < 20; i++) b.record(10, true); // a budget worn down to its floor
+    expect(b.limitMs(2)).toBe(MIN_SPIN_US / 1000);
+    // Served right now, with a core each: spin up to SERVING_SPIN_US, past any call we make.
+    expect(b.servingLimitMs(2)).toBe(SERVING_SPIN_US / 1000);
+    expect(SERVING_SPIN_US).toBeGreaterThan(MAX_SPIN_US);
+    // Oversubscribed: the spinner may hold the server's core, so only the budget.
+    expect(b.servingLimitMs(3)).toBe(b.limitMs(3));
+    expect(new SpinBudget({ cores: 2, fixedSpinUs: 7 }).servingLimitMs(2)).toBe(0.007);
+  });
 });
 
 describe('counters from the timed window only', () => {
@@ -97,6 +110,18 @@ describe('counters from the timed window only', () => {
     expect(w.finiMs).toBeGreaterThan(0);
     expect(w.windowShootdowns).toBe(0); // one vCPU: nobody else to shoot down
   }, 120_000);
+});
+
+describe('pvmmu run vmap-cycle --warmup N', () => {
+  it('is vmap-cycle only, a non-negative integer, and reaches the workload', () => {
+    expect(runOptionsFrom({ warmup: '20000' }, 'vmap-cycle').workloadOptions).toMatchObject({ warmup: 20000 });
+    expect(runOptionsFrom({}, 'vmap-cycle').workloadOptions?.warmup).toBeUndefined();
+    expect(() => runOptionsFrom({ warmup: '5' }, 'xfs-dirscan')).toThrow(
+      /--warmup is an option of the vmap-cycle workload/,
+    );
+    expect(() => runOptionsFrom({ warmup: '-1' }, 'vmap-cycle')).toThrow(/--warmup must be a non-negative integer/);
+    expect(() => runOptionsFrom({ warmup: '20000000' }, 'vmap-cycle')).toThrow(/--warmup must be at most 10000000/);
+  });
 });
 
 describe('--json', () => {
