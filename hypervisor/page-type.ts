@@ -58,12 +58,6 @@ export const FASTPATH_FLAG_WHITELIST_HI = 0x80000000 | 0x7ff00000;
 
 /* ----------------------------------------------------------- entry access */
 
-export function entryLo(hv: Hv, mfn: number, i: number): number {
-  return hv.mem32[mfn * FRAME_WORDS + 2 * i]!;
-}
-export function entryHi(hv: Hv, mfn: number, i: number): number {
-  return hv.mem32[mfn * FRAME_WORDS + 2 * i + 1]!;
-}
 /** Number of guest-visible entries in a table of `level`: 4 for a pae L3. */
 export function tableEntries(hv: Hv, level: number): number {
   return hv.paging === 'pae' && level === 3 ? 4 : 512;
