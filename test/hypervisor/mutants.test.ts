@@ -16,9 +16,13 @@ import {
   __HYPERVISOR_mmu_update,
   _PAGE_DIRTY,
   _PAGE_ACCESSED,
+  _PAGE_GLOBAL,
+  _PAGE_GUEST_KERNEL_HI,
   _PAGE_PCD,
+  _PAGE_PSE,
   _PAGE_PRESENT,
   _PAGE_RW,
+  _PAGE_USER,
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { S_HEADER_WORDS, slotBase } from '../../src/abi/layout.js';
@@ -202,5 +206,178 @@ describe('mmu_update of a frame that is not a page table in use (plain memory)',
     expect(box.log()[0]).toMatch(/Could not get page for mach->phys update$/);
     expect(a.mmuUpdate([[a.alloc().mfn, 0, 1, 0, 5]]).rc).toBe(-ENOSYS);
     expect(box.log()[0]).toMatch(/Invalid page update command 5$/);
+  });
+});
+
+/** A frame of `a` filled with `entries`, made read-only: a table ready to pin at any level. */
+const tableWith = l1With;
+
+describe('get_page_from_lNe (N = 2..4) on the validation path', () => {
+  it("a pin of an L2 checks its entries' flags too: a PSE entry is Bad L2 flags, -EINVAL", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []); // a frame that would otherwise be a fine L1
+    const l2 = tableWith(box, a, [[0, pteLo(l1.mfn, P | A | _PAGE_PSE), pteHi(l1.mfn)]]);
+    expect(a.pin(2, l2.mfn)).toBe(-EINVAL);
+    const log = box.log();
+    expect(log[0]).toMatch(/Bad L2 flags 80$/);
+    expect(log.some((l) => l.endsWith('Failure -22 in promote_l2_table: slot 0x0'))).toBe(true);
+    expect(box.xen.frameInfo(l1.mfn)!.typeCount).toBe(0);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: an L4 entry with a cache attribute, or an L3 entry with a reserved high bit, fails the pin', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const l3 = tableWith(box, a, []);
+    const l4 = tableWith(box, a, [[1, pteLo(l3.mfn, P | A | _PAGE_PCD), pteHi(l3.mfn)]]);
+    expect(a.pin(4, l4.mfn)).toBe(-EINVAL);
+    expect(box.log()[0]).toMatch(/Bad L4 flags 10$/);
+    const l2 = tableWith(box, a, []);
+    const l3b = tableWith(box, a, [[0, pteLo(l2.mfn, P | A), pteHi(l2.mfn) | 0x00100000]]);
+    expect(a.pin(3, l3b.mfn)).toBe(-EINVAL);
+    expect(box.log()[0]).toMatch(/Bad L3 flags 0$/);
+    expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(0);
+    expect(box.xen.frameInfo(l2.mfn)!.typeCount).toBe(0);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: an L3 entry in slot 3 is a plain L2 reference (PGT_pae_xen_l2 is for pae L3s only)', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const l2 = tableWith(box, a, []);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    const l3 = tableWith(box, a, [[3, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    expect(box.xen.frameInfo(l2.mfn)!.typeCount).toBe(2);
+    expect(box.audit().ok).toBe(true);
+  });
+});
+
+describe('linear page tables at each level (get_lN_linear_pagetable)', () => {
+  it('pae: an L2 may hold a read-only linear entry (only pae L3s may not, XSA-185)', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const x = tableWith(box, a, []);
+    expect(a.pin(2, x.mfn)).toBe(0);
+    const y = tableWith(box, a, []);
+    expect(a.pin(2, y.mfn)).toBe(0);
+    expect(a.mmuUpdate([[x.mfn, 7, pteLo(x.mfn, P | A), pteHi(x.mfn)]]).rc).toBe(0); // self-map
+    expect(a.mmuUpdate([[x.mfn, 8, pteLo(y.mfn, P | A), pteHi(y.mfn)]]).rc).toBe(0); // x -> y
+    expect(box.xen.frameInfo(y.mfn)!.typeCount).toBe(2);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: an L3 may hold a read-only linear entry, validated at pin time too', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const l3 = tableWith(box, a, [[5, 0, 0]]);
+    a.poke(l3.mfn, 5, pteLo(l3.mfn, P | A), pteHi(l3.mfn)); // a read-only self-map
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    const y = tableWith(box, a, []);
+    expect(a.pin(3, y.mfn)).toBe(0);
+    // A self-map is not a linear use (it takes nothing); an entry to another L3 is.
+    expect(a.mmuUpdate([[l3.mfn, 9, pteLo(y.mfn, P | A), pteHi(y.mfn)]]).rc).toBe(0);
+    expect(box.xen.frameInfo(y.mfn)!.typeCount).toBe(2);
+    const z = tableWith(box, a, []);
+    expect(a.pin(3, z.mfn)).toBe(0);
+    // l3 now contains a linear entry, so it may not become a target (XSA-240).
+    expect(a.mmuUpdate([[z.mfn, 9, pteLo(l3.mfn, P | A), pteHi(l3.mfn)]]).rc).toBe(-EINVAL);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("a linear entry naming another domain's table is refused and takes nothing", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const b = box.domain('B');
+    const theirs = tableWith(box, b, []);
+    expect(b.pin(2, theirs.mfn)).toBe(0);
+    const mine = tableWith(box, a, []);
+    expect(a.pin(2, mine.mfn)).toBe(0);
+    const before = box.xen.frameInfo(theirs.mfn);
+    expect(a.mmuUpdate([[mine.mfn, 0, pteLo(theirs.mfn, P | A), pteHi(theirs.mfn)]]).rc).toBe(-EINVAL);
+    expect(box.xen.frameInfo(theirs.mfn)).toEqual(before);
+    expect(a.entry(mine.mfn, 0)).toEqual([0, 0]);
+    expect(box.audit()).toMatchObject({ ok: true, isolationViolations: 0 });
+  });
+});
+
+describe('promote_lN_table', () => {
+  it("pae: an L3 whose slot 3 is not present cannot be pinned (Xen's L2 goes there)", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l2 = tableWith(box, a, []);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    const l3 = tableWith(box, a, [[0, pteLo(l2.mfn, P), pteHi(l2.mfn)]]);
+    const before = box.xen.frameInfo(l2.mfn);
+    expect(a.pin(3, l3.mfn)).toBe(-EINVAL);
+    const log = box.log();
+    expect(log[0]).toBe(`(XEN) mm.c:1486:d${a.domid}v0 pae L3 slot 3 not present in mfn ${hx(l3.mfn)}`);
+    expect(log.some((l) => l.endsWith('Failure -22 in promote_l3_table: slot 0x3'))).toBe(true);
+    // Slot 0's reference, taken before slot 3 was found missing, was given back.
+    expect(box.xen.frameInfo(l2.mfn)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('pae: entries 4..511 of a pinned L3 are no entries at all, and are cleared', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const xenL2 = tableWith(box, a, []);
+    const l3 = tableWith(box, a, [
+      [3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)],
+      [4, 0x1234, 0],
+      [511, 0x5678, 0x9],
+    ]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    expect(a.entry(l3.mfn, 3)).toEqual([pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]);
+    expect(a.entry(l3.mfn, 4)).toEqual([0, 0]);
+    expect(a.entry(l3.mfn, 511)).toEqual([0, 0]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: promotion adjusts present entries (US, and _PAGE_GUEST_KERNEL for kernel L1 entries), not absent ones', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const d = a.alloc();
+    const u = a.alloc();
+    const l1 = tableWith(box, a, [
+      [0, pteLo(d.mfn, P | A), pteHi(d.mfn)],
+      [1, pteLo(u.mfn, P | A | _PAGE_USER), pteHi(u.mfn)],
+      [2, 0x2000, 0], // not present: left as written
+    ]);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(d.mfn, P | A | _PAGE_USER), pteHi(d.mfn) | _PAGE_GUEST_KERNEL_HI]);
+    expect(a.entry(l1.mfn, 1)).toEqual([pteLo(u.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL), pteHi(u.mfn)]);
+    expect(a.entry(l1.mfn, 2)).toEqual([0x2000, 0]);
+    expect(a.entry(l1.mfn, 3)).toEqual([0, 0]);
+    const l2 = tableWith(box, a, [
+      [0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+      [1, 0x3000, 0],
+    ]);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    expect(a.entry(l2.mfn, 0)).toEqual([pteLo(l1.mfn, P | RW | A | _PAGE_USER), pteHi(l1.mfn)]);
+    expect(a.entry(l2.mfn, 1)).toEqual([0x3000, 0]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a failed pin releases each earlier entry by its own address, whatever the words around it hold', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const d = a.alloc();
+    const before = a.alloc(); // the frame just below the table
+    const t = a.alloc();
+    expect(t.mfn).toBe(before.mfn + 1);
+    // Junk the table's neighbours: the last word of the frame below, and a not-present
+    // entry (which Xen never looks at) with address bits in its high word.
+    a.poke(before.mfn, 511, 0, 0x1);
+    a.poke(t.mfn, 0, 0x2000, 0x1);
+    a.poke(t.mfn, 1, pteLo(d.mfn, P | A), pteHi(d.mfn));
+    a.poke(t.mfn, 2, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn));
+    expect(a.makeReadOnly(t.pfn)).toBe(0);
+    const held = box.xen.frameInfo(d.mfn);
+    expect(a.pin(1, t.mfn)).toBe(-EINVAL);
+    expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x2'))).toBe(true);
+    expect(box.xen.frameInfo(d.mfn)).toEqual(held);
+    expect(box.audit().ok).toBe(true);
   });
 });
