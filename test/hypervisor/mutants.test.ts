@@ -6,26 +6,40 @@
  */
 import { describe, expect, it } from 'vitest';
 import {
+  EACCES,
   EBUSY,
   EINVAL,
   ENOSYS,
+  EOPNOTSUPP,
   EPERM,
+  ESRCH,
   MMU_MACHPHYS_UPDATE,
   MMU_PT_UPDATE_NO_TRANSLATE,
   MMU_PT_UPDATE_PRESERVE_AD,
+  MMUEXT_CLEAR_PAGE,
+  MMUEXT_COPY_PAGE,
+  MMUEXT_FLUSH_CACHE,
+  MMUEXT_FLUSH_CACHE_GLOBAL,
+  MMUEXT_SET_LDT,
+  MMUEXT_TLB_FLUSH_ALL,
+  MMUEXT_UNMARK_SUPER,
+  MMUEXT_UNPIN_TABLE,
+  PAGE_SIZE,
   __HYPERVISOR_mmu_update,
-  _PAGE_DIRTY,
+  __HYPERVISOR_mmuext_op,
   _PAGE_ACCESSED,
+  _PAGE_DIRTY,
   _PAGE_GLOBAL,
   _PAGE_GUEST_KERNEL_HI,
   _PAGE_PCD,
-  _PAGE_PSE,
   _PAGE_PRESENT,
+  _PAGE_PSE,
   _PAGE_RW,
   _PAGE_USER,
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo } from '../../src/abi/pte.js';
-import { S_HEADER_WORDS, slotBase } from '../../src/abi/layout.js';
+import { S_VC_PT } from '../../src/abi/vclock.js';
+import { S_HEADER_WORDS, layoutFor, slotBase } from '../../src/abi/layout.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 
 const P = _PAGE_PRESENT;
@@ -379,5 +393,173 @@ describe('promote_lN_table', () => {
     expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x2'))).toBe(true);
     expect(box.xen.frameInfo(d.mfn)).toEqual(held);
     expect(box.audit().ok).toBe(true);
+  });
+});
+
+describe('mmuext_op: the refusals no other test pins down', () => {
+  it('foreigndom: a domain may name itself by its id; an unknown domain is -ESRCH, another one -EPERM, each with its line', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const b = box.domain('B');
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_TLB_FLUSH_ALL }], a.domid).rc).toBe(0);
+    expect(a.mmuUpdate([[a.alloc().mfn, 1, 0x42, 0]], a.domid).rc).toBe(0);
+    expect(box.log()).toEqual([]);
+    expect(a.mmuext([{ cmd: MMUEXT_TLB_FLUSH_ALL }], 0x1234).rc).toBe(-ESRCH);
+    expect(box.log()).toEqual([`(XEN) mm.c:3141:d${a.domid}v0 Unknown domain d${0x1234}`]);
+    expect(a.mmuUpdate([[a.alloc().mfn, 1, 0x42, 0]], b.domid).rc).toBe(-EPERM);
+    expect(box.log()).toEqual([`(XEN) mm.c:3182:d${a.domid}v0 d${a.domid} may not act on d${b.domid}'s page tables`]);
+  });
+
+  it('a refused pin logs its errno and is counted; pinning a pinned table again changes no count', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const f = a.alloc(); // still mapped RW in the direct map
+    const s0 = box.xen.stats();
+    box.log();
+    expect(a.pin(1, f.mfn)).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3296:d${a.domid}v0 Error -22 while pinning mfn ${hx(f.mfn)}`);
+    const t = l1With(box, a, []);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    const pinned = box.xen.frameInfo(t.mfn);
+    expect(a.pin(1, t.mfn)).toBe(-EINVAL);
+    expect(box.xen.frameInfo(t.mfn)).toEqual(pinned);
+    const s1 = box.xen.stats();
+    expect(s1.pinsAttempted - s0.pinsAttempted).toBe(3);
+    expect(s1.pinsRefused - s0.pinsRefused).toBe(2);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("unpin of another domain's frame or of no frame is -EINVAL (bad domain); of an unpinned frame it holds nothing", () => {
+    const box = new XenBox({ frames: 4096 });
+    const a = box.domain('A');
+    const b = box.domain('B');
+    const t = l1With(box, b, []);
+    expect(b.pin(1, t.mfn)).toBe(0);
+    const pinned = box.xen.frameInfo(t.mfn);
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: t.mfn }]).rc).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3331:d${a.domid}v0 mfn ${hx(t.mfn)} bad domain`]);
+    expect(box.xen.frameInfo(t.mfn)).toEqual(pinned);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: 5000 }]).rc).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3331:d${a.domid}v0 mfn ${hx(5000)} bad domain`]);
+    const f = a.alloc();
+    const before = box.xen.frameInfo(f.mfn);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: f.mfn }]).rc).toBe(-EINVAL);
+    expect(box.xen.frameInfo(f.mfn)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("COPY_PAGE: the source must be the domain's, the destination able to be writable; a refused copy holds nothing", () => {
+    const box = new XenBox({ frames: 4096 });
+    const a = box.domain('A');
+    const b = box.domain('B');
+    const src = a.alloc();
+    a.poke(src.mfn, 9, 0xc0ffee, 0);
+    const theirs = b.alloc();
+    const dst = a.alloc();
+    const copy = (from: number, to: number) => a.mmuext([{ cmd: MMUEXT_COPY_PAGE, arg1: to, arg2: from }]).rc;
+    box.log();
+    expect(copy(theirs.mfn, dst.mfn)).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(theirs.mfn)}`]);
+    expect(copy(5000, dst.mfn)).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(5000)}`]);
+    const t = l1With(box, a, []);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    const srcBefore = box.xen.frameInfo(src.mfn);
+    const tBefore = box.xen.frameInfo(t.mfn);
+    expect(copy(src.mfn, t.mfn)).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3640:d${a.domid}v0 Error copying to mfn ${hx(t.mfn)}`);
+    expect(box.xen.frameInfo(src.mfn)).toEqual(srcBefore);
+    expect(box.xen.frameInfo(t.mfn)).toEqual(tBefore);
+    expect(a.entry(t.mfn, 9)).toEqual([0, 0]);
+    expect(copy(src.mfn, dst.mfn)).toBe(0);
+    expect(a.entry(dst.mfn, 9)).toEqual([0xc0ffee, 0]);
+    expect(box.xen.frameInfo(src.mfn)).toEqual(srcBefore);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('CLEAR_PAGE of a page table: -EINVAL with its line, and the table keeps its entries', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const d = a.alloc();
+    const t = l1With(box, a, [[4, pteLo(d.mfn, P | A), pteHi(d.mfn)]]);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    const before = box.xen.frameInfo(t.mfn);
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_CLEAR_PAGE, arg1: t.mfn }]).rc).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3640:d${a.domid}v0 Error clearing mfn ${hx(t.mfn)}`);
+    expect(a.entry(t.mfn, 4)).toEqual([pteLo(d.mfn, P | A), pteHi(d.mfn)]);
+    expect(box.xen.frameInfo(t.mfn)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('FLUSH_CACHE_GLOBAL is -EINVAL, UNMARK_SUPER -EOPNOTSUPP, an unknown command -ENOSYS: each with its line', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    box.log();
+    const d = `d${a.domid}v0`;
+    expect(a.mmuext([{ cmd: MMUEXT_FLUSH_CACHE_GLOBAL }]).rc).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3551:${d} Non-physdev domain tried to FLUSH_CACHE_GLOBAL.`]);
+    expect(a.mmuext([{ cmd: MMUEXT_UNMARK_SUPER, arg1: 1 }]).rc).toBe(-EOPNOTSUPP);
+    expect(box.log()).toEqual([`(XEN) mm.c:3690:${d} PV superpages are not supported`]);
+    expect(a.mmuext([{ cmd: 99 }]).rc).toBe(-ENOSYS);
+    expect(box.log()).toEqual([`(XEN) mm.c:3721:${d} Invalid extended pt command 0x63`]);
+    expect(a.mmuext([{ cmd: MMUEXT_FLUSH_CACHE }]).rc).toBe(-EACCES);
+    expect(box.log()).toEqual([`(XEN) mm.c:3551:${d} Non-physdev domain tried to FLUSH_CACHE.`]);
+  });
+
+  it("SET_LDT: 8192 entries at most, no high word in the count, no base in Xen's hole or above 4 GiB (pae)", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const ldt = (lo: number, hi: number, ents: number, entsHi = 0) => {
+      const w = slotBase(a.info.slots[0]!) + S_HEADER_WORDS + 200;
+      box.t.set([MMUEXT_SET_LDT, 0, lo, hi, ents, entsHi], w);
+      return a.rawHypercall(__HYPERVISOR_mmuext_op, [200, 1, 0xffffffff, 0x7ff0]);
+    };
+    expect(ldt(0x1000, 0, 8192)).toBe(0);
+    expect(ldt(0x1000, 0, 8193)).toBe(-EINVAL);
+    expect(ldt(0x1000, 0, 16, 1)).toBe(-EINVAL);
+    expect(ldt(0x1000, 1, 16)).toBe(-EINVAL);
+    const hole = layoutFor('pae').hypervisorVirtStart;
+    expect(ldt(hole, 0, 16)).toBe(-EINVAL);
+    expect(ldt(hole - PAGE_SIZE, 0, 16)).toBe(0);
+    box.log();
+    expect(ldt(0x1800, 0, 3)).toBe(-EINVAL);
+    expect(box.log()).toEqual([`(XEN) mm.c:3505:d${a.domid}v0 Bad args to SET_LDT: ptr=1800, ents=3`]);
+  });
+});
+
+describe('what validation reports', () => {
+  it('each promotion is counted, and the vCPU is told how many entries its call walked (512 a table, 4 a pae L3)', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const walked = () => box.t[slotBase(a.info.slots[0]!) + S_VC_PT];
+    const v0 = box.xen.stats().validations;
+    const t = l1With(box, a, []);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    expect(box.xen.stats().validations).toBe(v0 + 1);
+    expect(walked()).toBe(512);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: t.mfn }]).rc).toBe(0);
+    expect(walked()).toBe(512); // demote_l1_table
+    const xenL2 = tableWith(box, a, []);
+    const l3 = tableWith(box, a, [[3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    expect(walked()).toBe(4 + 512); // the L3, then the L2 below it
+    expect(box.xen.stats().validations).toBe(v0 + 3);
+  });
+
+  it('pae: overwriting a not-present L2 entry that has address bits drops nothing', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const l2 = tableWith(box, a, []);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    const held = box.xen.frameInfo(l1.mfn);
+    expect(a.mmuUpdate([[l2.mfn, 9, pteLo(l1.mfn, A), pteHi(l1.mfn)]]).rc).toBe(0);
+    expect(a.mmuUpdate([[l2.mfn, 9, 0, 0]]).rc).toBe(0);
+    expect(box.xen.frameInfo(l1.mfn)).toEqual(held);
+    expect(box.audit().problems).toEqual([]);
   });
 });
