@@ -7,6 +7,19 @@
 import { describe, expect, it } from 'vitest';
 import {
   EACCES,
+  EFAULT,
+  __HYPERVISOR_update_va_mapping,
+  UVMF_TLB_FLUSH,
+  UVMF_NONE,
+  UVMF_LOCAL,
+  UVMF_INVLPG,
+  UVMF_ALL,
+  MMUEXT_NEW_USER_BASEPTR,
+  MMUEXT_NEW_BASEPTR,
+  MMUEXT_INVLPG_MULTI,
+  MMUEXT_TLB_FLUSH_MULTI,
+  MMUEXT_INVLPG_LOCAL,
+  MMUEXT_TLB_FLUSH_LOCAL,
   EBUSY,
   EINVAL,
   ENOSYS,
@@ -39,13 +52,22 @@ import {
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { S_VC_PT } from '../../src/abi/vclock.js';
-import { S_HEADER_WORDS, layoutFor, slotBase } from '../../src/abi/layout.js';
+import {
+  RS_FLUSH_PENDING,
+  S_DATA_WORDS,
+  S_HEADER_WORDS,
+  S_RUNSTATE,
+  layoutFor,
+  slotBase,
+  vaIndex,
+} from '../../src/abi/layout.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 
 const P = _PAGE_PRESENT;
 const RW = _PAGE_RW;
 const A = _PAGE_ACCESSED;
 const hx = (n: number) => n.toString(16);
+const VMALLOC = 0xf0000000;
 
 /** A frame of `a` filled by the guest with `entries`, made read-only, ready to pin as an L1. */
 function l1With(box: XenBox, a: Dom, entries: Array<[number, number, number]>) {
@@ -223,6 +245,13 @@ describe('mmu_update of a frame that is not a page table in use (plain memory)',
   });
 });
 
+/** One mmuext op from raw words (cmd, 0, arg1 lo, hi, arg2 lo, hi), as a hostile guest lays it out. */
+function rawMmuext(box: XenBox, a: Dom, words: number[]): number {
+  const at = 200;
+  box.t.set(words, slotBase(a.info.slots[0]!) + S_HEADER_WORDS + at);
+  return a.rawHypercall(__HYPERVISOR_mmuext_op, [at, 1, 0xffffffff, 0x7ff0]);
+}
+
 /** A frame of `a` filled with `entries`, made read-only: a table ready to pin at any level. */
 const tableWith = l1With;
 
@@ -269,6 +298,18 @@ describe('get_page_from_lNe (N = 2..4) on the validation path', () => {
 });
 
 describe('linear page tables at each level (get_lN_linear_pagetable)', () => {
+  it('an L2 entry naming a frame beyond machine memory is refused, not taken as a linear entry', () => {
+    const box = new XenBox({ frames: 4096 });
+    const a = box.domain('A');
+    const l2 = tableWith(box, a, []);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    expect(a.mmuUpdate([[l2.mfn, 0, pteLo(5000, P | A), pteHi(5000)]]).rc).toBe(-EINVAL);
+    expect(a.entry(l2.mfn, 0)).toEqual([0, 0]);
+    const t = tableWith(box, a, [[1, pteLo(5000, P | A), pteHi(5000)]]);
+    expect(a.pin(2, t.mfn)).toBe(-EINVAL);
+    expect(box.audit().ok).toBe(true);
+  });
+
   it('pae: an L2 may hold a read-only linear entry (only pae L3s may not, XSA-185)', () => {
     const box = new XenBox();
     const a = box.domain('A');
@@ -512,11 +553,8 @@ describe('mmuext_op: the refusals no other test pins down', () => {
   it("SET_LDT: 8192 entries at most, no high word in the count, no base in Xen's hole or above 4 GiB (pae)", () => {
     const box = new XenBox();
     const a = box.domain('A');
-    const ldt = (lo: number, hi: number, ents: number, entsHi = 0) => {
-      const w = slotBase(a.info.slots[0]!) + S_HEADER_WORDS + 200;
-      box.t.set([MMUEXT_SET_LDT, 0, lo, hi, ents, entsHi], w);
-      return a.rawHypercall(__HYPERVISOR_mmuext_op, [200, 1, 0xffffffff, 0x7ff0]);
-    };
+    const ldt = (lo: number, hi: number, ents: number, entsHi = 0) =>
+      rawMmuext(box, a, [MMUEXT_SET_LDT, 0, lo, hi, ents, entsHi]);
     expect(ldt(0x1000, 0, 8192)).toBe(0);
     expect(ldt(0x1000, 0, 8193)).toBe(-EINVAL);
     expect(ldt(0x1000, 0, 16, 1)).toBe(-EINVAL);
@@ -561,5 +599,122 @@ describe('what validation reports', () => {
     expect(a.mmuUpdate([[l2.mfn, 9, 0, 0]]).rc).toBe(0);
     expect(box.xen.frameInfo(l1.mfn)).toEqual(held);
     expect(box.audit().problems).toEqual([]);
+  });
+});
+
+describe('flushes and base pointers asked for by mmuext_op and update_va_mapping', () => {
+  /** A domain of three vCPUs, vCPU 0 calling, with an L1 hooked at VMALLOC in the kernel L2. */
+  function threeVcpus(): { box: XenBox; a: Dom; pending: () => boolean[]; clear: () => void } {
+    const box = new XenBox();
+    const a = box.domain('A', { vcpus: 3 });
+    const l1 = l1With(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const root = a.info.p2m[a.info.ptBasePfn]!;
+    const [lo, hi] = a.entry(root, 3);
+    const l2 = (lo >>> 12) + hi * 2 ** 20;
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2), pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
+    return {
+      box,
+      a,
+      pending: () => [0, 1, 2].map((v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_PENDING) !== 0),
+      clear: () => [0, 1, 2].forEach((v) => Atomics.store(box.t, rs(v), 0)),
+    };
+  }
+
+  it('TLB_FLUSH_LOCAL and INVLPG_LOCAL flush the caller only; NEW_BASEPTR flushes the caller', () => {
+    const { box, a, pending, clear } = threeVcpus();
+    const s0 = box.xen.stats().shootdowns;
+    for (const cmd of [MMUEXT_TLB_FLUSH_LOCAL, MMUEXT_INVLPG_LOCAL]) {
+      clear();
+      expect(a.mmuext([{ cmd, arg1: VMALLOC }]).rc).toBe(0);
+      expect(pending()).toEqual([true, false, false]);
+    }
+    clear();
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: box.xen.baseptr(a.domid, 0) }]).rc).toBe(0);
+    expect(pending()).toEqual([true, false, false]);
+    expect(box.xen.stats().shootdowns).toBe(s0);
+  });
+
+  it('TLB_FLUSH_MULTI and INVLPG_MULTI flush the vCPUs of the bitmap; a bad bitmap handle is -EFAULT and flushes nobody', () => {
+    const { box, a, pending, clear } = threeVcpus();
+    for (const cmd of [MMUEXT_TLB_FLUSH_MULTI, MMUEXT_INVLPG_MULTI]) {
+      clear();
+      // The guest's encoder puts the bitmap in the data area and passes its handle.
+      expect(a.mmuext([{ cmd, arg1: VMALLOC, arg2: 1 << 2 }]).rc).toBe(0);
+      expect(pending()).toEqual([false, false, true]);
+      clear();
+      expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, a.putMask(300, [1]), 0])).toBe(0);
+      expect(pending()).toEqual([false, true, false]);
+      clear();
+      expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, S_DATA_WORDS - 1, 0])).toBe(-EFAULT);
+      expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, 0xffffffff, 0])).toBe(-EFAULT);
+      expect(pending()).toEqual([false, false, false]);
+    }
+  });
+
+  it('update_va_mapping: UVMF_LOCAL flushes the caller only, UVMF_NONE nobody, a bitmap the vCPUs it names', () => {
+    const { box, a, pending, clear } = threeVcpus();
+    const f = a.alloc();
+    clear();
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), UVMF_INVLPG | UVMF_LOCAL)).toBe(0);
+    expect(pending()).toEqual([true, false, false]);
+    clear();
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A | _PAGE_DIRTY), pteHi(f.mfn), UVMF_NONE)).toBe(0);
+    expect(pending()).toEqual([false, false, false]);
+    a.putMask(300, [1]);
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), UVMF_TLB_FLUSH | (300 * 4))).toBe(0);
+    expect(pending()).toEqual([false, true, false]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('pae: a virtual address with a high word is -EINVAL and touches nothing', () => {
+    const { box, a, pending, clear } = threeVcpus();
+    const f = a.alloc();
+    clear();
+    expect(
+      a.rawHypercall(__HYPERVISOR_update_va_mapping, [
+        [VMALLOC, 1],
+        [pteLo(f.mfn, P | A), 0],
+        UVMF_TLB_FLUSH | UVMF_ALL,
+      ]),
+    ).toBe(-EINVAL);
+    expect(pending()).toEqual([false, false, false]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('NEW_BASEPTR takes the new root before it drops the old one; the same root again changes no count', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const root = box.xen.baseptr(a.domid, 0);
+    const held = box.xen.frameInfo(root)!;
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: root }]).rc).toBe(0);
+    expect(box.xen.frameInfo(root)).toEqual(held);
+    // A second L3 that shares nothing with the first: a fresh slot-3 L2.
+    const xenL2 = tableWith(box, a, []);
+    const l3 = tableWith(box, a, [[3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]]);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: l3.mfn }]).rc).toBe(0);
+    expect(box.xen.baseptr(a.domid, 0)).toBe(l3.mfn);
+    expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(1);
+    expect(box.xen.frameInfo(root)!.typeCount).toBe(held.typeCount - 1);
+    expect(box.xen.frameInfo(root)!.count).toBe(held.count - 1);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: NEW_USER_BASEPTR takes an L4 reference, 0 drops it, and a bad root is refused with its line', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const user = tableWith(box, a, []);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: user.mfn }]).rc).toBe(0);
+    expect(box.xen.frameInfo(user.mfn)!.typeHi >>> 29).toBe(4);
+    expect(box.xen.frameInfo(user.mfn)!.typeCount).toBe(1);
+    expect(box.audit().ok).toBe(true);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: 0 }]).rc).toBe(0);
+    expect(box.xen.frameInfo(user.mfn)!.typeCount).toBe(0);
+    const w = a.alloc(); // RW in the direct map: cannot be an L4
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: w.mfn }]).rc).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3384:d${a.domid}v0 Error while installing new user baseptr ${hx(w.mfn)}`);
+    expect(box.audit().ok).toBe(true);
   });
 });
