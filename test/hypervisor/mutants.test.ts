@@ -415,6 +415,36 @@ describe('promote_lN_table', () => {
     expect(box.audit().ok).toBe(true);
   });
 
+  it('each entry is validated with its own high word, whatever a not-present neighbour holds', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const d = a.alloc();
+    const t = l1With(box, a, [
+      [0, 0x2000, 0x1], // not present: its words mean nothing
+      [1, pteLo(d.mfn, P | A), pteHi(d.mfn)],
+    ]);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    expect(box.xen.frameInfo(t.mfn)!.typeCount).toBe(1);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("x86_64: Xen's own L4 slots (256..271) are not the guest's to validate: a pin clears whatever is there", () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const l3 = tableWith(box, a, []);
+    const l4 = tableWith(box, a, [
+      [256, pteLo(l3.mfn, P | A | _PAGE_PCD), pteHi(l3.mfn) | 0x7ff00000],
+      [271, 0x5000, 0x3],
+      [272, pteLo(l3.mfn, P | A), pteHi(l3.mfn)],
+    ]);
+    expect(a.pin(4, l4.mfn)).toBe(0);
+    expect(a.entry(l4.mfn, 256)).toEqual([0, 0]);
+    expect(a.entry(l4.mfn, 271)).toEqual([0, 0]);
+    expect(a.entry(l4.mfn, 272)).toEqual([pteLo(l3.mfn, P | A | _PAGE_USER), pteHi(l3.mfn)]);
+    expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(1);
+    expect(box.audit().ok).toBe(true);
+  });
+
   it('a failed pin releases each earlier entry by its own address, whatever the words around it hold', () => {
     const box = new XenBox();
     const a = box.domain('A');
