@@ -369,6 +369,8 @@ describe('promote_lN_table', () => {
     const log = box.log();
     expect(log[0]).toBe(`(XEN) mm.c:1486:d${a.domid}v0 pae L3 slot 3 not present in mfn ${hx(l3.mfn)}`);
     expect(log.some((l) => l.endsWith('Failure -22 in promote_l3_table: slot 0x3'))).toBe(true);
+    // The slot-3 L2 is checked for sharing only once every entry has been validated.
+    expect(log.filter((l) => l.includes('3rd slot is shared'))).toEqual([]);
     // Slot 0's reference, taken before slot 3 was found missing, was given back.
     expect(box.xen.frameInfo(l2.mfn)).toEqual(before);
     expect(box.audit().ok).toBe(true);
@@ -442,6 +444,44 @@ describe('promote_lN_table', () => {
     expect(a.entry(l4.mfn, 271)).toEqual([0, 0]);
     expect(a.entry(l4.mfn, 272)).toEqual([pteLo(l3.mfn, P | A | _PAGE_USER), pteHi(l3.mfn)]);
     expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(1);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('the last unpin demotes the table: every present entry gives back what it took, by its own words', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const d = a.alloc();
+    const e = a.alloc();
+    const below = a.alloc();
+    const t = a.alloc();
+    const above = a.alloc();
+    expect([below.mfn + 1, t.mfn + 1]).toEqual([t.mfn, above.mfn]);
+    // Junk around the table that demote_l1_table must not read as entries.
+    a.poke(below.mfn, 510, 0, 0x1);
+    a.poke(above.mfn, 0, pteLo(d.mfn, P | A), pteHi(d.mfn));
+    const before = [box.xen.frameInfo(d.mfn), box.xen.frameInfo(e.mfn)];
+    a.poke(t.mfn, 1, pteLo(e.mfn, A), 0x1); // not present, with e's address and junk above it
+    a.poke(t.mfn, 2, pteLo(d.mfn, P | A), pteHi(d.mfn));
+    a.poke(t.mfn, 7, pteLo(e.mfn, P | RW | A), pteHi(e.mfn));
+    expect(a.makeReadOnly(t.pfn)).toBe(0);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    expect(box.xen.frameInfo(e.mfn)!.typeCount).toBe(before[1]!.typeCount + 1);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: t.mfn }]).rc).toBe(0);
+    expect([box.xen.frameInfo(d.mfn), box.xen.frameInfo(e.mfn)]).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('demote_l2_table drops the L1 type reference of a read-only L2 entry too', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    const l2 = tableWith(box, a, [[0, pteLo(l1.mfn, P | A), pteHi(l1.mfn)]]);
+    const before = box.xen.frameInfo(l1.mfn);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    expect(box.xen.frameInfo(l1.mfn)!.typeCount).toBe(1);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: l2.mfn }]).rc).toBe(0);
+    expect(box.xen.frameInfo(l1.mfn)!.typeCount).toBe(0);
+    expect(box.xen.frameInfo(l1.mfn)!.count).toBe(before!.count);
     expect(box.audit().ok).toBe(true);
   });
 
