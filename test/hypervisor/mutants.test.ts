@@ -392,28 +392,34 @@ describe('promote_lN_table', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it('x86_64: promotion adjusts present entries (US, and _PAGE_GUEST_KERNEL for kernel L1 entries), not absent ones', () => {
+  it('x86_64: promotion adjusts present entries (L1: US and _PAGE_GUEST_KERNEL, or G; L2/L3: US; L4: A|US), not absent ones', () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const d = a.alloc();
     const u = a.alloc();
     const l1 = tableWith(box, a, [
-      [0, pteLo(d.mfn, P | A), pteHi(d.mfn)],
-      [1, pteLo(u.mfn, P | A | _PAGE_USER), pteHi(u.mfn)],
-      [2, 0x2000, 0], // not present: left as written
+      [0, 0x2000, 0x7], // not present: left as written
+      [1, pteLo(d.mfn, P | A), pteHi(d.mfn)],
+      [2, pteLo(u.mfn, P | A | _PAGE_USER), pteHi(u.mfn)],
     ]);
     expect(a.pin(1, l1.mfn)).toBe(0);
-    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(d.mfn, P | A | _PAGE_USER), pteHi(d.mfn) | _PAGE_GUEST_KERNEL_HI]);
-    expect(a.entry(l1.mfn, 1)).toEqual([pteLo(u.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL), pteHi(u.mfn)]);
-    expect(a.entry(l1.mfn, 2)).toEqual([0x2000, 0]);
+    expect(a.entry(l1.mfn, 0)).toEqual([0x2000, 0x7]);
+    expect(a.entry(l1.mfn, 1)).toEqual([pteLo(d.mfn, P | A | _PAGE_USER), pteHi(d.mfn) | _PAGE_GUEST_KERNEL_HI]);
+    expect(a.entry(l1.mfn, 2)).toEqual([pteLo(u.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL), pteHi(u.mfn)]);
     expect(a.entry(l1.mfn, 3)).toEqual([0, 0]);
     const l2 = tableWith(box, a, [
-      [0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+      [0, pteLo(l1.mfn, P | RW), pteHi(l1.mfn)],
       [1, 0x3000, 0],
     ]);
     expect(a.pin(2, l2.mfn)).toBe(0);
-    expect(a.entry(l2.mfn, 0)).toEqual([pteLo(l1.mfn, P | RW | A | _PAGE_USER), pteHi(l1.mfn)]);
+    expect(a.entry(l2.mfn, 0)).toEqual([pteLo(l1.mfn, P | RW | _PAGE_USER), pteHi(l1.mfn)]);
     expect(a.entry(l2.mfn, 1)).toEqual([0x3000, 0]);
+    const l3 = tableWith(box, a, [[0, pteLo(l2.mfn, P), pteHi(l2.mfn)]]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    expect(a.entry(l3.mfn, 0)).toEqual([pteLo(l2.mfn, P | _PAGE_USER), pteHi(l2.mfn)]);
+    const l4 = tableWith(box, a, [[0, pteLo(l3.mfn, P), pteHi(l3.mfn)]]);
+    expect(a.pin(4, l4.mfn)).toBe(0);
+    expect(a.entry(l4.mfn, 0)).toEqual([pteLo(l3.mfn, P | A | _PAGE_USER), pteHi(l3.mfn)]);
     expect(box.audit().ok).toBe(true);
   });
 
@@ -430,7 +436,7 @@ describe('promote_lN_table', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it("x86_64: Xen's own L4 slots (256..271) are not the guest's to validate: a pin clears whatever is there", () => {
+  it("x86_64: Xen's own L4 slots (256..271) are not the guest's to validate: a pin clears whatever is there, and keeps 255 and 272", () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const l3 = tableWith(box, a, []);
@@ -438,12 +444,14 @@ describe('promote_lN_table', () => {
       [256, pteLo(l3.mfn, P | A | _PAGE_PCD), pteHi(l3.mfn) | 0x7ff00000],
       [271, 0x5000, 0x3],
       [272, pteLo(l3.mfn, P | A), pteHi(l3.mfn)],
+      [255, pteLo(l3.mfn, P | A), pteHi(l3.mfn)],
     ]);
     expect(a.pin(4, l4.mfn)).toBe(0);
+    expect(a.entry(l4.mfn, 255)).toEqual([pteLo(l3.mfn, P | A | _PAGE_USER), pteHi(l3.mfn)]);
     expect(a.entry(l4.mfn, 256)).toEqual([0, 0]);
     expect(a.entry(l4.mfn, 271)).toEqual([0, 0]);
     expect(a.entry(l4.mfn, 272)).toEqual([pteLo(l3.mfn, P | A | _PAGE_USER), pteHi(l3.mfn)]);
-    expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(1);
+    expect(box.xen.frameInfo(l3.mfn)!.typeCount).toBe(2);
     expect(box.audit().ok).toBe(true);
   });
 
@@ -786,5 +794,69 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: w.mfn }]).rc).toBe(-EINVAL);
     expect(box.log().at(-1)).toBe(`(XEN) mm.c:3384:d${a.domid}v0 Error while installing new user baseptr ${hx(w.mfn)}`);
     expect(box.audit().ok).toBe(true);
+  });
+});
+
+describe('mod_lN_entry adjusts x86_64 entries as promotion does (adjust_guest_lNe)', () => {
+  it('x86_64: kernel L1 entries get US and _PAGE_GUEST_KERNEL, user ones G; L2/L3 get US, L4 A|US; absent entries stay as written', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const d = a.alloc();
+    const l1 = tableWith(box, a, []);
+    const l2 = tableWith(box, a, []);
+    const l3 = tableWith(box, a, []);
+    const l4 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    expect(a.pin(4, l4.mfn)).toBe(0);
+    const U = _PAGE_USER;
+    expect(a.mmuUpdate([[l1.mfn, 0, pteLo(d.mfn, P | A), pteHi(d.mfn)]]).rc).toBe(0);
+    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(d.mfn, P | A | U), pteHi(d.mfn) | _PAGE_GUEST_KERNEL_HI]);
+    expect(a.mmuUpdate([[l1.mfn, 1, pteLo(d.mfn, P | A | U), pteHi(d.mfn)]]).rc).toBe(0);
+    expect(a.entry(l1.mfn, 1)).toEqual([pteLo(d.mfn, P | A | U | _PAGE_GLOBAL), pteHi(d.mfn)]);
+    expect(a.mmuUpdate([[l1.mfn, 2, 0x3000, 0x5]]).rc).toBe(0);
+    expect(a.entry(l1.mfn, 2)).toEqual([0x3000, 0x5]);
+    expect(a.mmuUpdate([[l2.mfn, 0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    expect(a.entry(l2.mfn, 0)).toEqual([pteLo(l1.mfn, P | RW | A | U), pteHi(l1.mfn)]);
+    expect(a.mmuUpdate([[l3.mfn, 0, pteLo(l2.mfn, P | RW), pteHi(l2.mfn)]]).rc).toBe(0);
+    expect(a.entry(l3.mfn, 0)).toEqual([pteLo(l2.mfn, P | RW | U), pteHi(l2.mfn)]);
+    expect(a.mmuUpdate([[l4.mfn, 0, pteLo(l3.mfn, P | RW), pteHi(l3.mfn)]]).rc).toBe(0);
+    expect(a.entry(l4.mfn, 0)).toEqual([pteLo(l3.mfn, P | RW | A | U), pteHi(l3.mfn)]);
+    expect(a.mmuUpdate([[l4.mfn, 1, 0x4000, 0x6]]).rc).toBe(0);
+    expect(a.entry(l4.mfn, 1)).toEqual([0x4000, 0x6]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('pae: entries are written as the guest gave them', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const d = a.alloc();
+    const l1 = tableWith(box, a, []);
+    const l2 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.pin(2, l2.mfn)).toBe(0);
+    expect(a.mmuUpdate([[l1.mfn, 0, pteLo(d.mfn, P | A), pteHi(d.mfn)]]).rc).toBe(0);
+    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(d.mfn, P | A), pteHi(d.mfn)]);
+    expect(a.mmuUpdate([[l2.mfn, 0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    expect(a.entry(l2.mfn, 0)).toEqual([pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a _PAGE_GUEST_KERNEL bit in an L1 entry: allowed from an x86_64 guest, Bad L1 flags from a pae one', () => {
+    const x = new XenBox({ paging: 'x86_64' });
+    const a = x.domain('A');
+    const d = a.alloc();
+    const l1 = tableWith(x, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.mmuUpdate([[l1.mfn, 0, pteLo(d.mfn, P | A), pteHi(d.mfn) | _PAGE_GUEST_KERNEL_HI]]).rc).toBe(0);
+    expect(a.mmuUpdate([[l1.mfn, 1, pteLo(d.mfn, P | A), pteHi(d.mfn) | 0x00200000]]).rc).toBe(-EINVAL);
+    const p = new XenBox();
+    const b = p.domain('B');
+    const e = b.alloc();
+    const t = tableWith(p, b, [[0, pteLo(e.mfn, P | A), pteHi(e.mfn) | _PAGE_GUEST_KERNEL_HI]]);
+    expect(b.pin(1, t.mfn)).toBe(-EINVAL);
+    // Xen prints the high flags (bits 52..63) folded into bits 12..23.
+    expect(p.log()[0]).toMatch(/Bad L1 flags 1000$/);
   });
 });
