@@ -100,7 +100,10 @@ export class XenConsole {
   }
 }
 
-/** %x without the 0x, as Xen prints mfns and pfns. */
+/**
+ * %lx without the 0x, as Xen prints mfns and pfns: the whole value for a non-negative
+ * integer (an x86_64 mfn may be past 2^32), a negative int32 as its unsigned word.
+ */
 export function hx(n: number): string {
-  return (n >>> 0).toString(16);
+  return (n >= 0 ? n : n >>> 0).toString(16);
 }

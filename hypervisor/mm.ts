@@ -89,12 +89,14 @@ function handle(c: CallCtx, h: number, words: number): number {
   return c.data + h;
 }
 
-function writePdone(hv: Hv, c: CallCtx, h: number, done: number): number {
-  if (h === GUEST_HANDLE_NULL) return 0;
+/**
+ * *pdone = done. Xen ignores the result of this copy_to_guest: the call returns the
+ * batch's rc (0 when every request was done) even when *pdone cannot be written.
+ */
+function writePdone(hv: Hv, c: CallCtx, h: number, done: number): void {
+  if (h === GUEST_HANDLE_NULL) return;
   const idx = handle(c, h, 1);
-  if (idx < 0) return -EFAULT;
-  hv.transport[idx] = done;
-  return 0;
+  if (idx >= 0) hv.transport[idx] = done;
 }
 
 /** foreigndom: a PV domU may only name itself. */
@@ -184,8 +186,8 @@ export function doMmuUpdate(hv: Hv, c: CallCtx, args: number): number {
   }
   // XSA-286: an L2..L4 change may have removed translations that other vCPUs cache.
   if (flushUpper) flushDomain(hv, c.d, c.slot);
-  const prc = writePdone(hv, c, pdone, done);
-  return rc !== 0 ? rc : prc;
+  writePdone(hv, c, pdone, done);
+  return rc;
 }
 
 /** An update of a frame that is not a page table in use: plain memory, if writable. */
@@ -217,8 +219,8 @@ export function doMmuextOp(hv: Hv, c: CallCtx, args: number): number {
     rc = mmuextOne(hv, c, w);
     if (rc !== 0) break;
   }
-  const prc = writePdone(hv, c, pdone, done);
-  return rc !== 0 ? rc : prc;
+  writePdone(hv, c, pdone, done);
+  return rc;
 }
 
 function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
@@ -264,10 +266,11 @@ function mmuextOne(hv: Hv, c: CallCtx, w: number): number {
       hv.console.gdprintk('flush_cache', 'Non-physdev domain tried to FLUSH_CACHE_GLOBAL.');
       return -EINVAL;
     case MMUEXT_SET_LDT: {
-      const ptr = mfn;
+      // __addr_ok: a canonical address outside Xen's hole (x86_64: bits 47..63 all equal).
+      const ptr = canonical(hv, a1lo, a1hi);
       const ents = a2lo;
       const inXen = ptr >= hv.layout.hypervisorVirtStart && ptr < hv.layout.hypervisorVirtEnd;
-      if (ptr % PAGE_SIZE !== 0 || ents > 8192 || a2hi !== 0 || inXen || (hv.paging === 'pae' && a1hi !== 0)) {
+      if (ptr < 0 || ptr % PAGE_SIZE !== 0 || ents > 8192 || a2hi !== 0 || inXen) {
         hv.console.gdprintk('bad_ldt', `Bad args to SET_LDT: ptr=${hx(a1lo)}, ents=${hx(ents)}`);
         return -EINVAL;
       }
@@ -402,7 +405,8 @@ export function doUpdateVaMapping(hv: Hv, c: CallCtx, args: number): number {
   if (rc !== 0) return rc;
   const type = flags & UVMF_FLUSHTYPE_MASK;
   if (type === UVMF_NONE) return 0;
-  if (type !== UVMF_TLB_FLUSH && type !== UVMF_INVLPG) return -EINVAL;
+  // Type 3 names no flush: Xen's switch on the flush type has no default, so none is done.
+  if (type !== UVMF_TLB_FLUSH && type !== UVMF_INVLPG) return 0;
   const rest = (flags & ~UVMF_FLUSHTYPE_MASK) >>> 0;
   if (rest === UVMF_LOCAL) {
     flushLocal(hv, c);

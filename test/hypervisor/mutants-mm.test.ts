@@ -31,7 +31,7 @@ import {
 import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import {
   GUEST_HANDLE_NULL,
-  RS_FLUSH_PENDING,
+  RS_FLUSH_ANY,
   S_DATA_WORDS,
   S_HEADER_WORDS,
   S_RUNSTATE,
@@ -73,11 +73,11 @@ function kernelL2(box: XenBox, a: Dom): number {
   return pteMfn(lo, hi);
 }
 
-/** The vCPUs of `a` with a flush pending, and a way to clear them. */
+/** The vCPUs of `a` with a flush pending (an IPI's or the caller's own), and a way to clear them. */
 function flushes(box: XenBox, a: Dom) {
   const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
   return {
-    pending: () => a.info.slots.map((_, v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_PENDING) !== 0),
+    pending: () => a.info.slots.map((_, v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_ANY) !== 0),
     clear: () => a.info.slots.forEach((_, v) => Atomics.store(box.t, rs(v), 0)),
   };
 }
@@ -118,6 +118,38 @@ describe('guest handles: the data area bounds (copy_from_guest / copy_to_guest)'
     box.t[dataWord(a, 100)] = 77;
     expect(a.rawHypercall(__HYPERVISOR_mmuext_op, [0xffffffff, 0, 100, 0x7ff0])).toBe(0);
     expect(box.t[dataWord(a, 100)]).toBe(0);
+  });
+});
+
+describe('Xen ignores what it cannot copy back, and flushes nothing for a flush type it does not name', () => {
+  it('a *pdone that cannot be written changes nothing: every request is done and the batch returns 0, as copy_to_guest(pdone) is not checked', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const f = a.alloc();
+    box.t.set([pteLo(f.mfn, 0) + 8 * 5, pteHi(f.mfn), 0x1234, 0], dataWord(a, 0));
+    expect(a.rawHypercall(__HYPERVISOR_mmu_update, [0, 1, S_DATA_WORDS, 0x7ff0])).toBe(0);
+    expect(a.entry(f.mfn, 5)).toEqual([0x1234, 0]);
+    // mmuext_op too: the pin is done and the call returns 0.
+    const t = tableWith(box, a, []);
+    expect(rawMmuext(box, a, [MMUEXT_PIN_L1_TABLE, 0, t.mfn, 0, 0, 0], S_DATA_WORDS + 7)).toBe(0);
+    expect(a.pin(1, t.mfn)).toBe(-EINVAL); // pinned already: the first pin was done
+    // A failing request still returns its own error.
+    box.t.set([pteLo(0x7fffff, 0), pteHi(0x7fffff), 0, 0], dataWord(a, 0));
+    expect(a.rawHypercall(__HYPERVISOR_mmu_update, [0, 1, S_DATA_WORDS, 0x7ff0])).toBe(-EINVAL);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('update_va_mapping with flush type 3 (TLB_FLUSH | INVLPG) does the update, flushes nobody and returns 0', () => {
+    const box = new XenBox();
+    const a = box.domain('A', { vcpus: 2 });
+    const f = a.alloc();
+    const { pending, clear } = flushes(box, a);
+    clear();
+    expect(a.uva(f.va, pteLo(f.mfn, P | A), pteHi(f.mfn), 3)).toBe(0);
+    expect(pending()).toEqual([false, false]);
+    // The update was made: the direct-map entry is read-only now, so the frame pins.
+    expect(a.pin(1, f.mfn)).toBe(0);
+    box.log();
   });
 });
 
@@ -187,9 +219,9 @@ describe('mmuext_op: 64-bit arguments (arg1 and arg2 are lo + hi * 2^32)', () =>
     const t = tableWith(box, a, []);
     const before = box.xen.frameInfo(t.mfn);
     expect(rawMmuext(box, a, [MMUEXT_PIN_L1_TABLE, 0, t.mfn, 1, 0, 0])).toBe(-EINVAL);
-    // The line prints the low 32 bits (hx); the record carries the whole mfn.
+    // The line prints the whole mfn, as x86_64 Xen's %lx does, and the record carries it.
     expect(box.xen.drainLog().map((r) => [r.line, r.mfn])).toEqual([
-      [`(XEN) mm.c:3296:d${a.domid}v0 Error -22 while pinning mfn ${hx(t.mfn)}`, 2 ** 32 + t.mfn],
+      [`(XEN) mm.c:3296:d${a.domid}v0 Error -22 while pinning mfn ${hx(2 ** 32 + t.mfn)}`, 2 ** 32 + t.mfn],
     ]);
     expect(box.xen.frameInfo(t.mfn)).toEqual(before);
   });
@@ -204,22 +236,25 @@ describe('mmuext_op: 64-bit arguments (arg1 and arg2 are lo + hi * 2^32)', () =>
     box.log();
     expect(rawMmuext(box, a, [MMUEXT_COPY_PAGE, 0, dst.mfn, 0, src.mfn, 1])).toBe(-EINVAL);
     expect(box.xen.drainLog().map((r) => [r.line, r.mfn])).toEqual([
-      [`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(src.mfn)}`, 2 ** 32 + src.mfn],
+      [`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(2 ** 32 + src.mfn)}`, 2 ** 32 + src.mfn],
     ]);
     expect(a.entry(dst.mfn, 9)).toEqual([0, 0]);
     expect([box.xen.frameInfo(src.mfn), box.xen.frameInfo(dst.mfn)]).toEqual(before);
   });
 
-  it("x86_64: SET_LDT takes a base with a high word: below Xen's hole and from its end up it is the guest's, inside it is refused", () => {
+  it("x86_64: SET_LDT takes a canonical base with a high word: below Xen's hole and from its end up it is the guest's, inside it or non-canonical is refused", () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const ldt = (lo: number, hi: number) => rawMmuext(box, a, [MMUEXT_SET_LDT, 0, lo, hi, 16, 0]);
     const { hypervisorVirtStart, hypervisorVirtEnd } = layoutFor('x86_64');
-    const hiOf = (va: number) => Math.floor(va / 2 ** 32);
+    // The upper half, sign-extended as the guest passes it: 0xffff8000_00000000 and up.
+    const hiOf = (va: number) => (0xffff0000 | Math.floor(va / 2 ** 32)) >>> 0;
     expect(ldt(0, 0x7f00)).toBe(0); // user space, 0x7f0000000000
     expect(ldt(0, hiOf(hypervisorVirtStart))).toBe(-EINVAL);
     expect(ldt(0x7ffff000, hiOf(hypervisorVirtEnd) - 1)).toBe(-EINVAL);
     expect(ldt(0, hiOf(hypervisorVirtEnd))).toBe(0); // the first page past the hole
+    // Not canonical (bit 47 set, bits 48..63 clear): refused, as Xen's __addr_ok does.
+    expect(ldt(0, Math.floor(hypervisorVirtEnd / 2 ** 32))).toBe(-EINVAL);
     box.log();
     expect(ldt(0x800, 0x7f00)).toBe(-EINVAL);
     expect(box.log()).toEqual([`(XEN) mm.c:3505:d${a.domid}v0 Bad args to SET_LDT: ptr=800, ents=10`]);

@@ -53,7 +53,7 @@ import {
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { S_VC_PT } from '../../src/abi/vclock.js';
 import {
-  RS_FLUSH_PENDING,
+  RS_FLUSH_ANY,
   S_DATA_WORDS,
   S_HEADER_WORDS,
   S_RUNSTATE,
@@ -695,7 +695,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     return {
       box,
       a,
-      pending: () => [0, 1, 2].map((v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_PENDING) !== 0),
+      pending: () => [0, 1, 2].map((v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_ANY) !== 0),
       clear: () => [0, 1, 2].forEach((v) => Atomics.store(box.t, rs(v), 0)),
     };
   }
