@@ -53,6 +53,7 @@ import {
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { S_VC_PT } from '../../src/abi/vclock.js';
 import {
+  PAE_XEN_L2_FIRST,
   RS_FLUSH_PENDING,
   S_DATA_WORDS,
   S_HEADER_WORDS,
@@ -285,14 +286,19 @@ describe('get_page_from_lNe (N = 2..4) on the validation path', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it('x86_64: an L3 entry in slot 3 is a plain L2 reference (PGT_pae_xen_l2 is for pae L3s only)', () => {
+  it('x86_64: an L3 has 512 entries, and one in slot 3 is a plain L2 reference (PGT_pae_xen_l2 is for pae L3s only)', () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const l2 = tableWith(box, a, []);
     expect(a.pin(2, l2.mfn)).toBe(0);
-    const l3 = tableWith(box, a, [[3, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
+    const other = tableWith(box, a, []);
+    const l3 = tableWith(box, a, [
+      [3, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)],
+      [511, pteLo(other.mfn, P | RW | A), pteHi(other.mfn)], // an x86_64 L3 has 512 entries
+    ]);
     expect(a.pin(3, l3.mfn)).toBe(0);
     expect(box.xen.frameInfo(l2.mfn)!.typeCount).toBe(2);
+    expect(box.xen.frameInfo(other.mfn)!.typeCount).toBe(1);
     expect(box.audit().ok).toBe(true);
   });
 });
@@ -436,6 +442,22 @@ describe('promote_lN_table', () => {
     expect(box.audit().ok).toBe(true);
   });
 
+  it("only the slot-3 L2 of a pae L3 has Xen's slots (428..511): in an L1 or another L2 they are the guest's", () => {
+    for (const paging of ['pae', 'x86_64'] as const) {
+      const box = new XenBox({ paging });
+      const a = box.domain('A');
+      const d = a.alloc();
+      const l1 = tableWith(box, a, [[500, pteLo(d.mfn, P | A), pteHi(d.mfn)]]);
+      const l2 = tableWith(box, a, [[PAE_XEN_L2_FIRST, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]);
+      const count = box.xen.frameInfo(d.mfn)!.count;
+      expect(a.pin(2, l2.mfn)).toBe(0);
+      expect(box.xen.frameInfo(l1.mfn)!.typeCount).toBe(1);
+      expect(box.xen.frameInfo(d.mfn)!.count).toBe(count + 1);
+      expect(a.entry(l1.mfn, 500)[0] & ~(_PAGE_USER | _PAGE_GLOBAL)).toBe(pteLo(d.mfn, P | A));
+      expect(box.audit().ok).toBe(true);
+    }
+  });
+
   it("x86_64: Xen's own L4 slots (256..271) are not the guest's to validate: a pin clears whatever is there, and keeps 255 and 272", () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
@@ -505,11 +527,12 @@ describe('promote_lN_table', () => {
     a.poke(before.mfn, 511, 0, 0x1);
     a.poke(t.mfn, 0, 0x2000, 0x1);
     a.poke(t.mfn, 1, pteLo(d.mfn, P | A), pteHi(d.mfn));
-    a.poke(t.mfn, 2, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn));
+    a.poke(t.mfn, 2, pteLo(d.mfn, P | A), pteHi(d.mfn));
+    a.poke(t.mfn, 3, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn));
     expect(a.makeReadOnly(t.pfn)).toBe(0);
     const held = box.xen.frameInfo(d.mfn);
     expect(a.pin(1, t.mfn)).toBe(-EINVAL);
-    expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x2'))).toBe(true);
+    expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x3'))).toBe(true);
     expect(box.xen.frameInfo(d.mfn)).toEqual(held);
     expect(box.audit().ok).toBe(true);
   });
