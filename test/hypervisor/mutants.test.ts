@@ -705,7 +705,7 @@ describe('what validation reports', () => {
 
 describe('flushes and base pointers asked for by mmuext_op and update_va_mapping', () => {
   /** A domain of three vCPUs, vCPU 0 calling, with an L1 hooked at VMALLOC in the kernel L2. */
-  function threeVcpus(): { box: XenBox; a: Dom; pending: () => boolean[]; clear: () => void } {
+  function threeVcpus(): { box: XenBox; a: Dom; l1: number; pending: () => boolean[]; clear: () => void } {
     const box = new XenBox();
     const a = box.domain('A', { vcpus: 3 });
     const l1 = l1With(box, a, []);
@@ -718,6 +718,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     return {
       box,
       a,
+      l1: l1.mfn,
       pending: () => [0, 1, 2].map((v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_PENDING) !== 0),
       clear: () => [0, 1, 2].forEach((v) => Atomics.store(box.t, rs(v), 0)),
     };
@@ -755,10 +756,13 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
   });
 
   it('update_va_mapping: UVMF_LOCAL flushes the caller only, UVMF_NONE nobody, a bitmap the vCPUs it names', () => {
-    const { box, a, pending, clear } = threeVcpus();
+    const { box, a, l1, pending, clear } = threeVcpus();
     const f = a.alloc();
+    const held = box.xen.frameInfo(l1);
     clear();
     expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), UVMF_INVLPG | UVMF_LOCAL)).toBe(0);
+    // The L1 was held (get_page) only for the update.
+    expect(box.xen.frameInfo(l1)).toEqual(held);
     expect(pending()).toEqual([true, false, false]);
     clear();
     expect(a.uva(VMALLOC, pteLo(f.mfn, P | A | _PAGE_DIRTY), pteHi(f.mfn), UVMF_NONE)).toBe(0);
@@ -784,12 +788,18 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     expect(box.audit().ok).toBe(true);
   });
 
-  it('NEW_BASEPTR takes the new root before it drops the old one; the same root again changes no count', () => {
+  it('NEW_BASEPTR takes the new root before it drops the old one; the same root again changes no count; mfn 0 is refused', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const root = box.xen.baseptr(a.domid, 0);
     const held = box.xen.frameInfo(root)!;
     expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: root }]).rc).toBe(0);
+    expect(box.xen.frameInfo(root)).toEqual(held);
+    // mfn 0 is Xen's: no base pointer, and the old one stays.
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: 0 }]).rc).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3044:d${a.domid}v0 Error while installing new baseptr 0`);
+    expect(box.xen.baseptr(a.domid, 0)).toBe(root);
     expect(box.xen.frameInfo(root)).toEqual(held);
     // A second L3 that shares nothing with the first: a fresh slot-3 L2.
     const xenL2 = tableWith(box, a, []);
