@@ -893,3 +893,31 @@ describe('mod_lN_entry adjusts x86_64 entries as promotion does (adjust_guest_lN
     expect(p.log()[0]).toMatch(/Bad L1 flags 1000$/);
   });
 });
+
+describe('mmuext_op arguments as wide as Xen takes them', () => {
+  it('x86_64: SET_LDT may name a base above 4 GiB (only a pae guest is held to 32 bits)', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    expect(rawMmuext(box, a, [MMUEXT_SET_LDT, 0, 0, 1, 16, 0])).toBe(0);
+  });
+
+  it('pae: NEW_USER_BASEPTR is -EINVAL even for a valid L3, and takes nothing', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const root = box.xen.baseptr(a.domid, 0);
+    const held = box.xen.frameInfo(root);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: root }]).rc).toBe(-EINVAL);
+    expect(box.xen.frameInfo(root)).toEqual(held);
+  });
+
+  it('a MULTI flush bitmap has 64 bits: its high word names vCPUs 32..63', () => {
+    const box = new XenBox({ maxSlots: 34 });
+    const a = box.domain('A', { vcpus: 33 });
+    const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
+    for (let v = 0; v < 33; v++) Atomics.store(box.t, rs(v), 0);
+    expect(rawMmuext(box, a, [MMUEXT_TLB_FLUSH_MULTI, 0, 0, 0, a.putMask(300, [32]), 0])).toBe(0);
+    expect(Atomics.load(box.t, rs(32)) & RS_FLUSH_PENDING).toBe(RS_FLUSH_PENDING);
+    expect(Atomics.load(box.t, rs(0)) & RS_FLUSH_PENDING).toBe(0);
+    expect(Atomics.load(box.t, rs(1)) & RS_FLUSH_PENDING).toBe(0);
+  });
+});
