@@ -921,3 +921,53 @@ describe('mmuext_op arguments as wide as Xen takes them', () => {
     expect(Atomics.load(box.t, rs(1)) & RS_FLUSH_PENDING).toBe(0);
   });
 });
+
+describe('update_va_mapping finds the L1 as the MMU would (guest_map_l1e)', () => {
+  function kernelL2(a: Dom): number {
+    const root = a.info.p2m[a.info.ptBasePfn]!;
+    const [lo, hi] = a.entry(root, 3);
+    return (lo >>> 12) + hi * 2 ** 20;
+  }
+
+  it('a not-present L2 entry maps nothing, whatever address it holds: -EINVAL, "Could not find L1"', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[kernelL2(a), vaIndex(VMALLOC, 2), pteLo(l1.mfn, RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    box.log();
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(-EINVAL);
+    expect(box.log()).toEqual([
+      `(XEN) pv/mm.c:4360:d${a.domid}v0 Could not find L1 for va ${hx(VMALLOC)} (no valid L1 table maps it)`,
+    ]);
+    expect(a.entry(l1.mfn, 0)).toEqual([0, 0]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a linear L2 entry leads to an L2, not an L1: -EINVAL', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l2 = kernelL2(a);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2), pteLo(l2, P | A), pteHi(l2)]]).rc).toBe(0); // read-only self-map
+    const before = a.entry(l2, 0);
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(-EINVAL);
+    expect(a.entry(l2, 0)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a flush bitmap of update_va_mapping has 64 bits too: its high word names vCPUs 32..63', () => {
+    const box = new XenBox({ maxSlots: 34 });
+    const a = box.domain('A', { vcpus: 33 });
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.mmuUpdate([[kernelL2(a), vaIndex(VMALLOC, 2), pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
+    for (let v = 0; v < 33; v++) Atomics.store(box.t, rs(v), 0);
+    a.putMask(300, [32]);
+    expect(a.uva(VMALLOC, 0, 0, UVMF_INVLPG | (300 * 4))).toBe(0);
+    expect(Atomics.load(box.t, rs(32)) & RS_FLUSH_PENDING).toBe(RS_FLUSH_PENDING);
+    expect(Atomics.load(box.t, rs(1)) & RS_FLUSH_PENDING).toBe(0);
+  });
+});
