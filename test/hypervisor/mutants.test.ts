@@ -974,7 +974,7 @@ describe('update_va_mapping finds the L1 as the MMU would (guest_map_l1e)', () =
 
 describe('the references of pins and base pointers are no linear entries', () => {
   /** Make the domain's pfn 0 (machine frame 1, the first a domain gets) an empty table of `level`. */
-  function frameOneAsTable(box: XenBox, a: Dom, level: number, entries: Array<[number, number, number]> = []): void {
+  function frameOneAsTable(a: Dom, level: number, entries: Array<[number, number, number]> = []): void {
     expect(a.info.p2m[0]).toBe(1);
     expect(a.mmuext([{ cmd: MMUEXT_CLEAR_PAGE, arg1: 1 }]).rc).toBe(0);
     for (const [i, lo, hi] of entries) a.poke(1, i, lo, hi);
@@ -985,7 +985,7 @@ describe('the references of pins and base pointers are no linear entries', () =>
   it('re-pinning or unpinning an L1 leaves every linear count alone, even beside another L1', () => {
     const box = new XenBox();
     const a = box.domain('A');
-    frameOneAsTable(box, a, 1);
+    frameOneAsTable(a, 1);
     const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     expect(a.pin(1, t.mfn)).toBe(-EINVAL); // already pinned: the second reference is dropped again
@@ -998,7 +998,7 @@ describe('the references of pins and base pointers are no linear entries', () =>
     const box = new XenBox();
     const a = box.domain('A');
     const xenL2 = tableWith(box, a, []);
-    frameOneAsTable(box, a, 3, [[3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]]);
+    frameOneAsTable(a, 3, [[3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]]);
     expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: 1 }]).rc).toBe(0);
     expect(box.audit().problems).toEqual([]);
   });
@@ -1006,7 +1006,7 @@ describe('the references of pins and base pointers are no linear entries', () =>
   it('x86_64: clearing the user base pointer drops the old one as a root, not as a linear target', () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
-    frameOneAsTable(box, a, 4);
+    frameOneAsTable(a, 4);
     const user = tableWith(box, a, []);
     expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: user.mfn }]).rc).toBe(0);
     expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: 0 }]).rc).toBe(0);
