@@ -777,6 +777,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     const { box, a, pending, clear } = threeVcpus();
     const f = a.alloc();
     clear();
+    box.log();
     expect(
       a.rawHypercall(__HYPERVISOR_update_va_mapping, [
         [VMALLOC, 1],
@@ -785,6 +786,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
       ]),
     ).toBe(-EINVAL);
     expect(pending()).toEqual([false, false, false]);
+    expect(box.log()).toEqual([]); // refused before any walk: no "Could not find L1"
     expect(box.audit().ok).toBe(true);
   });
 
@@ -954,6 +956,35 @@ describe('update_va_mapping finds the L1 as the MMU would (guest_map_l1e)', () =
     const before = a.entry(l2, 0);
     expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(-EINVAL);
     expect(a.entry(l2, 0)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: a user address, VA 0 itself, is updated through the L1 that maps it', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const f = a.alloc();
+    const l1 = tableWith(box, a, []);
+    const l2 = tableWith(box, a, [[0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]);
+    const l3 = tableWith(box, a, [[0, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    const root = a.info.p2m[a.info.ptBasePfn]!;
+    expect(a.mmuUpdate([[root, 0, pteLo(l3.mfn, P | RW | A), pteHi(l3.mfn)]]).rc).toBe(0);
+    expect(a.uva(0, pteLo(f.mfn, P | A | _PAGE_USER), pteHi(f.mfn), 0)).toBe(0);
+    expect(a.entry(l1.mfn, 0)[0]).toBe(pteLo(f.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL));
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("the walk reads each entry's own high word, whatever a not-present neighbour holds", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const l2 = kernelL2(a);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2) - 1, 0x1000, 0x1]]).rc).toBe(0); // not present, junk
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2), pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(0);
+    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(f.mfn, P | A), pteHi(f.mfn)]);
     expect(box.audit().ok).toBe(true);
   });
 
