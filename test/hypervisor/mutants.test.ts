@@ -959,18 +959,24 @@ describe('update_va_mapping finds the L1 as the MMU would (guest_map_l1e)', () =
     expect(box.audit().ok).toBe(true);
   });
 
-  it('x86_64: a user address, VA 0 itself, is updated through the L1 that maps it', () => {
+  it('x86_64: user addresses (VA 0, and 4 MiB past a not-present L2 entry) are updated through the L1 that maps them', () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const f = a.alloc();
     const l1 = tableWith(box, a, []);
-    const l2 = tableWith(box, a, [[0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]);
+    const l2 = tableWith(box, a, [
+      [0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+      [1, 0x1000, 0], // not present
+      [2, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+    ]);
     const l3 = tableWith(box, a, [[0, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
     expect(a.pin(3, l3.mfn)).toBe(0);
     const root = a.info.p2m[a.info.ptBasePfn]!;
     expect(a.mmuUpdate([[root, 0, pteLo(l3.mfn, P | RW | A), pteHi(l3.mfn)]]).rc).toBe(0);
     expect(a.uva(0, pteLo(f.mfn, P | A | _PAGE_USER), pteHi(f.mfn), 0)).toBe(0);
     expect(a.entry(l1.mfn, 0)[0]).toBe(pteLo(f.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL));
+    // 4 MiB: through L2 entry 2, past a not-present entry 1 with address bits.
+    expect(a.uva(0x400000 + 0x1000, 0, 0, 0)).toBe(0);
     expect(box.audit().ok).toBe(true);
   });
 
