@@ -749,6 +749,10 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, a.putMask(300, [1]), 0])).toBe(0);
       expect(pending()).toEqual([false, true, false]);
       clear();
+      // A bitmap in the last two words of the data area is still inside it.
+      expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, a.putMask(S_DATA_WORDS - 2, [1]), 0])).toBe(0);
+      expect(pending()).toEqual([false, true, false]);
+      clear();
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, S_DATA_WORDS - 1, 0])).toBe(-EFAULT);
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, 0xffffffff, 0])).toBe(-EFAULT);
       expect(pending()).toEqual([false, false, false]);
