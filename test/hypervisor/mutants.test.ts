@@ -53,7 +53,9 @@ import {
 import { pteHi, pteLo } from '../../src/abi/pte.js';
 import { S_VC_PT } from '../../src/abi/vclock.js';
 import {
+  PAE_XEN_L2_FIRST,
   RS_FLUSH_ANY,
+  RS_FLUSH_PENDING,
   S_DATA_WORDS,
   S_HEADER_WORDS,
   S_RUNSTATE,
@@ -285,14 +287,19 @@ describe('get_page_from_lNe (N = 2..4) on the validation path', () => {
     expect(box.audit().ok).toBe(true);
   });
 
-  it('x86_64: an L3 entry in slot 3 is a plain L2 reference (PGT_pae_xen_l2 is for pae L3s only)', () => {
+  it('x86_64: an L3 has 512 entries, and one in slot 3 is a plain L2 reference (PGT_pae_xen_l2 is for pae L3s only)', () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
     const l2 = tableWith(box, a, []);
     expect(a.pin(2, l2.mfn)).toBe(0);
-    const l3 = tableWith(box, a, [[3, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
+    const other = tableWith(box, a, []);
+    const l3 = tableWith(box, a, [
+      [3, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)],
+      [511, pteLo(other.mfn, P | RW | A), pteHi(other.mfn)], // an x86_64 L3 has 512 entries
+    ]);
     expect(a.pin(3, l3.mfn)).toBe(0);
     expect(box.xen.frameInfo(l2.mfn)!.typeCount).toBe(2);
+    expect(box.xen.frameInfo(other.mfn)!.typeCount).toBe(1);
     expect(box.audit().ok).toBe(true);
   });
 });
@@ -436,6 +443,22 @@ describe('promote_lN_table', () => {
     expect(box.audit().ok).toBe(true);
   });
 
+  it("only the slot-3 L2 of a pae L3 has Xen's slots (428..511): in an L1 or another L2 they are the guest's", () => {
+    for (const paging of ['pae', 'x86_64'] as const) {
+      const box = new XenBox({ paging });
+      const a = box.domain('A');
+      const d = a.alloc();
+      const l1 = tableWith(box, a, [[500, pteLo(d.mfn, P | A), pteHi(d.mfn)]]);
+      const l2 = tableWith(box, a, [[PAE_XEN_L2_FIRST, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]);
+      const count = box.xen.frameInfo(d.mfn)!.count;
+      expect(a.pin(2, l2.mfn)).toBe(0);
+      expect(box.xen.frameInfo(l1.mfn)!.typeCount).toBe(1);
+      expect(box.xen.frameInfo(d.mfn)!.count).toBe(count + 1);
+      expect(a.entry(l1.mfn, 500)[0] & ~(_PAGE_USER | _PAGE_GLOBAL)).toBe(pteLo(d.mfn, P | A));
+      expect(box.audit().ok).toBe(true);
+    }
+  });
+
   it("x86_64: Xen's own L4 slots (256..271) are not the guest's to validate: a pin clears whatever is there, and keeps 255 and 272", () => {
     const box = new XenBox({ paging: 'x86_64' });
     const a = box.domain('A');
@@ -505,11 +528,12 @@ describe('promote_lN_table', () => {
     a.poke(before.mfn, 511, 0, 0x1);
     a.poke(t.mfn, 0, 0x2000, 0x1);
     a.poke(t.mfn, 1, pteLo(d.mfn, P | A), pteHi(d.mfn));
-    a.poke(t.mfn, 2, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn));
+    a.poke(t.mfn, 2, pteLo(d.mfn, P | A), pteHi(d.mfn));
+    a.poke(t.mfn, 3, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn));
     expect(a.makeReadOnly(t.pfn)).toBe(0);
     const held = box.xen.frameInfo(d.mfn);
     expect(a.pin(1, t.mfn)).toBe(-EINVAL);
-    expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x2'))).toBe(true);
+    expect(box.log().some((l) => l.endsWith('Failure -22 in promote_l1_table: slot 0x3'))).toBe(true);
     expect(box.xen.frameInfo(d.mfn)).toEqual(held);
     expect(box.audit().ok).toBe(true);
   });
@@ -682,7 +706,7 @@ describe('what validation reports', () => {
 
 describe('flushes and base pointers asked for by mmuext_op and update_va_mapping', () => {
   /** A domain of three vCPUs, vCPU 0 calling, with an L1 hooked at VMALLOC in the kernel L2. */
-  function threeVcpus(): { box: XenBox; a: Dom; pending: () => boolean[]; clear: () => void } {
+  function threeVcpus(): { box: XenBox; a: Dom; l1: number; pending: () => boolean[]; clear: () => void } {
     const box = new XenBox();
     const a = box.domain('A', { vcpus: 3 });
     const l1 = l1With(box, a, []);
@@ -695,6 +719,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     return {
       box,
       a,
+      l1: l1.mfn,
       pending: () => [0, 1, 2].map((v) => (Atomics.load(box.t, rs(v)) & RS_FLUSH_ANY) !== 0),
       clear: () => [0, 1, 2].forEach((v) => Atomics.store(box.t, rs(v), 0)),
     };
@@ -725,6 +750,10 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, a.putMask(300, [1]), 0])).toBe(0);
       expect(pending()).toEqual([false, true, false]);
       clear();
+      // A bitmap in the last two words of the data area is still inside it.
+      expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, a.putMask(S_DATA_WORDS - 2, [1]), 0])).toBe(0);
+      expect(pending()).toEqual([false, true, false]);
+      clear();
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, S_DATA_WORDS - 1, 0])).toBe(-EFAULT);
       expect(rawMmuext(box, a, [cmd, 0, VMALLOC, 0, 0xffffffff, 0])).toBe(-EFAULT);
       expect(pending()).toEqual([false, false, false]);
@@ -732,10 +761,13 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
   });
 
   it('update_va_mapping: UVMF_LOCAL flushes the caller only, UVMF_NONE nobody, a bitmap the vCPUs it names', () => {
-    const { box, a, pending, clear } = threeVcpus();
+    const { box, a, l1, pending, clear } = threeVcpus();
     const f = a.alloc();
+    const held = box.xen.frameInfo(l1);
     clear();
     expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), UVMF_INVLPG | UVMF_LOCAL)).toBe(0);
+    // The L1 was held (get_page) only for the update.
+    expect(box.xen.frameInfo(l1)).toEqual(held);
     expect(pending()).toEqual([true, false, false]);
     clear();
     expect(a.uva(VMALLOC, pteLo(f.mfn, P | A | _PAGE_DIRTY), pteHi(f.mfn), UVMF_NONE)).toBe(0);
@@ -750,6 +782,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
     const { box, a, pending, clear } = threeVcpus();
     const f = a.alloc();
     clear();
+    box.log();
     expect(
       a.rawHypercall(__HYPERVISOR_update_va_mapping, [
         [VMALLOC, 1],
@@ -758,15 +791,22 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
       ]),
     ).toBe(-EINVAL);
     expect(pending()).toEqual([false, false, false]);
+    expect(box.log()).toEqual([]); // refused before any walk: no "Could not find L1"
     expect(box.audit().ok).toBe(true);
   });
 
-  it('NEW_BASEPTR takes the new root before it drops the old one; the same root again changes no count', () => {
+  it('NEW_BASEPTR takes the new root before it drops the old one; the same root again changes no count; mfn 0 is refused', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const root = box.xen.baseptr(a.domid, 0);
     const held = box.xen.frameInfo(root)!;
     expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: root }]).rc).toBe(0);
+    expect(box.xen.frameInfo(root)).toEqual(held);
+    // mfn 0 is Xen's: no base pointer, and the old one stays.
+    box.log();
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: 0 }]).rc).toBe(-EINVAL);
+    expect(box.log().at(-1)).toBe(`(XEN) mm.c:3044:d${a.domid}v0 Error while installing new baseptr 0`);
+    expect(box.xen.baseptr(a.domid, 0)).toBe(root);
     expect(box.xen.frameInfo(root)).toEqual(held);
     // A second L3 that shares nothing with the first: a fresh slot-3 L2.
     const xenL2 = tableWith(box, a, []);
@@ -858,5 +898,160 @@ describe('mod_lN_entry adjusts x86_64 entries as promotion does (adjust_guest_lN
     expect(b.pin(1, t.mfn)).toBe(-EINVAL);
     // Xen prints the high flags (bits 52..63) folded into bits 12..23.
     expect(p.log()[0]).toMatch(/Bad L1 flags 1000$/);
+  });
+});
+
+describe('mmuext_op arguments as wide as Xen takes them', () => {
+  it('x86_64: SET_LDT may name a base above 4 GiB (only a pae guest is held to 32 bits)', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    expect(rawMmuext(box, a, [MMUEXT_SET_LDT, 0, 0, 1, 16, 0])).toBe(0);
+  });
+
+  it('pae: NEW_USER_BASEPTR is -EINVAL even for a valid L3, and takes nothing', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const root = box.xen.baseptr(a.domid, 0);
+    const held = box.xen.frameInfo(root);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: root }]).rc).toBe(-EINVAL);
+    expect(box.xen.frameInfo(root)).toEqual(held);
+  });
+
+  it('a MULTI flush bitmap has 64 bits: its high word names vCPUs 32..63', () => {
+    const box = new XenBox({ maxSlots: 34 });
+    const a = box.domain('A', { vcpus: 33 });
+    const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
+    for (let v = 0; v < 33; v++) Atomics.store(box.t, rs(v), 0);
+    expect(rawMmuext(box, a, [MMUEXT_TLB_FLUSH_MULTI, 0, 0, 0, a.putMask(300, [32]), 0])).toBe(0);
+    expect(Atomics.load(box.t, rs(32)) & RS_FLUSH_PENDING).toBe(RS_FLUSH_PENDING);
+    expect(Atomics.load(box.t, rs(0)) & RS_FLUSH_PENDING).toBe(0);
+    expect(Atomics.load(box.t, rs(1)) & RS_FLUSH_PENDING).toBe(0);
+  });
+});
+
+describe('update_va_mapping finds the L1 as the MMU would (guest_map_l1e)', () => {
+  function kernelL2(a: Dom): number {
+    const root = a.info.p2m[a.info.ptBasePfn]!;
+    const [lo, hi] = a.entry(root, 3);
+    return (lo >>> 12) + hi * 2 ** 20;
+  }
+
+  it('a not-present L2 entry maps nothing, whatever address it holds: -EINVAL, "Could not find L1"', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[kernelL2(a), vaIndex(VMALLOC, 2), pteLo(l1.mfn, RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    box.log();
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(-EINVAL);
+    expect(box.log()).toEqual([
+      `(XEN) pv/mm.c:4360:d${a.domid}v0 Could not find L1 for va ${hx(VMALLOC)} (no valid L1 table maps it)`,
+    ]);
+    expect(a.entry(l1.mfn, 0)).toEqual([0, 0]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a linear L2 entry leads to an L2, not an L1: -EINVAL', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l2 = kernelL2(a);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2), pteLo(l2, P | A), pteHi(l2)]]).rc).toBe(0); // read-only self-map
+    const before = a.entry(l2, 0);
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(-EINVAL);
+    expect(a.entry(l2, 0)).toEqual(before);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('x86_64: user addresses (VA 0, and 4 MiB past a not-present L2 entry) are updated through the L1 that maps them', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    const f = a.alloc();
+    const l1 = tableWith(box, a, []);
+    const l2 = tableWith(box, a, [
+      [0, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+      [1, 0x1000, 0], // not present
+      [2, pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)],
+    ]);
+    const l3 = tableWith(box, a, [[0, pteLo(l2.mfn, P | RW | A), pteHi(l2.mfn)]]);
+    expect(a.pin(3, l3.mfn)).toBe(0);
+    const root = a.info.p2m[a.info.ptBasePfn]!;
+    expect(a.mmuUpdate([[root, 0, pteLo(l3.mfn, P | RW | A), pteHi(l3.mfn)]]).rc).toBe(0);
+    expect(a.uva(0, pteLo(f.mfn, P | A | _PAGE_USER), pteHi(f.mfn), 0)).toBe(0);
+    expect(a.entry(l1.mfn, 0)[0]).toBe(pteLo(f.mfn, P | A | _PAGE_USER | _PAGE_GLOBAL));
+    // 4 MiB: through L2 entry 2, past a not-present entry 1 with address bits.
+    expect(a.uva(0x400000 + 0x1000, 0, 0, 0)).toBe(0);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it("the walk reads each entry's own high word, whatever a not-present neighbour holds", () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    const l2 = kernelL2(a);
+    const f = a.alloc();
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2) - 1, 0x1000, 0x1]]).rc).toBe(0); // not present, junk
+    expect(a.mmuUpdate([[l2, vaIndex(VMALLOC, 2), pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    expect(a.uva(VMALLOC, pteLo(f.mfn, P | A), pteHi(f.mfn), 0)).toBe(0);
+    expect(a.entry(l1.mfn, 0)).toEqual([pteLo(f.mfn, P | A), pteHi(f.mfn)]);
+    expect(box.audit().ok).toBe(true);
+  });
+
+  it('a flush bitmap of update_va_mapping has 64 bits too: its high word names vCPUs 32..63', () => {
+    const box = new XenBox({ maxSlots: 34 });
+    const a = box.domain('A', { vcpus: 33 });
+    const l1 = tableWith(box, a, []);
+    expect(a.pin(1, l1.mfn)).toBe(0);
+    expect(a.mmuUpdate([[kernelL2(a), vaIndex(VMALLOC, 2), pteLo(l1.mfn, P | RW | A), pteHi(l1.mfn)]]).rc).toBe(0);
+    const rs = (v: number) => slotBase(a.info.slots[v]!) + S_RUNSTATE;
+    for (let v = 0; v < 33; v++) Atomics.store(box.t, rs(v), 0);
+    a.putMask(300, [32]);
+    expect(a.uva(VMALLOC, 0, 0, UVMF_INVLPG | (300 * 4))).toBe(0);
+    expect(Atomics.load(box.t, rs(32)) & RS_FLUSH_PENDING).toBe(RS_FLUSH_PENDING);
+    expect(Atomics.load(box.t, rs(1)) & RS_FLUSH_PENDING).toBe(0);
+  });
+});
+
+describe('the references of pins and base pointers are no linear entries', () => {
+  /** Make the domain's pfn 0 (machine frame 1, the first a domain gets) an empty table of `level`. */
+  function frameOneAsTable(a: Dom, level: number, entries: Array<[number, number, number]> = []): void {
+    expect(a.info.p2m[0]).toBe(1);
+    expect(a.mmuext([{ cmd: MMUEXT_CLEAR_PAGE, arg1: 1 }]).rc).toBe(0);
+    for (const [i, lo, hi] of entries) a.poke(1, i, lo, hi);
+    expect(a.makeReadOnly(0)).toBe(0);
+    expect(a.pin(level, 1)).toBe(0);
+  }
+
+  it('re-pinning or unpinning an L1 leaves every linear count alone, even beside another L1', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    frameOneAsTable(a, 1);
+    const t = tableWith(box, a, []);
+    expect(a.pin(1, t.mfn)).toBe(0);
+    expect(a.pin(1, t.mfn)).toBe(-EINVAL); // already pinned: the second reference is dropped again
+    expect(box.audit().problems).toEqual([]);
+    expect(a.mmuext([{ cmd: MMUEXT_UNPIN_TABLE, arg1: t.mfn }]).rc).toBe(0);
+    expect(box.audit().problems).toEqual([]);
+  });
+
+  it('pae: switching the base pointer drops the old root as a root, not as a linear target', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    const xenL2 = tableWith(box, a, []);
+    frameOneAsTable(a, 3, [[3, pteLo(xenL2.mfn, P), pteHi(xenL2.mfn)]]);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_BASEPTR, arg1: 1 }]).rc).toBe(0);
+    expect(box.audit().problems).toEqual([]);
+  });
+
+  it('x86_64: clearing the user base pointer drops the old one as a root, not as a linear target', () => {
+    const box = new XenBox({ paging: 'x86_64' });
+    const a = box.domain('A');
+    frameOneAsTable(a, 4);
+    const user = tableWith(box, a, []);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: user.mfn }]).rc).toBe(0);
+    expect(a.mmuext([{ cmd: MMUEXT_NEW_USER_BASEPTR, arg1: 0 }]).rc).toBe(0);
+    expect(box.audit().problems).toEqual([]);
   });
 });
