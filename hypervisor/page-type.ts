@@ -326,8 +326,8 @@ export function promoteTable(hv: Hv, ctx: Ctx, mfn: number, level: number): numb
     const lo = m[base + 2 * i]!;
     const hi = m[base + 2 * i + 1]!;
     if (level === 3 && hv.paging === 'pae' && i === 3 && (lo & _PAGE_PRESENT) === 0) {
-      // The 4th L3 slot holds Xen's L2: it must exist.
-      hv.console.gdprintk('pae_l3_slot', `pae L3 slot 3 not present in mfn ${hx(mfn)}`, mfn);
+      // The 4th L3 slot holds Xen's L2: it must exist. Xen finds no page at mfn 0 there and
+      // says so only in the failure line below.
       rc = -EINVAL;
       break;
     }
