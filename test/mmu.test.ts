@@ -15,7 +15,9 @@ import {
   slotBase,
   transportBytes,
   vaIndex,
+  vaIndexReference,
 } from '../src/abi/layout.js';
+import fc from 'fast-check';
 import { pteHi, pteLo } from '../src/abi/pte.js';
 import { Mmu } from '../guest/arch/x86/mmu.js';
 import { Vcpu } from '../guest/vcpu.js';
@@ -60,6 +62,23 @@ function paeMmu(opts: { tlbCheck?: boolean } = {}) {
   mmu.setBaseptr(1);
   return { ...mc, mmu };
 }
+
+describe("vaIndex (the walk's table index)", () => {
+  it('agrees with its slow reference twin at every level, for any VA of 48 bits or less', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: 2 ** 48 - 1 }), fc.integer({ min: 1, max: 4 }), (va, level) => {
+        expect(vaIndex(va, level)).toBe(vaIndexReference(va, level));
+      }),
+      { numRuns: 20_000 },
+    );
+    // The edges: the last byte of the 48-bit space, and each level's first index past 511.
+    for (let level = 1; level <= 4; level++) {
+      expect(vaIndex(2 ** 48 - 1, level)).toBe(511);
+      expect(vaIndex(2 ** (12 + 9 * level), level)).toBe(0);
+      expect(vaIndex(2 ** (12 + 9 * level) - 1, level)).toBe(511);
+    }
+  });
+});
 
 describe('walk (pae)', () => {
   it('translates kernel pages through L3, L2 and L1', () => {
