@@ -1,6 +1,6 @@
 /*
  * Rule tests written to kill the mutants of hypervisor/mm.ts that survived `npm run mutate`
- * (see MUTANTS-mm.md): guest-handle bounds, batch indexing, the 64-bit arguments of
+ * (see MUTANTS.md): guest-handle bounds, batch indexing, the 64-bit arguments of
  * mmuext_op, the references a pin or a base pointer holds, and the guest walk that
  * update_va_mapping does (guest_map_l1e).
  */
@@ -24,6 +24,7 @@ import {
   _PAGE_ACCESSED,
   _PAGE_DIRTY,
   _PAGE_PRESENT,
+  _PAGE_PSE,
   _PAGE_RW,
   _PAGE_USER,
   FRAME_WORDS,
@@ -173,6 +174,22 @@ describe('mmu_update: a batch of requests', () => {
     expect(box.audit().ok).toBe(true);
   });
 
+  it('an L2 update that fails flushes nobody; one that succeeds flushes every vCPU (XSA-286: only a changed upper-level entry)', () => {
+    const box = new XenBox();
+    const a = box.domain('A', { vcpus: 2 });
+    const { pending, clear } = flushes(box, a);
+    const l2 = kernelL2(box, a);
+    const d = a.alloc();
+    clear();
+    // A PSE entry is Bad L2 flags: the batch stops at it, and no flush follows.
+    expect(a.mmuUpdate([[l2, 5, pteLo(d.mfn, P | _PAGE_PSE), pteHi(d.mfn)]]).rc).toBe(-EINVAL);
+    expect(pending()).toEqual([false, false]);
+    // The same entry written back as it is: done, and the domain is flushed.
+    const [lo, hi] = a.entry(l2, 5);
+    expect(a.mmuUpdate([[l2, 5, lo, hi]]).rc).toBe(0);
+    expect(pending()).toEqual([true, true]);
+  });
+
   it('a normal update of a validated L1 writes the A/D bits as given; only MMU_PT_UPDATE_PRESERVE_AD keeps the old ones', () => {
     const box = new XenBox();
     const a = box.domain('A');
@@ -240,6 +257,14 @@ describe('mmuext_op: 64-bit arguments (arg1 and arg2 are lo + hi * 2^32)', () =>
     ]);
     expect(a.entry(dst.mfn, 9)).toEqual([0, 0]);
     expect([box.xen.frameInfo(src.mfn), box.xen.frameInfo(dst.mfn)]).toEqual(before);
+  });
+
+  it('SET_LDT with base 0 and no entries is accepted: how a kernel drops its LDT (only a misaligned or non-canonical base is refused)', () => {
+    const box = new XenBox();
+    const a = box.domain('A');
+    box.log();
+    expect(rawMmuext(box, a, [MMUEXT_SET_LDT, 0, 0, 0, 0, 0])).toBe(0);
+    expect(box.log()).toEqual([]);
   });
 
   it("x86_64: SET_LDT takes a canonical base with a high word: below Xen's hole and from its end up it is the guest's, inside it or non-canonical is refused", () => {

@@ -837,6 +837,23 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
   });
 });
 
+describe('the type-change flush (tlbflush_filter) of a frame that had no type', () => {
+  it("a domain built on a destroyed domain's frames flushes nobody: a frame with no type holds no stale translation of its new owner", () => {
+    const box = new XenBox();
+    const a = box.domain('A', { vcpus: 2 });
+    const aFrames = [...a.info.p2m];
+    box.xen.destroyDomain(a.domid);
+    // A's tables fell to type count 0 just now, with no flush since: their stamps equal the
+    // clock that B's vCPUs start with. B takes them from type none, which needs no flush.
+    const before = box.xen.stats().shootdowns;
+    const b = box.domain('B', { vcpus: 2 });
+    expect(aFrames).toContain(box.xen.baseptr(b.domid, 0)); // B's root was one of A's frames
+    expect(box.xen.stats().shootdowns).toBe(before);
+    const rs = (v: number) => slotBase(b.info.slots[v]!) + S_RUNSTATE;
+    expect([0, 1].map((v) => Atomics.load(box.t, rs(v)) & RS_FLUSH_ANY)).toEqual([0, 0]);
+  });
+});
+
 describe('mod_lN_entry adjusts x86_64 entries as promotion does (adjust_guest_lNe)', () => {
   it('x86_64: kernel L1 entries get US and _PAGE_GUEST_KERNEL, user ones G; L2/L3 get US, L4 A|US; absent entries stay as written', () => {
     const box = new XenBox({ paging: 'x86_64' });
