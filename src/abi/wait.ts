@@ -116,6 +116,27 @@ export class SpinBudget {
   }
 }
 
+/**
+ * The OS scheduling priority (nice) a vCPU worker thread takes: lower than the hypervisor
+ * thread's, as Xen's own code runs before any guest vCPU. It matters only when threads
+ * outnumber cores: then the scheduler shares the cores fairly among them, and with 8 vCPUs
+ * on 2 cores the hypervisor thread, which every vCPU waits for, got about 2/9 of them.
+ * Measured with `pvmmu bench hypercall --repeat 5`, two alternating pairs of runs (the
+ * nice applied by hand in dist/): the 8-vCPU per-vCPU null hypercall rate was 0.37 and
+ * 0.34 M calls/s with nice 10, 0.21 and 0.15 without; the slowdown against 1 vCPU 10.9x
+ * and 8.76x, against 19.4x and 12.2x. On Linux, setpriority applies to the calling
+ * thread; elsewhere it is not applied (it would renice the whole process).
+ * PVMMU_VCPU_NICE=N overrides it (0: no change).
+ */
+export const VCPU_NICE = 10;
+
+/** PVMMU_VCPU_NICE from an environment: 0..19, or VCPU_NICE. Bad values are ignored. */
+export function vcpuNiceFromEnv(v: string | undefined): number {
+  if (v === undefined || v === '') return VCPU_NICE;
+  const n = Number(v);
+  return Number.isInteger(n) && n >= 0 && n <= 19 ? n : VCPU_NICE;
+}
+
 /** PVMMU_SPIN_US from an environment, or undefined (adaptive). Bad values are ignored. */
 export function fixedSpinFromEnv(v: string | undefined): number | undefined {
   if (v === undefined || v === '') return undefined;
