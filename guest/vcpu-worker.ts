@@ -7,7 +7,7 @@
  * worker, which flushes when it next runs. A GuestPanic kills the worker (after replying),
  * and the controller destroys the domain; other errors are replied to their request.
  */
-import { platform, setPriority } from 'node:os';
+import { availableParallelism, platform, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { GuestPanic, Vcpu } from './vcpu.js';
 import type { VcpuWorkerData, VcpuEvent, VcpuReply, VcpuRequest } from '../src/abi/vcpu.js';
@@ -18,10 +18,11 @@ const port = parentPort;
 if (port === null) throw new Error('guest/vcpu-worker.js must run as a worker thread');
 const init = workerData as VcpuWorkerData;
 
-// Below the hypervisor thread's priority (src/abi/wait.ts, VCPU_NICE): on Linux this
-// thread's alone. Raising one's nice needs no privilege; if it fails, run as we are.
+// Below the hypervisor thread's priority (src/abi/wait.ts, VCPU_NICE) when this domain's
+// vCPUs and the hypervisor outnumber the cores: on Linux this thread's alone. Raising
+// one's nice needs no privilege; if it fails, run as we are.
 const nice = vcpuNiceFromEnv(process.env.PVMMU_VCPU_NICE);
-if (nice > 0 && platform() === 'linux') {
+if (nice > 0 && platform() === 'linux' && init.info.vcpus + 1 > availableParallelism()) {
   try {
     setPriority(nice);
   } catch {

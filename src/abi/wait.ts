@@ -124,9 +124,12 @@ export class SpinBudget {
  * Measured with `pvmmu bench hypercall --repeat 5`, two alternating pairs of runs (the
  * nice applied by hand in dist/): the 8-vCPU per-vCPU null hypercall rate was 0.37 and
  * 0.34 M calls/s with nice 10, 0.21 and 0.15 without; the slowdown against 1 vCPU 10.9x
- * and 8.76x, against 19.4x and 12.2x. On Linux, setpriority applies to the calling
- * thread; elsewhere it is not applied (it would renice the whole process).
- * PVMMU_VCPU_NICE=N overrides it (0: no change).
+ * and 8.76x, against 19.4x and 12.2x. It is taken only by the vCPUs of a domain that
+ * alone outnumbers the cores (vCPUs + the hypervisor thread): with a core to spare a
+ * lower priority buys nothing, and V8's own background threads would then preempt the
+ * vCPU (a 1-vCPU vmap cycle measured 3.4-5.2 us either way, too noisy to tell). On Linux,
+ * setpriority applies to the calling thread; elsewhere it is not applied (it would renice
+ * the whole process). PVMMU_VCPU_NICE=N overrides the value (0: never).
  */
 export const VCPU_NICE = 10;
 
