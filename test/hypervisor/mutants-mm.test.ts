@@ -21,52 +21,22 @@ import {
   __HYPERVISOR_mmu_update,
   __HYPERVISOR_mmuext_op,
   __HYPERVISOR_update_va_mapping,
-  _PAGE_ACCESSED,
   _PAGE_DIRTY,
-  _PAGE_PRESENT,
   _PAGE_PSE,
-  _PAGE_RW,
   _PAGE_USER,
   FRAME_WORDS,
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
 import {
-  GUEST_HANDLE_NULL,
   RS_FLUSH_ANY,
   S_DATA_WORDS,
-  S_HEADER_WORDS,
   S_RUNSTATE,
   layoutFor,
   slotBase,
   vaIndex,
 } from '../../src/abi/layout.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
-
-const P = _PAGE_PRESENT;
-const RW = _PAGE_RW;
-const A = _PAGE_ACCESSED;
-const hx = (n: number) => n.toString(16);
-const VMALLOC = 0xf0000000;
-
-/** A frame of `a` filled with `entries`, made read-only: a table ready to pin at any level. */
-function tableWith(box: XenBox, a: Dom, entries: Array<[number, number, number]>) {
-  const t = a.alloc();
-  for (const [i, lo, hi] of entries) a.poke(t.mfn, i, lo, hi);
-  expect(a.makeReadOnly(t.pfn)).toBe(0);
-  box.log();
-  return t;
-}
-
-/** Transport index of word `at` of vCPU `v`'s data area. */
-function dataWord(a: Dom, at: number, v = 0): number {
-  return slotBase(a.info.slots[v]!) + S_HEADER_WORDS + at;
-}
-
-/** One mmuext op from raw words (cmd, 0, arg1 lo, hi, arg2 lo, hi) at data word 200. */
-function rawMmuext(box: XenBox, a: Dom, words: number[], pdone = GUEST_HANDLE_NULL): number {
-  box.t.set(words, dataWord(a, 200));
-  return a.rawHypercall(__HYPERVISOR_mmuext_op, [200, 1, pdone, 0x7ff0]);
-}
+import { A, P, RW, VMALLOC, dataWord, hx, rawMmuext, tableWith } from './helpers.js';
 
 /** pae: the kernel's L2 (the one L3 slot 3 points at). */
 function kernelL2(box: XenBox, a: Dom): number {

@@ -39,15 +39,12 @@ import {
   MMUEXT_UNPIN_TABLE,
   PAGE_SIZE,
   __HYPERVISOR_mmu_update,
-  __HYPERVISOR_mmuext_op,
   _PAGE_ACCESSED,
   _PAGE_DIRTY,
   _PAGE_GLOBAL,
   _PAGE_GUEST_KERNEL_HI,
   _PAGE_PCD,
-  _PAGE_PRESENT,
   _PAGE_PSE,
-  _PAGE_RW,
   _PAGE_USER,
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo } from '../../src/abi/pte.js';
@@ -64,28 +61,14 @@ import {
   vaIndex,
 } from '../../src/abi/layout.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
-
-const P = _PAGE_PRESENT;
-const RW = _PAGE_RW;
-const A = _PAGE_ACCESSED;
-const hx = (n: number) => n.toString(16);
-const VMALLOC = 0xf0000000;
-
-/** A frame of `a` filled by the guest with `entries`, made read-only, ready to pin as an L1. */
-function l1With(box: XenBox, a: Dom, entries: Array<[number, number, number]>) {
-  const t = a.alloc();
-  for (const [i, lo, hi] of entries) a.poke(t.mfn, i, lo, hi);
-  expect(a.makeReadOnly(t.pfn)).toBe(0);
-  box.log();
-  return t;
-}
+import { A, P, RW, VMALLOC, hx, rawMmuext, tableWith } from './helpers.js';
 
 describe('get_page_from_l1e on the validation path (a pin), not only on mmu_update', () => {
   it('a cache-attribute flag in an entry fails the pin: Bad L1 flags', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const d = a.alloc();
-    const t = l1With(box, a, [[7, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn)]]);
+    const t = tableWith(box, a, [[7, pteLo(d.mfn, P | A | _PAGE_PCD), pteHi(d.mfn)]]);
     expect(a.pin(1, t.mfn)).toBe(-EINVAL);
     expect(box.log()[0]).toMatch(/Bad L1 flags 10$/);
     expect(box.audit().ok).toBe(true);
@@ -94,7 +77,7 @@ describe('get_page_from_l1e on the validation path (a pin), not only on mmu_upda
   it('an entry beyond machine memory (MMIO) fails the pin with -EPERM and its log line', () => {
     const box = new XenBox({ frames: 4096 });
     const a = box.domain('A');
-    const t = l1With(box, a, [[3, pteLo(5000, P | A), pteHi(5000)]]);
+    const t = tableWith(box, a, [[3, pteLo(5000, P | A), pteHi(5000)]]);
     expect(a.pin(1, t.mfn)).toBe(-EPERM);
     const log = box.log();
     expect(log[0]).toMatch(new RegExp(`d${a.domid} non-privileged attempt to map MMIO space ${hx(5000)}$`));
@@ -109,7 +92,7 @@ describe('get_page_from_l1e on the validation path (a pin), not only on mmu_upda
     const a = box.domain('A');
     const b = box.domain('B');
     const theirs = b.alloc();
-    const t = l1With(box, a, [[0, pteLo(theirs.mfn, P | A), pteHi(theirs.mfn)]]);
+    const t = tableWith(box, a, [[0, pteLo(theirs.mfn, P | A), pteHi(theirs.mfn)]]);
     expect(a.pin(1, t.mfn)).toBe(-EBUSY);
     expect(box.log()[0]).toMatch(
       new RegExp(`pg_owner d${a.domid} l1e_owner d${a.domid}, but real_pg_owner d${b.domid}$`),
@@ -118,7 +101,7 @@ describe('get_page_from_l1e on the validation path (a pin), not only on mmu_upda
     // The top frame of the machine belongs to nobody.
     const free = 4095;
     expect(box.xen.frameInfo(free)!.owner).toBeGreaterThan(0x7ff0);
-    const u = l1With(box, a, [[0, pteLo(free, P | A), pteHi(free)]]);
+    const u = tableWith(box, a, [[0, pteLo(free, P | A), pteHi(free)]]);
     expect(a.pin(1, u.mfn)).toBe(-EBUSY);
     expect(box.log()[0]).toMatch(/but real_pg_owner d-1$/);
     expect(box.audit().ok).toBe(true);
@@ -130,7 +113,7 @@ describe('references that must not be dropped', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const d = a.alloc();
-    const t = l1With(box, a, []);
+    const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     const count = box.xen.frameInfo(d.mfn)!.count;
     // Not present, but with d's address in it: holds nothing.
@@ -204,7 +187,7 @@ describe('mmu_update of a frame that is not a page table in use (plain memory)',
     const box = new XenBox();
     const a = box.domain('A');
     const d = a.alloc();
-    const t = l1With(box, a, [[5, pteLo(d.mfn, P | A | _PAGE_DIRTY), pteHi(d.mfn)]]);
+    const t = tableWith(box, a, [[5, pteLo(d.mfn, P | A | _PAGE_DIRTY), pteHi(d.mfn)]]);
     expect(a.pin(1, t.mfn)).toBe(0);
     expect(a.mmuUpdate([[t.mfn, 5, pteLo(d.mfn, P), pteHi(d.mfn), MMU_PT_UPDATE_PRESERVE_AD]]).rc).toBe(0);
     expect(a.entry(t.mfn, 5)).toEqual([pteLo(d.mfn, P | A | _PAGE_DIRTY), pteHi(d.mfn)]);
@@ -214,7 +197,7 @@ describe('mmu_update of a frame that is not a page table in use (plain memory)',
   it('a write over an unpinned table changes its type to writable (get/put_page_type around it)', () => {
     const box = new XenBox();
     const a = box.domain('A');
-    const t = l1With(box, a, []);
+    const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     expect(a.mmuext([{ cmd: 4, arg1: t.mfn }]).rc).toBe(0); // unpin: l1, type count 0
     expect(box.xen.frameInfo(t.mfn)!.typeHi >>> 29).toBe(1);
@@ -246,16 +229,6 @@ describe('mmu_update of a frame that is not a page table in use (plain memory)',
     expect(box.log()[0]).toMatch(/Invalid page update command 5$/);
   });
 });
-
-/** One mmuext op from raw words (cmd, 0, arg1 lo, hi, arg2 lo, hi), as a hostile guest lays it out. */
-function rawMmuext(box: XenBox, a: Dom, words: number[]): number {
-  const at = 200;
-  box.t.set(words, slotBase(a.info.slots[0]!) + S_HEADER_WORDS + at);
-  return a.rawHypercall(__HYPERVISOR_mmuext_op, [at, 1, 0xffffffff, 0x7ff0]);
-}
-
-/** A frame of `a` filled with `entries`, made read-only: a table ready to pin at any level. */
-const tableWith = l1With;
 
 describe('get_page_from_lNe (N = 2..4) on the validation path', () => {
   it("a pin of an L2 checks its entries' flags too: a PSE entry is Bad L2 flags, -EINVAL", () => {
@@ -434,7 +407,7 @@ describe('promote_lN_table', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const d = a.alloc();
-    const t = l1With(box, a, [
+    const t = tableWith(box, a, [
       [0, 0x2000, 0x1], // not present: its words mean nothing
       [1, pteLo(d.mfn, P | A), pteHi(d.mfn)],
     ]);
@@ -562,7 +535,7 @@ describe('mmuext_op: the refusals no other test pins down', () => {
     box.log();
     expect(a.pin(1, f.mfn)).toBe(-EINVAL);
     expect(box.log().at(-1)).toBe(`(XEN) mm.c:3296:d${a.domid}v0 Error -22 while pinning mfn ${hx(f.mfn)}`);
-    const t = l1With(box, a, []);
+    const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     const pinned = box.xen.frameInfo(t.mfn);
     expect(a.pin(1, t.mfn)).toBe(-EINVAL);
@@ -577,7 +550,7 @@ describe('mmuext_op: the refusals no other test pins down', () => {
     const box = new XenBox({ frames: 4096 });
     const a = box.domain('A');
     const b = box.domain('B');
-    const t = l1With(box, b, []);
+    const t = tableWith(box, b, []);
     expect(b.pin(1, t.mfn)).toBe(0);
     const pinned = box.xen.frameInfo(t.mfn);
     box.log();
@@ -607,7 +580,7 @@ describe('mmuext_op: the refusals no other test pins down', () => {
     expect(box.log()).toEqual([`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(theirs.mfn)}`]);
     expect(copy(5000, dst.mfn)).toBe(-EINVAL);
     expect(box.log()).toEqual([`(XEN) mm.c:3640:d${a.domid}v0 Error copying from mfn ${hx(5000)}`]);
-    const t = l1With(box, a, []);
+    const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     const srcBefore = box.xen.frameInfo(src.mfn);
     const tBefore = box.xen.frameInfo(t.mfn);
@@ -626,7 +599,7 @@ describe('mmuext_op: the refusals no other test pins down', () => {
     const box = new XenBox();
     const a = box.domain('A');
     const d = a.alloc();
-    const t = l1With(box, a, [[4, pteLo(d.mfn, P | A), pteHi(d.mfn)]]);
+    const t = tableWith(box, a, [[4, pteLo(d.mfn, P | A), pteHi(d.mfn)]]);
     expect(a.pin(1, t.mfn)).toBe(0);
     const before = box.xen.frameInfo(t.mfn);
     box.log();
@@ -676,7 +649,7 @@ describe('what validation reports', () => {
     const a = box.domain('A');
     const walked = () => box.t[slotBase(a.info.slots[0]!) + S_VC_PT];
     const v0 = box.xen.stats().validations;
-    const t = l1With(box, a, []);
+    const t = tableWith(box, a, []);
     expect(a.pin(1, t.mfn)).toBe(0);
     expect(box.xen.stats().validations).toBe(v0 + 1);
     expect(walked()).toBe(512);
@@ -709,7 +682,7 @@ describe('flushes and base pointers asked for by mmuext_op and update_va_mapping
   function threeVcpus(): { box: XenBox; a: Dom; l1: number; pending: () => boolean[]; clear: () => void } {
     const box = new XenBox();
     const a = box.domain('A', { vcpus: 3 });
-    const l1 = l1With(box, a, []);
+    const l1 = tableWith(box, a, []);
     expect(a.pin(1, l1.mfn)).toBe(0);
     const root = a.info.p2m[a.info.ptBasePfn]!;
     const [lo, hi] = a.entry(root, 3);
