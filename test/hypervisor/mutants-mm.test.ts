@@ -27,14 +27,7 @@ import {
   FRAME_WORDS,
 } from '../../src/abi/xen.js';
 import { pteHi, pteLo, pteMfn } from '../../src/abi/pte.js';
-import {
-  RS_FLUSH_ANY,
-  S_DATA_WORDS,
-  S_RUNSTATE,
-  layoutFor,
-  slotBase,
-  vaIndex,
-} from '../../src/abi/layout.js';
+import { RS_FLUSH_ANY, S_DATA_WORDS, S_RUNSTATE, layoutFor, slotBase, vaIndex } from '../../src/abi/layout.js';
 import { type Dom, XenBox } from '../helpers/xenbox.js';
 import { A, P, RW, VMALLOC, dataWord, hx, rawMmuext, tableWith } from './helpers.js';
 
