@@ -90,12 +90,10 @@ function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort
     const busy = Atomics.load(t, base + S_STATE) === SLOT_REQUEST;
     if ((Atomics.load(t, base + S_RUNSTATE) & RS_RUNNING) !== 0) running++;
     if (!busy) continue;
+    t[T_HV_SERVING] = slot + 1; // the waiting vCPU's hint (src/abi/wait.ts): a plain store
     try {
-      t[T_HV_SERVING] = slot + 1; // the waiting vCPU's hint (src/abi/wait.ts): a plain store
       xen.serveSlot(slot);
-      t[T_HV_SERVING] = 0;
     } catch (e) {
-      t[T_HV_SERVING] = 0;
       // Fail the call rather than leave the vCPU waiting forever.
       if (Atomics.load(t, base + S_STATE) === SLOT_REQUEST) {
         t[base + S_RESULT] = -EFAULT;
@@ -104,6 +102,8 @@ function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort
       }
       const message = e instanceof Error ? (e.stack ?? e.message) : String(e);
       port.postMessage({ event: 'bug', slot, message } satisfies XenThreadEvent);
+    } finally {
+      t[T_HV_SERVING] = 0;
     }
   }
   return running;
