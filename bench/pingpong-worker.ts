@@ -7,7 +7,8 @@
  *  - "transport": the client waits exactly as a vCPU in a hypercall (guest/vcpu.ts) and the
  *    server exactly as the hypervisor's doorbell loop (hypervisor/thread.ts): the same
  *    words (state, doorbell, sleeping flags), the same SpinBudget of src/abi/wait.ts, the
- *    same notify-only-a-sleeper rule. A null hypercall costs this plus its dispatch.
+ *    same rules: the server polls the state while it spins, and the client rings the
+ *    doorbell only for a sleeping server. A null hypercall costs this plus its dispatch.
  *
  * The host posts {run, mode, rounds, gen} to both; each adds itself to the barrier and
  * spins until both have (2 * gen arrivals in all); the client times `rounds` round trips,
@@ -83,7 +84,7 @@ function spinClient(rounds: number): PingPongResult {
 
 /* ----------------------------------------------------------- transport mode */
 
-/** hypervisor/thread.ts's doorbell loop, serving one slot. */
+/** hypervisor/thread.ts's doorbell loop, serving one slot: it polls STATE while it spins. */
 function transportServer(): void {
   let seen = Atomics.load(w, DOORBELL);
   for (;;) {
@@ -97,7 +98,7 @@ function transportServer(): void {
     let start = 0;
     let limit = 0;
     let slept = false;
-    while ((now = Atomics.load(w, DOORBELL)) === seen) {
+    while ((now = Atomics.load(w, DOORBELL)) === seen && Atomics.load(w, STATE) !== REQUEST) {
       if (++n % CLOCK_EVERY !== 0) continue;
       const clock = performance.now();
       if (start === 0) {
@@ -108,7 +109,7 @@ function transportServer(): void {
       if (clock - start < limit) continue;
       slept = true;
       Atomics.store(w, SERVER_SLEEPING, 1);
-      Atomics.wait(w, DOORBELL, seen);
+      if (Atomics.load(w, STATE) !== REQUEST) Atomics.wait(w, DOORBELL, seen);
       Atomics.store(w, SERVER_SLEEPING, 0);
     }
     if (start !== 0) budget.record(performance.now() - start, slept);
@@ -122,8 +123,10 @@ function transportClient(rounds: number): PingPongResult {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < rounds; i++) {
     Atomics.store(w, STATE, REQUEST);
-    Atomics.add(w, DOORBELL, 1);
-    if (Atomics.load(w, SERVER_SLEEPING) !== 0) Atomics.notify(w, DOORBELL, 1);
+    if (Atomics.load(w, SERVER_SLEEPING) !== 0) {
+      Atomics.add(w, DOORBELL, 1);
+      Atomics.notify(w, DOORBELL, 1);
+    }
     let n = 0;
     let start = 0;
     let limit = 0;

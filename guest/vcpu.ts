@@ -11,8 +11,9 @@
  *  - resume() sets RUNNING and services a pending flush before the next access.
  *
  * Hypercall submission (one outstanding per slot): the arguments are plain stores, then
- * Atomics.store(S_STATE, SLOT_REQUEST) publishes them; the doorbell is bumped, and
- * notified only when the hypervisor said it sleeps (T_HV_SLEEPING). We spin on S_STATE
+ * Atomics.store(S_STATE, SLOT_REQUEST) publishes them to the hypervisor, which polls
+ * S_STATE while it spins; the doorbell is bumped and notified only when the hypervisor
+ * said it sleeps (T_HV_SLEEPING). We spin on S_STATE
  * for the adaptive budget of src/abi/wait.ts, then set S_WAITING and fall back to
  * Atomics.wait. The hypervisor writes S_RESULT, stores SLOT_DONE and notifies S_STATE
  * when S_WAITING is set; we read the result and hand the slot back (SLOT_IDLE). The vCPU
@@ -160,10 +161,12 @@ export class Vcpu {
       throw new Error(`vCPU ${this.vcpuId}: hypercall ${op} issued while slot ${this.slot} is busy`);
     }
     t[this.#base + S_OP] = op;
-    Atomics.store(t, st, SLOT_REQUEST); // publishes op, args and data
-    Atomics.add(t, T_DOORBELL, 1);
-    // Notify only a sleeping hypervisor (the flag protocol of src/abi/wait.ts).
-    if (Atomics.load(t, T_HV_SLEEPING) !== 0) Atomics.notify(t, T_DOORBELL, 1);
+    Atomics.store(t, st, SLOT_REQUEST); // publishes op, args and data; a spinning hypervisor polls it
+    // Ring the doorbell only for a sleeping hypervisor (the flag protocol of src/abi/wait.ts).
+    if (Atomics.load(t, T_HV_SLEEPING) !== 0) {
+      Atomics.add(t, T_DOORBELL, 1);
+      Atomics.notify(t, T_DOORBELL, 1);
+    }
     const rs = this.#rs;
     let n = 0;
     let start = 0;

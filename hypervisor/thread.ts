@@ -2,12 +2,22 @@
  * The hypervisor thread's worker entry: constructs Xen and runs the doorbell loop that
  * serves the vCPUs' request slots and the controller's control requests.
  *
- * The doorbell (T_DOORBELL) is a counter: whoever has work (a vCPU with a request in its
- * slot, the controller with a message on the control port) bumps it and notifies. The
- * loop reads the counter BEFORE scanning, so a bump that lands during a scan makes the
- * next wait return at once: no wakeup is lost. It spins before Atomics.wait for the
- * adaptive budget of src/abi/wait.ts (the figures are there), and says when it sleeps
- * (T_HV_SLEEPING) so that a vCPU notifies the doorbell only then.
+ * A vCPU publishes a request by storing SLOT_REQUEST in its slot's S_STATE. While the
+ * loop spins it polls those words itself, one load per slot in use, so a request costs
+ * the vCPU one store and the loop one line transfer: no doorbell on the call path. The
+ * doorbell (T_DOORBELL) is a counter for a sleeping loop: before it sleeps, the loop says
+ * so (T_HV_SLEEPING = 1), looks at every slot once more, and only then waits on the
+ * doorbell; a vCPU that sees the flag after its store bumps the doorbell and notifies
+ * (the Dekker rule of src/abi/wait.ts: either the loop's last look sees the request or
+ * the vCPU sees the flag). The controller, with a message on the control port, always
+ * bumps and notifies. The loop reads the counter BEFORE scanning, so a bump that lands
+ * during a scan makes the next wait return at once: no wake-up is lost. It spins for the
+ * adaptive budget of src/abi/wait.ts (the figures are there).
+ *
+ * Why poll the slots (measured with \`pvmmu bench hypercall\`, see polledRequest below):
+ * with the doorbell on the call path, the loop saw the bump, then loaded the slot, two
+ * dependent line transfers before it could serve, and the vCPU paid a locked add on a
+ * line the loop was reading.
  *
  * Control requests arrive on a MessagePort drained with receiveMessageOnPort after each
  * wake (this thread's event loop never runs while the loop does). An exception in a
@@ -109,6 +119,15 @@ function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort
   return running;
 }
 
+/**
+ * Does one of the first `slots` slots hold a request? The spinning loop's poll: one load
+ * per slot, each an L1 hit until its vCPU stores to that line.
+ */
+function polledRequest(t: Int32Array, slots: number): boolean {
+  for (let slot = 0; slot < slots; slot++) if (Atomics.load(t, slotBase(slot) + S_STATE) === SLOT_REQUEST) return true;
+  return false;
+}
+
 /** Answer every queued control request; false once shutdown was asked. */
 function drainControl(xen: Xen, t: Int32Array, port: MessagePort): boolean {
   for (;;) {
@@ -151,12 +170,14 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
       control = c;
       if (!drainControl(xen, t, port)) return;
     }
+    // Slots that can hold a request: read after the control port, which creates domains.
+    const slots = Math.min(maxSlots, xen.slotsInUse());
     let now: number;
     let n = 0;
     let start = 0;
     let limit = 0;
     let slept = false;
-    while ((now = Atomics.load(t, T_DOORBELL)) === seen) {
+    while ((now = Atomics.load(t, T_DOORBELL)) === seen && !polledRequest(t, slots)) {
       if (++n % CLOCK_EVERY !== 0) continue;
       const clock = performance.now();
       if (start === 0) {
@@ -165,11 +186,11 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
         continue;
       }
       if (clock - start < limit) continue;
-      // Sleep: say so, then look once more (a vCPU bumps the doorbell, then looks at
-      // T_HV_SLEEPING). The controller always notifies.
+      // Sleep: say so, then look at the slots once more (a vCPU stores its request, then
+      // looks at T_HV_SLEEPING). The controller always bumps and notifies.
       slept = true;
       Atomics.store(t, T_HV_SLEEPING, 1);
-      Atomics.wait(t, T_DOORBELL, seen);
+      if (!polledRequest(t, slots)) Atomics.wait(t, T_DOORBELL, seen);
       Atomics.store(t, T_HV_SLEEPING, 0);
     }
     if (start !== 0) spin.record(performance.now() - start, slept);

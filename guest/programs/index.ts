@@ -68,8 +68,10 @@ function timed(req: VcpuRequest, call: () => number, what: string): { n: number;
 
 /**
  * ping: the transport's own test and benchmark guest.
- *   hypercall-ping {n, barrier?, parties?}   n null hypercalls (sched_op yield), after
- *                             the start barrier when given -> {n, ns, nsPerCall}
+ *   hypercall-ping {n, barrier?, parties?, gapNs?}   n null hypercalls (sched_op yield),
+ *                             after the start barrier when given; gapNs: run a
+ *                             pseudo-random 0..gapNs ns before each, so requests land at
+ *                             every point of the hypervisor's wait -> {n, ns, nsPerCall}
  *   tlb-flush-all {n}         n MMUEXT_TLB_FLUSH_ALL (a shootdown of the domain's other
  *                             vCPUs, waiting for the running ones) -> {n, ns, nsPerCall}
  *   spin {ms, untilFlushes}   run (RUNNING) polling interrupts until this vCPU has serviced
@@ -88,8 +90,21 @@ export function ping(cpu: Vcpu): ProgramHandler {
   });
   return (req) => {
     switch (req.op) {
-      case 'hypercall-ping':
-        return timed(req, () => schedOpYield(cpu), 'sched_op yield');
+      case 'hypercall-ping': {
+        const gap = nonNegInt(req, 'gapNs', 0);
+        if (gap === 0) return timed(req, () => schedOpYield(cpu), 'sched_op yield');
+        let seed = 0x2545f491;
+        return timed(
+          req,
+          () => {
+            seed = (Math.imul(seed, 1103515245) + 12345) | 0;
+            const until = performance.now() + ((seed >>> 8) % (gap + 1)) / 1e6;
+            while (performance.now() < until) {}
+            return schedOpYield(cpu);
+          },
+          'sched_op yield',
+        );
+      }
       case 'tlb-flush-all':
         return timed(req, () => mmuextOne(cpu, MMUEXT_TLB_FLUSH_ALL), 'mmuext_op tlb_flush_all');
       case 'spin': {

@@ -12,7 +12,7 @@ import { PAGE_SIZE, type PagingMode } from './xen.js';
 /* ------------------------------------------------------------ the transport */
 
 /** Header words of the transport buffer (Int32 indices). */
-export const T_DOORBELL = 0; /** bumped + notified by any vCPU (or the controller) with work */
+export const T_DOORBELL = 0; /** bumped + notified by the controller, and by a vCPU with work for a sleeping hypervisor */
 export const T_HV_STATE = 1; /** HV_STARTING / HV_RUNNING / HV_STOPPING / HV_STOPPED */
 export const T_MAX_SLOTS = 2;
 /** Bumped by the controller with each control message, so the loop looks at its port only then. */
