@@ -14,10 +14,12 @@
  * during a scan makes the next wait return at once: no wake-up is lost. It spins for the
  * adaptive budget of src/abi/wait.ts (the figures are there).
  *
- * Why poll the slots (measured with \`pvmmu bench hypercall\`, see polledRequest below):
- * with the doorbell on the call path, the loop saw the bump, then loaded the slot, two
- * dependent line transfers before it could serve, and the vCPU paid a locked add on a
- * line the loop was reading.
+ * Why poll the slots: with the doorbell on the call path, the loop saw the bump, then
+ * loaded the slot, two dependent line transfers before it could serve, and the vCPU paid
+ * a locked add on a line the loop was reading. Measured at 01:58 on the 2-core VM, two
+ * alternating pairs of `node dist/bench/run.js hypercall --repeat 5` (b4fc9ba against
+ * this): null hypercall / pure-spin floor 1.80x and 1.73x with the doorbell, 1.25x and
+ * 1.48x polling.
  *
  * Control requests arrive on a MessagePort drained with receiveMessageOnPort after each
  * wake (this thread's event loop never runs while the loop does). An exception in a
