@@ -15,6 +15,7 @@
  * runstate in that wait; we notify its S_STATE word so a sleeping one wakes to do so.
  */
 import {
+  MAX_VCPUS_PER_DOMAIN,
   RS_FLUSH_LOCAL,
   RS_FLUSH_PENDING,
   RS_RUNNING,
@@ -62,6 +63,13 @@ function waitAck(hv: Hv, slot: number): void {
 }
 
 /**
+ * The running vCPUs the current flush posted to: the IPIs it waits for. A list of slots,
+ * not a 64-bit mask of them: slot numbers go up to the machine's vCPU count (1024), while
+ * one flush targets one domain's vCPUs, at most MAX_VCPUS_PER_DOMAIN (64).
+ */
+const waitSlots = new Int32Array(MAX_VCPUS_PER_DOMAIN);
+
+/**
  * flush_tlb_mask: flush the given slots' TLBs. `initiator` (the calling vCPU's slot, or
  * -1) is flushed too when listed, but it is inside a hypercall, hence not running: its
  * flush is serviced as it returns. Counts one shootdown when any other vCPU is targeted.
@@ -70,8 +78,7 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
   hv.tlbClock++;
   let others = 0;
   // Post everything first, then wait: the IPIs are serviced in parallel.
-  let waitMask0 = 0;
-  let waitMask1 = 0;
+  let nWait = 0;
   for (let i = 0; i < n; i++) {
     const slot = slots[i]!;
     if (slot !== initiator) {
@@ -84,8 +91,7 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
       hv.vcEvents[VE_LOCAL_FLUSHES]!++;
     }
     if (postFlush(hv, slot, initiator)) {
-      if (slot < 32) waitMask0 |= 1 << slot;
-      else waitMask1 |= 1 << (slot - 32);
+      waitSlots[nWait++] = slot;
     } else if (slot !== initiator) {
       hv.counters.flushesDeferred++;
     }
@@ -96,13 +102,9 @@ export function flushTlbSlots(hv: Hv, slots: ArrayLike<number>, n: number, initi
     // Per initiator too, so a benchmark can count the shootdowns of its timed window.
     if (initiator >= 0 && initiator < hv.maxSlots) Atomics.add(hv.transport, slotBase(initiator) + S_SHOOTDOWNS, 1);
   }
-  for (let slot = 0; slot < 64 && (waitMask0 | waitMask1) !== 0; slot++) {
-    const bit = slot < 32 ? waitMask0 & (1 << slot) : waitMask1 & (1 << (slot - 32));
-    if (bit === 0) continue;
+  for (let k = 0; k < nWait; k++) {
     hv.counters.ipis++;
-    waitAck(hv, slot);
-    if (slot < 32) waitMask0 &= ~(1 << slot);
-    else waitMask1 &= ~(1 << (slot - 32));
+    waitAck(hv, waitSlots[k]!);
   }
 }
 
