@@ -214,8 +214,8 @@ describe('the PV domain builder: what the guest finds in its memory', () => {
       const first = box.domain('A', { frames: 2047 - firstL1Pfn });
       const aWords = (1 + first.info.nrPages) * FRAME_WORDS; // Xen's frame 0 and A's frames
       const before = box.mem32.slice(0, aWords);
-      const a = box.domain('B', { frames: 2048, vcpus: 2 });
-      const i = a.info;
+      const b = box.domain('B', { frames: 2048, vcpus: 2 });
+      const i = b.info;
       expect(i.p2m[firstL1Pfn]).toBe(2048);
       expect(i.p2mFrames).toBe(2);
       for (let pfn = 0; pfn < i.nrPages; pfn++) {
@@ -301,6 +301,25 @@ describe("the builder writes only the new domain's frames, whatever order the he
       expect(box.audit()).toMatchObject({ ok: true, isolationViolations: 0 });
     });
   }
+});
+
+describe('the builder reads back only its own entries', () => {
+  it("x86_64: a 1 GiB direct map whose L2 sits at mfn 1024 fills that L2 to its last entry, whatever another domain's start_info holds", () => {
+    // 1 GiB of machine memory: about 0.6 s on the 2-core machine (rules.test.ts's 2 GiB test: 1.1 s).
+    const box = new XenBox({ paging: 'x86_64', frames: 1 + 764 + 262_144, maxSlots: 2 });
+    // A first, so that B's L2 (pfn 259: start_info, 256 P2M frames, L4, L3) lands on mfn 1024.
+    const a = box.domain('A', { frames: 764 });
+    expect(box.mem32[a.info.p2m[0]! * FRAME_WORDS]).toBe(764); // A's start_info, word 0
+    const b = box.domain('B', { frames: 262_144 });
+    const i = b.info;
+    expect(i.p2m[i.ptFirstPfn + 2]).toBe(1024);
+    expect(i.nrPtFrames).toBe(3 + 512);
+    // The last 512 pfns hang off entry 511 of that L2: each walk reads it back.
+    for (let pfn = 511 * 512; pfn < i.lowmemPages; pfn++) {
+      const [lo, hi] = directMapWalk(box, i, pfn).at(-1)!;
+      if (pteMfn(lo, hi) !== i.p2m[pfn]) expect(pteMfn(lo, hi), `pfn ${pfn}`).toBe(i.p2m[pfn]);
+    }
+  });
 });
 
 describe('destroyDomain: what it releases', () => {
