@@ -199,4 +199,18 @@ describe('flush_tlb_mask: running vCPUs (an IPI and its acknowledgement)', () =>
     expect(await running.stop()).toBe(0);
     running = null;
   });
+
+  // A worker that dies while RUNNING never acknowledges: the hypervisor waits ACK_TIMEOUT_MS
+  // (2 s, hypervisor/flush.ts) and then gives that IPI up, rather than hang every domain.
+  it('an IPI that is never acknowledged (a dead RUNNING vCPU) is given up after 2 s: the call returns, the flush stays pending', () => {
+    const box = new XenBox();
+    const a = box.domain('a', { vcpus: 2 });
+    const s1 = a.info.slots[1]!;
+    Atomics.or(box.t, slotBase(s1) + S_RUNSTATE, RS_RUNNING); // and nobody plays it
+    const t0 = Date.now();
+    expect(flushAll(a, 0)).toBe(0);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1990);
+    expect(rs(box, s1)).toBe(RS_RUNNING | RS_FLUSH_PENDING);
+    expect(counts(box)).toEqual({ shootdowns: 1, ipis: 1, flushesDeferred: 0 });
+  }, 20_000);
 });
