@@ -13,11 +13,11 @@
  * Hypercall submission (one outstanding per slot): the arguments are plain stores, then
  * Atomics.store(S_STATE, SLOT_REQUEST) publishes them to the hypervisor, which polls
  * S_STATE while it spins; the doorbell is bumped and notified only when the hypervisor
- * said it sleeps (T_HV_SLEEPING). We spin on S_STATE
- * for the adaptive budget of src/abi/wait.ts, then set S_WAITING and fall back to
- * Atomics.wait. The hypervisor writes S_RESULT, stores SLOT_DONE and notifies S_STATE
- * when S_WAITING is set; we read the result and hand the slot back (SLOT_IDLE). The vCPU
- * is blocked for the wait and leaves in the runstate it entered with.
+ * said it sleeps (T_HV_SLEEPING). We spin on S_STATE for the adaptive budget of
+ * src/abi/wait.ts, then set S_WAITING and fall back to Atomics.wait. The hypervisor
+ * writes S_RESULT, stores SLOT_DONE and notifies S_STATE when S_WAITING is set; we read
+ * the result and hand the slot back (SLOT_IDLE). The vCPU is blocked for the wait and
+ * leaves in the runstate it entered with.
  */
 import type { DomainInfo } from '../src/abi/control.js';
 import type { VcpuInit } from '../src/abi/vcpu.js';
