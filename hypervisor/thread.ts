@@ -89,15 +89,14 @@ function control(xen: Xen, req: XenControlRequest): unknown {
 }
 
 /**
- * Serve every slot holding a request. Returns how many vCPUs' runstates said RUNNING: the
- * runnable threads of the wait policy (an idle vCPU worker, blocked between requests,
- * takes no core). Its runstate shares the line of S_STATE, which was just loaded.
+ * Serve every slot holding a request among the first `slots` (usableSlots). Returns how
+ * many vCPUs' runstates said RUNNING: the runnable threads of the wait policy (an idle vCPU
+ * worker, blocked between requests, takes no core). Its runstate shares the line of
+ * S_STATE, which was just loaded.
  */
-function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort): number {
-  // Only slots ever given to a vCPU can hold a request (one load each, ~5 ns).
-  const n = Math.min(maxSlots, xen.slotsInUse());
+function serveSlots(xen: Xen, t: Int32Array, slots: number, port: MessagePort): number {
   let running = 0;
-  for (let slot = 0; slot < n; slot++) {
+  for (let slot = 0; slot < slots; slot++) {
     const base = slotBase(slot);
     const busy = Atomics.load(t, base + S_STATE) === SLOT_REQUEST;
     if ((Atomics.load(t, base + S_RUNSTATE) & RS_RUNNING) !== 0) running++;
@@ -119,6 +118,14 @@ function serveSlots(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePort
     }
   }
   return running;
+}
+
+/**
+ * Slots that can hold a request: only those ever given to a vCPU. Domains (and so their
+ * slots) are created by control ops alone, so this changes only in drainControl.
+ */
+function usableSlots(xen: Xen, maxSlots: number): number {
+  return Math.min(maxSlots, xen.slotsInUse());
 }
 
 /**
@@ -159,9 +166,10 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
   let seen = Atomics.load(t, T_DOORBELL);
   let control = -1;
   let threads = 0;
+  let slots = usableSlots(xen, maxSlots);
   for (;;) {
     // The transport's runnable threads, for every side's spin (one compare when unchanged).
-    const th = serveSlots(xen, t, maxSlots, port) + 1;
+    const th = serveSlots(xen, t, slots, port) + 1;
     if (th !== threads) {
       threads = th;
       Atomics.store(t, T_HV_THREADS, th);
@@ -171,9 +179,8 @@ function doorbellLoop(xen: Xen, t: Int32Array, maxSlots: number, port: MessagePo
     if (c !== control) {
       control = c;
       if (!drainControl(xen, t, port)) return;
+      slots = usableSlots(xen, maxSlots); // a control op may have created a domain
     }
-    // Slots that can hold a request: read after the control port, which creates domains.
-    const slots = Math.min(maxSlots, xen.slotsInUse());
     let now: number;
     let n = 0;
     let start = 0;

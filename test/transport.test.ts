@@ -358,12 +358,15 @@ describe('the doorbell', () => {
    */
   it('loses no request that lands as the hypervisor goes to sleep', async () => {
     const saved = process.env.PVMMU_SPIN_US;
+    const restore = () => {
+      if (saved === undefined) delete process.env.PVMMU_SPIN_US;
+      else process.env.PVMMU_SPIN_US = saved;
+    };
     let m: Machine | undefined;
     try {
       process.env.PVMMU_SPIN_US = '0'; // a worker takes a copy of the environment at its start
       m = await Machine.create({ memoryBytes: 16 * 1024 * 1024, maxVcpus: 1 });
-      if (saved === undefined) delete process.env.PVMMU_SPIN_US;
-      else process.env.PVMMU_SPIN_US = saved;
+      restore(); // the vCPU, started below, spins as usual
       const d = await m.createDomain({ name: 'sleepy', frames: 512, vcpus: 1 });
       const h = await m.startVcpu(d, 0, 'ping', {});
       const n = 20_000;
@@ -371,8 +374,7 @@ describe('the doorbell', () => {
       expect((await h.request<{ n: number }>({ op: 'hypercall-ping', n, gapNs: 3000 })).n).toBe(n);
       expect(((await m.stats()).hypercalls.sched_op ?? 0) - before).toBe(n);
     } finally {
-      if (saved === undefined) delete process.env.PVMMU_SPIN_US;
-      else process.env.PVMMU_SPIN_US = saved;
+      restore();
       await m?.shutdown();
     }
   }, 30_000);
